@@ -1,0 +1,26 @@
+"""The one ASGI application: HTTP, WebSocket, MQTT and email scopes, each to its router."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_http = get_asgi_application()  # sets Django up before the consumers are imported
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from consumers.routing import email_router, mqtt_router, websocket_urlpatterns  # noqa: E402
+from protocols.lifespan import lifespan  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http,
+        "websocket": URLRouter(websocket_urlpatterns),
+        "mqtt": mqtt_router,
+        "email": email_router,
+        "lifespan": lifespan,
+    }
+)

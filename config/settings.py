@@ -1,0 +1,107 @@
+"""Settings for the gateway, read from the environment (see README, "Configuration")."""
+
+from pathlib import Path
+
+from environs import Env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = Env()
+env.read_env(BASE_DIR / ".env", recurse=False)
+
+DEBUG = env.bool("DEBUG", True)
+SECRET_KEY = env.str("SECRET_KEY", "dev-insecure-only-for-make-run")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
+
+# Listeners and protocols
+BIND = env.str("BIND", "127.0.0.1")
+HTTP_PORT = env.int("HTTP_PORT", 8000)
+SMTP_PORT = env.int("SMTP_PORT", 2525)
+EMAIL_DOMAIN = env.str("EMAIL_DOMAIN", "localhost").lower()
+MQTT_URL = env.str("MQTT_URL", "mqtt://127.0.0.1:1883")
+MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # empty: a unique id per process
+REDIS_URL = env.str("REDIS_URL", "")
+CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "gateway")
+
+# Limits
+MESSAGE_MAX_LENGTH = env.int("MESSAGE_MAX_LENGTH", 4000)
+WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
+MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
+SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
+HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "gateway",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.dj_db_url("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (runmqtt, runsmtp, daphne) may share one SQLite file:
+    # take the write lock up front and wait for it rather than fail.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
+    "loggers": {"amqtt": {"level": "WARNING"}, "transitions": {"level": "WARNING"}},
+}

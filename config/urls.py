@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+from consumers import http as api
+from gateway import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/chat/", permanent=False)),
+    path("chat/", views.chat_index, name="chat-index"),
+    path("chat/<room:room>/", views.chat_room, name="chat-room"),
+    path("api/rooms/", api.room_index, name="api-rooms"),
+    path("api/rooms/<room:room>/messages", api.room_messages, name="api-room-messages"),
+    path("healthz", api.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,65 @@
+"""The HTTP API: post to and read rooms, list rooms, health."""
+
+from __future__ import annotations
+
+import json
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from gateway import health, rooms
+
+MAX_PAGE = 500
+
+
+def _error(status: int, text: str) -> JsonResponse:
+    return JsonResponse({"type": "error", "error": text}, status=status)
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+async def room_messages(request: HttpRequest, room: str) -> JsonResponse:
+    if request.method == "GET":
+        return await _read(request, room)
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return _error(400, 'invalid JSON: send {"message": "text"}')
+    if not isinstance(body, dict) or "message" not in body:
+        return _error(400, 'send a JSON object with a "message" field')
+    try:
+        message = await rooms.post(room, body["message"], sender=body.get("sender"), source="http")
+    except rooms.InvalidMessage as exc:
+        return _error(400, str(exc))
+    return JsonResponse(message, status=201)
+
+
+async def _read(request: HttpRequest, room: str) -> JsonResponse:
+    try:
+        after = request.GET.get("after")
+        after = int(after) if after is not None else None
+        limit = min(int(request.GET.get("limit", 100)), MAX_PAGE)
+    except ValueError:
+        return _error(400, "'after' and 'limit' must be whole numbers")
+    if limit < 1:
+        return _error(400, "'limit' must be at least 1")
+    return JsonResponse({"messages": await rooms.history(room, after=after, limit=limit)})
+
+
+@require_GET
+async def room_index(request: HttpRequest) -> JsonResponse:
+    listing = await sync_to_async(rooms.room_list)()
+    for room in listing:
+        room["last_activity"] = room["last_activity"] and room["last_activity"].isoformat()
+    return JsonResponse({"rooms": listing})
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> JsonResponse:
+    components = await health.check()
+    healthy = all(state["ok"] for state in components.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", "components": components}, status=200 if healthy else 503
+    )

@@ -1,0 +1,19 @@
+"""Devices posting into rooms over MQTT: ``rooms/<room>/in``."""
+
+from __future__ import annotations
+
+from gateway import rooms
+from gateway.payloads import parse_payload
+from protocols.mqtt import AsyncMqttConsumer
+
+
+class RoomMqttConsumer(AsyncMqttConsumer):
+    async def receive(self, payload: bytes) -> None:
+        try:
+            post = parse_payload(payload)
+            await rooms.post(
+                self.scope["route"]["kwargs"]["room"], post.text, sender=post.sender, source="mqtt", data=post.data
+            )
+        except rooms.InvalidMessage as exc:
+            return await self.reject(str(exc))
+        await self.ack()

@@ -1,0 +1,20 @@
+"""Where each protocol's scopes go: the per-protocol routers of ``config.asgi``."""
+
+from django.conf import settings
+from django.urls import path, re_path
+
+from protocols.mqtt import MqttTopicRouter, topic
+from protocols.smtp import EmailToRouter, address
+
+from .email import RoomEmailConsumer
+from .mqtt import RoomMqttConsumer
+from .websocket import ChatConsumer, RefuseConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/<room:room>/", ChatConsumer.as_asgi()),
+    re_path(r"", RefuseConsumer.as_asgi()),
+]
+
+mqtt_router = MqttTopicRouter([topic("rooms/<room:room>/in", RoomMqttConsumer.as_asgi())])
+
+email_router = EmailToRouter([address(f"<room:room>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi())])

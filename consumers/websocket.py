@@ -1,0 +1,69 @@
+"""Browser chat over WebSocket: ``/ws/chat/<room>/``."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+from django.conf import settings
+
+from gateway import rooms
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """Join a room: history first (``?after=<id>`` to catch up), then live messages."""
+
+    async def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = rooms.group_name(self.room)
+        after = _after(self.scope)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        messages = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN)
+        # Live messages that the history already holds are skipped (see room_message).
+        self.seen = messages[-1]["id"] if messages else (after or 0)
+        await self.send_json({"type": "history", "messages": messages})
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            return await self.error("send text frames holding JSON")
+        try:
+            request = json.loads(text_data)
+        except ValueError:
+            return await self.error('invalid JSON: send {"message": "text"}')
+        if not isinstance(request, dict) or "message" not in request:
+            return await self.error('send a JSON object with a "message" field')
+        try:
+            await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
+        except rooms.InvalidMessage as exc:
+            await self.error(str(exc))
+
+    async def room_message(self, event: dict) -> None:
+        if event["id"] > self.seen:
+            self.seen = event["id"]
+            await self.send(text_data=event["text"])
+
+    async def error(self, text: str) -> None:
+        await self.send_json({"type": "error", "error": text})
+
+    async def send_json(self, content: dict) -> None:
+        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+
+
+class RefuseConsumer(WebsocketConsumer):
+    """Any other WebSocket path: refuse the handshake (403) instead of failing in the router."""
+
+    def connect(self) -> None:
+        self.close()
+
+
+def _after(scope: dict) -> int | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after")
+    try:
+        return max(0, int(values[0])) if values else None
+    except ValueError:
+        return None

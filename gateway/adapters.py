@@ -1,0 +1,123 @@
+"""Build the MQTT and SMTP adapter servers (and, for ``make run``, an embedded broker) from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from protocols.mqtt import MqttServer
+from protocols.smtp import SmtpServer
+
+from . import health
+
+logger = logging.getLogger(__name__)
+
+
+async def broker_answers(url: str, timeout: float = 2.0) -> bool:
+    parts = urlsplit(url)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 1883), timeout)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    return True
+
+
+async def start_embedded_broker(url: str) -> Any:
+    """An amqtt broker on the address of ``url``, for machines without one."""
+    from amqtt.broker import Broker
+
+    parts = urlsplit(url)
+    broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"{parts.hostname}:{parts.port or 1883}"}}})
+    await broker.start()
+    return broker
+
+
+class Adapters:
+    """The protocol servers one process runs beside (or instead of) the ASGI server."""
+
+    def __init__(self, application: Any, *, mqtt: bool = True, smtp: bool = True, embedded_broker: bool = False):
+        self.application = application
+        self.embedded_broker = embedded_broker
+        self.broker = None
+        self.mqtt = (
+            MqttServer(
+                application,
+                settings.MQTT_URL,
+                client_id=settings.MQTT_CLIENT_ID,
+                max_payload=settings.MQTT_MAX_PAYLOAD,
+            )
+            if mqtt
+            else None
+        )
+        self.smtp = (
+            SmtpServer(
+                application,
+                settings.BIND,
+                settings.SMTP_PORT,
+                hostname=settings.EMAIL_DOMAIN,
+                data_size_limit=settings.SMTP_MAX_MESSAGE_SIZE,
+            )
+            if smtp
+            else None
+        )
+
+    async def start(self) -> None:
+        if self.mqtt:
+            if self.embedded_broker and not await broker_answers(settings.MQTT_URL):
+                self.broker = await start_embedded_broker(settings.MQTT_URL)
+                logger.info("No MQTT broker answered at %s: started an embedded one there", settings.MQTT_URL)
+            await self.mqtt.start()
+            health.probes["mqtt"] = lambda: (
+                self.mqtt.connected,
+                "connected" if self.mqtt.connected else "disconnected",
+            )
+        if self.smtp:
+            await self.smtp.start()
+            health.probes["smtp"] = lambda: (self.smtp.listening, "listening" if self.smtp.listening else "stopped")
+
+    async def stop(self) -> None:
+        if self.smtp:
+            await self.smtp.stop()
+        if self.mqtt:
+            await self.mqtt.stop()
+        if self.broker is not None:
+            await self.broker.shutdown()
+
+    def banner(self) -> list[str]:
+        lines = []
+        if self.smtp:
+            lines.append(f"  SMTP       {settings.BIND}:{self.smtp.port}   mail to <room>@{settings.EMAIL_DOMAIN}")
+        if self.mqtt:
+            broker = "embedded amqtt broker" if self.broker else "broker"
+            lines.append(
+                f"  MQTT       {settings.MQTT_URL} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out"
+            )
+        layer = f"Redis {_redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
+        database = settings.DATABASES["default"]
+        lines.append(f"  Channels   {layer}")
+        lines.append(f"  Database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}")
+        return lines
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+async def run_until_signalled(adapters: Adapters, title: str) -> None:
+    """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await adapters.start()
+    print("\n".join([title, *adapters.banner(), "Quit with Ctrl-C."]), flush=True)
+    await stopping.wait()
+    await adapters.stop()

@@ -1,0 +1,44 @@
+"""Component health for ``/healthz``: the database, the channel layer, and adapters in this process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+
+# Adapters running in this process register a probe here: name -> () -> (ok, detail).
+probes: dict[str, Callable[[], tuple[bool, str]]] = {}
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def _channel_layer() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel("health.")
+    await layer.send(channel, {"type": "health.ping"})
+    await layer.receive(channel)
+
+
+async def _state(check, timeout: float = 3.0) -> dict:
+    try:
+        await asyncio.wait_for(check(), timeout)
+    except Exception as exc:
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "detail": "ok"}
+
+
+async def check() -> dict[str, dict]:
+    components = {
+        "database": await _state(database_sync_to_async(_database)),
+        "channel_layer": await _state(_channel_layer),
+    }
+    for name, probe in probes.items():
+        ok, detail = probe()
+        components[name] = {"ok": ok, "detail": detail}
+    return components

@@ -1,0 +1,58 @@
+import asyncio
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run everything in one process: HTTP and WebSocket (daphne), the SMTP adapter and the MQTT adapter."
+
+    def handle(self, *args, **options) -> None:
+        from channels.routing import get_default_application
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server  # installs Twisted's asyncio reactor first
+        from twisted.internet import defer, reactor
+
+        from gateway.adapters import Adapters
+
+        application = get_default_application()
+        adapters = Adapters(application, embedded_broker=True)
+        failed = []
+
+        async def start() -> None:
+            try:
+                await adapters.start()
+            except Exception as exc:
+                failed.append(exc)
+                logger.critical("Could not start the adapters: %s", exc)
+                reactor.stop()
+                return
+            host = settings.BIND
+            lines = [
+                "Gateway running:",
+                f"  Chat       http://{host}:{settings.HTTP_PORT}/chat/",
+                f"  WebSocket  ws://{host}:{settings.HTTP_PORT}/ws/chat/<room>/",
+                f"  HTTP API   http://{host}:{settings.HTTP_PORT}/api/rooms/   health: /healthz",
+                *adapters.banner(),
+                "Quit with Ctrl-C.",
+            ]
+            print("\n".join(lines), flush=True)
+
+        def stop() -> defer.Deferred:
+            return defer.Deferred.fromFuture(asyncio.ensure_future(adapters.stop()))
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=settings.BIND, port=settings.HTTP_PORT),
+            signal_handlers=True,
+            websocket_max_frame_size=settings.WEBSOCKET_MAX_FRAME,
+            websocket_max_message_size=settings.WEBSOCKET_MAX_FRAME,
+            ready_callable=lambda: asyncio.get_event_loop().create_task(start()),
+        )
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
+        server.run()
+        if server.abort_start or failed:
+            raise CommandError("The gateway did not start: see the log above.")

@@ -1,0 +1,127 @@
+"""The room service: every way in posts through here to be validated, stored and fanned out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from protocols.mqtt import DEFAULT_PUBLISH_CHANNEL
+
+from .models import ROOM_NAME_REGEX, Message, Room
+
+logger = logging.getLogger(__name__)
+
+ROOM_NAME = re.compile(f"{ROOM_NAME_REGEX}\\Z")
+SENDER_MAX_LENGTH = 200
+
+
+class InvalidMessage(ValueError):
+    """Input that cannot become a room message; its text is shown to whoever sent it."""
+
+
+class RoomNameConverter:
+    """``<room:name>`` in URL, topic and address patterns."""
+
+    regex = ROOM_NAME_REGEX
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+def group_name(room: str) -> str:
+    """The channel-layer group of a room's live subscribers."""
+    return f"room.{room}"
+
+
+def out_topic(room: str) -> str:
+    return f"rooms/{room}/out"
+
+
+def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
+    if not isinstance(room, str) or not ROOM_NAME.match(room):
+        raise InvalidMessage("room names are 1 to 64 letters, digits, '-' or '_'")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidMessage("'message' must be non-empty text")
+    if len(text) > settings.MESSAGE_MAX_LENGTH:
+        raise InvalidMessage(f"message is longer than {settings.MESSAGE_MAX_LENGTH} characters")
+    if sender is None or sender == "":
+        sender = "anonymous"
+    if not isinstance(sender, str):
+        raise InvalidMessage("'sender' must be text")
+    sender = sender.strip()[:SENDER_MAX_LENGTH] or "anonymous"
+    if source not in Message.Source.values:
+        raise InvalidMessage(f"unknown source {source!r}")
+    return text, sender
+
+
+async def post(room: str, text: Any, *, sender: Any, source: str, data: dict | None = None) -> dict:
+    """Validate, store, then deliver to the room; returns the stored message object.
+
+    Once stored the message is accepted: live delivery is best effort, and readers
+    who missed it catch up from the history.
+    """
+    text, sender = validate(room, text, sender, source)
+    event = await database_sync_to_async(_store)(room, text, sender, source, data)
+    await _fan_out(event)
+    return event
+
+
+def _store(room: str, text: str, sender: str, source: str, data: dict | None) -> dict:
+    now = timezone.now()
+    with transaction.atomic():
+        room_row, _ = Room.objects.get_or_create(name=room)
+        Room.objects.filter(pk=room_row.pk).update(last_id=F("last_id") + 1, last_activity=now)
+        seq = Room.objects.values_list("last_id", flat=True).get(pk=room_row.pk)
+        message = Message.objects.create(
+            room=room_row, seq=seq, text=text, sender=sender, source=source, data=data, created_at=now
+        )
+    return message.as_event(room)
+
+
+async def _fan_out(event: dict) -> None:
+    layer = get_channel_layer()
+    text = json.dumps(event, ensure_ascii=False)  # serialised once for every subscriber
+    room = event["room"]
+    try:
+        await layer.group_send(group_name(room), {"type": "room.message", "id": event["id"], "text": text})
+        await layer.send(
+            DEFAULT_PUBLISH_CHANNEL,
+            {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False},
+        )
+    except ChannelFull:
+        logger.warning("No MQTT adapter is draining %r: %s not published", DEFAULT_PUBLISH_CHANNEL, out_topic(room))
+    except Exception:
+        logger.exception("Live delivery of %s#%s failed; readers will catch up from history", room, event["id"])
+
+
+def _history(room: str, after: int | None, limit: int) -> list[dict]:
+    messages = Message.objects.filter(room__name=room)
+    if after is not None:
+        rows = list(messages.filter(seq__gt=after).order_by("seq")[:limit])
+    else:
+        rows = list(messages.order_by("-seq")[:limit])[::-1]
+    return [message.as_event(room) for message in rows]
+
+
+async def history(room: str, *, after: int | None = None, limit: int = 50) -> list[dict]:
+    """Up to ``limit`` messages, oldest first: the newest ones, or the first ones after id ``after``."""
+    return await database_sync_to_async(_history)(room, after, limit)
+
+
+def room_list() -> list[dict]:
+    """Rooms with their last activity, most recently active first."""
+    rows = Room.objects.order_by(F("last_activity").desc(nulls_last=True), "name")
+    return [{"name": room.name, "last_activity": room.last_activity, "messages": room.last_id} for room in rows]

@@ -1,0 +1,72 @@
+"""Drive a paho-mqtt client from an asyncio event loop (paho's external-loop socket callbacks).
+
+paho does the protocol; the event loop tells it when its socket is readable or
+writable, and calls ``loop_misc`` for keepalive. Paho may open the socket in an
+executor thread (its connect is blocking), so socket callbacks hop to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, str, int]:
+    """A paho client for ``mqtt://[user:pass@]host[:port]`` (``mqtts://`` for TLS), and where to connect."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, not {url!r}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
+    if parts.username:
+        client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
+    if parts.scheme == "mqtts":
+        client.tls_set()
+    return client, parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+class AsyncioDriver:
+    """Registers a paho client's socket with the running event loop."""
+
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._misc = loop.create_task(self._misc_loop())
+
+    def _in_loop(self, function, *args) -> None:
+        if threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:
+            self.loop.call_soon_threadsafe(function, *args)
+
+    def _on_socket_open(self, client, userdata, sock) -> None:
+        self._in_loop(self.loop.add_reader, sock.fileno(), client.loop_read)
+
+    def _on_socket_close(self, client, userdata, sock) -> None:
+        self._in_loop(self.loop.remove_reader, sock.fileno())
+
+    def _on_socket_register_write(self, client, userdata, sock) -> None:
+        self._in_loop(self.loop.add_writer, sock.fileno(), client.loop_write)
+
+    def _on_socket_unregister_write(self, client, userdata, sock) -> None:
+        self._in_loop(self.loop.remove_writer, sock.fileno())
+
+    async def _misc_loop(self) -> None:
+        while True:
+            self.client.loop_misc()  # keepalive pings and their timeouts
+            await asyncio.sleep(1)
+
+    async def connect(self, host: str, port: int, keepalive: int) -> None:
+        """Open the connection (in a thread: paho's TCP connect blocks); CONNACK arrives later."""
+        await self.loop.run_in_executor(None, self.client.connect, host, port, keepalive)
+
+    def close(self) -> None:
+        self._misc.cancel()

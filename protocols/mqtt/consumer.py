@@ -1,0 +1,38 @@
+"""Base consumer for ``mqtt`` scopes: one instance per inbound PUBLISH."""
+
+from __future__ import annotations
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
+
+
+class AsyncMqttConsumer(AsyncConsumer):
+    """Override ``receive(payload)`` and answer with ``ack()`` once the message is safe, or ``reject()``.
+
+    The instance lives for one message, so it does not open a channel-layer
+    channel of its own; use ``channels.layers.get_channel_layer()`` to reach others.
+    """
+
+    channel_layer_alias = None
+
+    async def mqtt_publish(self, event: dict) -> None:
+        try:
+            await self.receive(event["payload"])
+        finally:
+            raise StopConsumer()
+
+    async def receive(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    async def ack(self) -> None:
+        """The message is safe: the adapter may now send PUBACK."""
+        await self.send({"type": "mqtt.ack"})
+
+    async def reject(self, reason: str) -> None:
+        """Refuse the message; the adapter logs ``reason`` and will not ask again."""
+        await self.send({"type": "mqtt.reject", "reason": reason})
+
+    async def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        await self.send({"type": "mqtt.publish", "topic": topic, "payload": payload, "qos": qos, "retain": retain})

@@ -1,0 +1,264 @@
+"""The MQTT adapter server: a client of a real broker that runs an ASGI ``mqtt`` application.
+
+Like daphne owns HTTP connections, this owns one broker connection. Each inbound
+PUBLISH on a subscribed topic becomes one application instance (``mqtt`` scope,
+one ``mqtt.publish`` event); PUBACK waits for the instance's ``mqtt.ack``.
+Messages on one topic are handled in arrival order, topics run concurrently.
+Anything in the project can publish by sending ``mqtt.publish`` events to the
+channel-layer channel ``publish_channel``. See docs/mqtt.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import deque
+from typing import Any
+
+import paho.mqtt.client as paho
+from channels.layers import get_channel_layer
+
+from .. import ASGI_VERSION
+from ..routing import find_router
+from .client import AsyncioDriver, client_from_url
+from .routing import MqttTopicRouter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PUBLISH_CHANNEL = "mqtt-publish"
+
+
+class MqttServer:
+    """Subscribe to what the application's ``MqttTopicRouter`` routes, and serve each message."""
+
+    def __init__(
+        self,
+        application: Any,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        client_id: str = "",
+        topics: list[str] | None = None,
+        qos: int = 1,
+        keepalive: int = 30,
+        max_payload: int = 256 * 1024,
+        application_timeout: float = 30.0,
+        publish_channel: str | None = DEFAULT_PUBLISH_CHANNEL,
+        channel_layer_alias: str = "default",
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.application = application
+        self.url = url
+        self.client_id = client_id or f"asgi-mqtt-{socket.gethostname()}-{os.getpid()}"
+        self.router = find_router(application, "mqtt", MqttTopicRouter)
+        if topics is None:
+            if self.router is None:
+                raise ValueError("No MqttTopicRouter for 'mqtt' in the application: pass topics= explicitly")
+            topics = self.router.subscriptions()
+        self.topics = topics
+        self.qos = qos
+        self.keepalive = keepalive
+        self.max_payload = max_payload
+        self.application_timeout = application_timeout
+        self.publish_channel = publish_channel
+        self.channel_layer_alias = channel_layer_alias
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.connected = False
+        self._was_connected = False
+        self.reconnects = 0
+        self._generation = 0  # bumps on every (re)connection: acks never cross connections
+        self._queues: dict[str, deque] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: asyncio.Task | None = None
+        self._client: paho.Client | None = None
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Begin connecting (and reconnecting, with backoff) in the background."""
+        loop = asyncio.get_running_loop()
+        self._client, self._host, self._port = client_from_url(self.url, self.client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.max_queued_messages_set(10_000)
+        self._driver = AsyncioDriver(self._client, loop)
+        self._lost = asyncio.Event()
+        self._connected_event = asyncio.Event()
+        self._runner = loop.create_task(self._connection_loop())
+        if self.publish_channel:
+            self._relay = loop.create_task(self._relay_channel())
+        else:
+            self._relay = None
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Finish (and acknowledge) messages in hand, then disconnect cleanly."""
+        for task in (self._runner, self._relay):
+            if task is not None:
+                task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=drain_timeout)
+        if self.connected:
+            self._lost.clear()
+            self._client.disconnect()
+            try:
+                await asyncio.wait_for(self._lost.wait(), 2)
+            except TimeoutError:
+                pass
+        self._driver.close()
+
+    async def serve(self) -> None:
+        """Run until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.stop()
+
+    async def _connection_loop(self) -> None:
+        delay = self.min_backoff
+        while True:
+            self._lost.clear()
+            try:
+                await self._driver.connect(self._host, self._port, self.keepalive)
+            except (OSError, ValueError) as exc:
+                logger.warning(
+                    "MQTT broker %s:%s unreachable (%s); retrying in %.1fs", self._host, self._port, exc, delay
+                )
+            else:
+                await self._lost.wait()
+                if self._was_connected:
+                    delay = self.min_backoff
+                logger.warning("MQTT connection to %s:%s lost; reconnecting in %.1fs", self._host, self._port, delay)
+            await asyncio.sleep(delay)  # backoff between attempts
+            delay = min(delay * 2, self.max_backoff)
+
+    # paho callbacks (all on the event loop thread)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._was_connected = False
+        if reason_code.is_failure:
+            logger.error("MQTT broker refused connection: %s", reason_code)
+            return
+        self._generation += 1
+        self._was_connected = self.connected = True
+        self.reconnects += self._generation > 1
+        self._connected_event.set()
+        if self.topics:
+            client.subscribe([(topic, self.qos) for topic in self.topics])
+        logger.info(
+            "MQTT connected to %s:%s as %s, subscribed to %s", self._host, self._port, self.client_id, self.topics
+        )
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected = False
+        self._connected_event.clear()
+        self._lost.set()
+
+    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        queue = self._queues.get(message.topic)
+        if queue is None:
+            queue = self._queues[message.topic] = deque()
+            task = asyncio.get_running_loop().create_task(self._drain(message.topic, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        queue.append((self._generation, message))
+
+    # Serving messages
+
+    async def _drain(self, topic: str, queue: deque) -> None:
+        try:
+            while queue:
+                generation, message = queue.popleft()
+                await self.handle(message, generation)
+        finally:
+            del self._queues[topic]
+
+    def scope_for(self, message: paho.MQTTMessage) -> dict:
+        return {
+            "type": "mqtt",
+            "asgi": ASGI_VERSION,
+            "topic": message.topic,
+            "qos": message.qos,
+            "retain": bool(message.retain),
+            "dup": bool(message.dup),
+            "properties": message.properties.json() if message.properties else {},
+            "client_id": self.client_id,
+        }
+
+    async def handle(self, message: paho.MQTTMessage, generation: int) -> None:
+        """Run one application instance for ``message`` and carry out its answer."""
+        answered = False
+
+        def acknowledge() -> None:
+            if generation == self._generation and self.connected:
+                self._client.ack(message.mid, message.qos)
+            # else: the broker redelivers it on a persistent session
+
+        async def send(event: dict) -> None:
+            nonlocal answered
+            kind = event["type"]
+            if kind == "mqtt.publish":
+                self.publish(event)
+            elif kind in ("mqtt.ack", "mqtt.reject") and not answered:
+                answered = True
+                if kind == "mqtt.reject":
+                    logger.warning("Rejected MQTT message on %s: %s", message.topic, event.get("reason", ""))
+                acknowledge()
+            elif kind not in ("mqtt.ack", "mqtt.reject"):
+                raise ValueError(f"Unknown event type for mqtt scope: {kind!r}")
+
+        if len(message.payload) > self.max_payload:
+            await send(
+                {"type": "mqtt.reject", "reason": f"payload of {len(message.payload)} bytes over {self.max_payload}"}
+            )
+            return
+        if self.router is not None and self.router.resolve(message.topic) is None:
+            await send({"type": "mqtt.reject", "reason": "no route for this topic"})
+            return
+        events: asyncio.Queue = asyncio.Queue()
+        events.put_nowait({"type": "mqtt.publish", "payload": message.payload})
+        try:
+            await asyncio.wait_for(
+                self.application(self.scope_for(message), events.get, send), self.application_timeout
+            )
+        except Exception:
+            logger.exception("MQTT application failed on %s", message.topic)
+        if not answered:
+            logger.error("MQTT application gave no ack or reject for a message on %s; acknowledging", message.topic)
+            await send({"type": "mqtt.ack"})
+
+    # Publishing
+
+    def publish(self, event: dict) -> None:
+        payload = event["payload"]
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self._client.publish(event["topic"], payload, event.get("qos", 0), event.get("retain", False))
+
+    async def _relay_channel(self) -> None:
+        """Publish what the rest of the project sends to the channel ``publish_channel``."""
+        layer = get_channel_layer(self.channel_layer_alias)
+        if layer is None:
+            return
+        delay = self.min_backoff
+        while True:
+            try:
+                event = await layer.receive(self.publish_channel)
+                delay = self.min_backoff
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            if event.get("type") == "mqtt.publish":
+                self.publish(event)
+            else:
+                logger.warning("Ignored %r on channel %s", event.get("type"), self.publish_channel)

@@ -1,0 +1,29 @@
+"""Base consumer for ``email`` scopes: one instance per accepted mail and recipient."""
+
+from __future__ import annotations
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
+
+
+class AsyncEmailConsumer(AsyncConsumer):
+    """Override ``receive(content)`` (the raw RFC 5322 bytes) and answer ``accept()`` or ``reject()``."""
+
+    channel_layer_alias = None  # one instance per mail: no channel-layer channel of its own
+
+    async def email_receive(self, event: dict) -> None:
+        try:
+            await self.receive(event["content"])
+        finally:
+            raise StopConsumer()
+
+    async def receive(self, content: bytes) -> None:
+        raise NotImplementedError
+
+    async def accept(self) -> None:
+        """The mail is safe: the adapter may answer 250."""
+        await self.send({"type": "email.accept"})
+
+    async def reject(self, code: int, reason: str) -> None:
+        """Refuse the mail with an SMTP reply: 4xx asks the sender to retry, 5xx is final."""
+        await self.send({"type": "email.reject", "code": code, "reason": reason})

@@ -1,0 +1,156 @@
+"""The SMTP adapter server: aiosmtpd on the running event loop, serving an ASGI ``email`` application.
+
+Recipients are checked against the application's ``EmailToRouter`` at RCPT time
+(550 when nothing routes them). After DATA, one application instance per
+recipient gets the raw message; the SMTP reply waits for their answers. See docs/email.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .. import ASGI_VERSION
+from ..routing import find_router
+from .routing import EmailToRouter
+
+logger = logging.getLogger(__name__)
+
+
+def combine(replies: list[str]) -> str:
+    """One SMTP reply for several recipients: success if all succeeded; a temporary failure
+    if any was temporary (the sender retries); otherwise the first permanent failure, unless
+    some recipients were served (then 250: SMTP has one reply after DATA, LMTP would be needed).
+    """
+    failures = [reply for reply in replies if not reply.startswith("2")]
+    if not failures:
+        return replies[0]
+    temporary = [reply for reply in failures if reply.startswith("4")]
+    if temporary:
+        return temporary[0]
+    if len(failures) < len(replies):
+        logger.warning("Mail accepted for some recipients, refused for others: %s", failures)
+        return next(reply for reply in replies if reply.startswith("2"))
+    return failures[0]
+
+
+class AsgiHandler:
+    """aiosmtpd handler hooks that hand each mail to the ASGI application."""
+
+    def __init__(self, application: Any, router: EmailToRouter | None, application_timeout: float) -> None:
+        self.application = application
+        self.router = router
+        self.application_timeout = application_timeout
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
+    ) -> str:
+        if self.router is not None and not self.router.accepts(address):
+            return f"550 5.1.1 <{address}>: no such recipient here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        replies = await asyncio.gather(*(self.deliver(session, envelope, rcpt) for rcpt in envelope.rcpt_tos))
+        return combine(list(replies))
+
+    def scope_for(self, session: Session, envelope: Envelope, rcpt_to: str) -> dict:
+        return {
+            "type": "email",
+            "asgi": ASGI_VERSION,
+            "mail_from": envelope.mail_from,
+            "rcpt_to": rcpt_to,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "peer": list(session.peer) if isinstance(session.peer, tuple) else [session.peer, 0],
+            "helo": session.host_name,
+        }
+
+    async def deliver(self, session: Session, envelope: Envelope, rcpt_to: str) -> str:
+        """Run one application instance; its answer as an SMTP reply line."""
+        reply: str | None = None
+
+        async def send(event: dict) -> None:
+            nonlocal reply
+            if reply is not None:
+                return
+            if event["type"] == "email.accept":
+                reply = "250 2.0.0 OK: delivered"
+            elif event["type"] == "email.reject":
+                code = int(event.get("code", 550))
+                if not 400 <= code < 600:
+                    raise ValueError(f"email.reject code must be 4xx or 5xx, not {code}")
+                reply = f"{code} {event.get('reason', 'rejected')}"
+            else:
+                raise ValueError(f"Unknown event type for email scope: {event['type']!r}")
+
+        events: asyncio.Queue = asyncio.Queue()
+        events.put_nowait({"type": "email.receive", "content": envelope.original_content})
+        try:
+            await asyncio.wait_for(
+                self.application(self.scope_for(session, envelope, rcpt_to), events.get, send),
+                self.application_timeout,
+            )
+        except Exception:
+            logger.exception("Email application failed for %s", rcpt_to)
+        if reply is None:
+            return "451 4.3.0 Temporary failure, please try again later"
+        return reply
+
+
+class SmtpServer:
+    """Listen for SMTP on ``host:port`` on the running event loop."""
+
+    def __init__(
+        self,
+        application: Any,
+        host: str = "127.0.0.1",
+        port: int = 2525,
+        *,
+        hostname: str | None = None,
+        data_size_limit: int = 1024 * 1024,
+        application_timeout: float = 30.0,
+        idle_timeout: float = 300.0,
+    ) -> None:
+        self.application = application
+        self.host, self.port = host, port
+        self.hostname = hostname
+        self.data_size_limit = data_size_limit
+        self.idle_timeout = idle_timeout
+        router = find_router(application, "email", EmailToRouter)
+        self.handler = AsgiHandler(application, router, application_timeout)
+        self._server: asyncio.base_events.Server | None = None
+
+    def _protocol(self) -> SMTP:
+        return SMTP(
+            self.handler,
+            hostname=self.hostname,
+            data_size_limit=self.data_size_limit,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=self.idle_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        self._server = await asyncio.get_running_loop().create_server(self._protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def serve(self) -> None:
+        """Run until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.stop()
