@@ -103,5 +103,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
-    "loggers": {"amqtt": {"level": "WARNING"}, "transitions": {"level": "WARNING"}},
+    "loggers": {
+        # Quiet libraries that log every connection (and mail addresses) at INFO.
+        "amqtt": {"level": "WARNING"},
+        "transitions": {"level": "WARNING"},
+        "mail.log": {"level": "WARNING"},
+    },
 }

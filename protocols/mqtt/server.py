@@ -83,6 +83,7 @@ class MqttServer:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.max_queued_messages_set(10_000)
         self._driver = AsyncioDriver(self._client, loop)
         self._lost = asyncio.Event()
@@ -151,9 +152,13 @@ class MqttServer:
         self._connected_event.set()
         if self.topics:
             client.subscribe([(topic, self.qos) for topic in self.topics])
-        logger.info(
-            "MQTT connected to %s:%s as %s, subscribed to %s", self._host, self._port, self.client_id, self.topics
-        )
+        logger.info("MQTT connected to %s:%s as %s", self._host, self._port, self.client_id)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [topic for topic, code in zip(self.topics, reason_codes, strict=False) if code.is_failure]
+        if refused:
+            logger.error("MQTT broker refused subscriptions to %s", refused)
+        logger.info("MQTT subscribed to %s", [topic for topic in self.topics if topic not in refused])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False

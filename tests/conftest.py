@@ -1,0 +1,64 @@
+"""Fixtures: the machine's services (a missing one fails with what to install) and a running gateway."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import (
+    MOSQUITTO_URL,
+    POSTGRES_HOST,
+    REDIS_HOST,
+    Gateway,
+    Process,
+    free_port,
+    gateway_env,
+    manage,
+    migrate,
+    require_service,
+)
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    require_service("Mosquitto", ("127.0.0.1", 1883), "Install and start it: apt-get install mosquitto && mosquitto -d")
+    return MOSQUITTO_URL
+
+
+@pytest.fixture(scope="session")
+def redis_host() -> tuple[str, int]:
+    require_service(
+        "Redis",
+        REDIS_HOST,
+        "Install and start it: apt-get install redis-server && redis-server --daemonize yes --save ''",
+    )
+    return REDIS_HOST
+
+
+@pytest.fixture(scope="session")
+def postgres_host() -> tuple[str, int]:
+    require_service(
+        "PostgreSQL", POSTGRES_HOST, "Install and start it: apt-get install postgresql (trust auth, database 'test')"
+    )
+    return POSTGRES_HOST
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, mosquitto):
+    """``rungateway`` in its own process: SQLite, in-memory layer, the machine's Mosquitto."""
+    gateway = Gateway(free_port(), free_port(), mosquitto)
+    env = gateway_env(
+        DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'db.sqlite3'}",
+        HTTP_PORT=gateway.http_port,
+        SMTP_PORT=gateway.smtp_port,
+        MQTT_URL=mosquitto,
+    )
+    migrate(env)
+    process = Process(manage("rungateway"), env=env).start()
+    try:
+        process.wait_for("Quit with Ctrl-C")
+        process.wait_for("MQTT subscribed")
+        gateway.process = process
+        yield gateway
+    finally:
+        code = process.stop()
+    assert code == 0, f"rungateway exited {code} on SIGTERM:\n{process.output}"

@@ -1,0 +1,266 @@
+"""Test helpers: gateway processes, and real WebSocket, MQTT, SMTP and HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+import websockets
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MOSQUITTO_URL = "mqtt://127.0.0.1:1883"
+REDIS_HOST = ("127.0.0.1", 6379)
+POSTGRES_HOST = ("127.0.0.1", 5432)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique(prefix: str = "t") -> str:
+    """A fresh room name, so tests never see each other's traffic on the shared broker."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def require_service(name: str, address: tuple[str, int], hint: str) -> None:
+    try:
+        socket.create_connection(address, timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"{name} is not answering on {address[0]}:{address[1]} ({exc}). {hint}", pytrace=False)
+
+
+def gateway_env(**settings: Any) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL", "MQTT_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+def manage(*args: str) -> list[str]:
+    return [PYTHON, "manage.py", *args]
+
+
+class Process:
+    """A command (run from the project root) in a subprocess, its output kept for assertions and reports."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self.name = " ".join(argv[1:3])
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    def wait_for(self, text: str, *, count: int = 1, timeout: float = 30) -> None:
+        """Wait until ``text`` has appeared in ``count`` output lines."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.count(text) < count:
+                if self.popen.poll() is not None:
+                    raise AssertionError(
+                        f"{self.name} exited ({self.popen.returncode}) before {text!r}:\n{self.output}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{self.name} never printed {text!r} in {timeout}s:\n{self.output}")
+                self._changed.wait(remaining)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, as a service manager would, and the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.output}") from None
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class Gateway:
+    """Where a running gateway (or set of processes) can be reached."""
+
+    def __init__(self, http_port: int, smtp_port: int, mqtt_url: str = MOSQUITTO_URL) -> None:
+        self.http_port, self.smtp_port, self.mqtt_url = http_port, smtp_port, mqtt_url
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def ws(self, room: str, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.http_port}/ws/chat/{room}/{query}"
+
+
+# HTTP
+
+
+def http_json(method: str, url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, content = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, content = error.code, error.read()
+    try:
+        return status, json.loads(content)
+    except ValueError:
+        return status, content.decode(errors="replace")
+
+
+async def ahttp(method: str, url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+    return await asyncio.to_thread(http_json, method, url, body, **kwargs)
+
+
+async def history(gateway: Gateway, room: str) -> list[dict]:
+    status, body = await ahttp("GET", f"{gateway.http}/api/rooms/{room}/messages")
+    assert status == 200, body
+    return body["messages"]
+
+
+# WebSocket
+
+
+async def receive(ws, kind: str = "message", timeout: float = 10) -> dict:
+    """The next object of type ``kind`` from the server, skipping others."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await ws.recv())
+            if event.get("type") == kind:
+                return event
+
+
+async def join(gateway: Gateway, room: str, query: str = ""):
+    """Open a room's WebSocket and consume the history it sends first; returns (ws, history)."""
+    ws = await websockets.connect(gateway.ws(room, query), open_timeout=10)
+    first = await receive(ws, "history")
+    return ws, first["messages"]
+
+
+# MQTT
+
+
+def mqtt_address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("mqtt://").split(":")
+    return host, int(port)
+
+
+def mqtt_publish(url: str, topic: str, payload: bytes | str, qos: int = 1) -> None:
+    """Publish and wait until the broker has it (PUBACK for QoS 1)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
+    client.connect(*mqtt_address(url))
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def apublish(url: str, topic: str, payload: bytes | str, qos: int = 1) -> None:
+    await asyncio.to_thread(mqtt_publish, url, topic, payload, qos)
+
+
+class MqttListener:
+    """A subscriber collecting what arrives on a topic, ready once the broker has acknowledged it."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self._arrived = threading.Condition()
+        subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("sub"))
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, 1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(*mqtt_address(url))
+        self.client.loop_start()
+        assert subscribed.wait(10), f"no SUBACK for {topic}"
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 10) -> list[paho.MQTTMessage]:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.messages) >= count, timeout), (
+                f"{len(self.messages)} of {count} messages arrived"
+            )
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# SMTP
+
+
+def build_mail(to: str, subject: str = "Hello", body: str = "Body", sender: str = "alice@example.com") -> str:
+    headers = f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+    return f"{headers}Message-ID: <{uuid.uuid4().hex}@example.com>\r\n\r\n{body}\r\n"
+
+
+def smtp_send(port: int, sender: str, recipients: list[str], content: str | bytes) -> dict:
+    """Send one mail; the per-recipient refusals (empty when all accepted). Raises on a refused DATA."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail(sender, recipients, content)
+
+
+async def asmtp(port: int, sender: str, recipients: list[str], content: str | bytes) -> dict:
+    return await asyncio.to_thread(smtp_send, port, sender, recipients, content)
