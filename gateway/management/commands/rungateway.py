@@ -41,6 +41,11 @@ class Command(BaseCommand):
             ]
             print("\n".join(lines), flush=True)
 
+        def ready() -> None:
+            # Close an oversized frame's connection with a 1009 close frame, not a bare TCP drop.
+            server.ws_factory.setProtocolOptions(failByDrop=False)
+            asyncio.get_event_loop().create_task(start())
+
         def stop() -> defer.Deferred:
             return defer.Deferred.fromFuture(asyncio.ensure_future(adapters.stop()))
 
@@ -50,7 +55,7 @@ class Command(BaseCommand):
             signal_handlers=True,
             websocket_max_frame_size=settings.WEBSOCKET_MAX_FRAME,
             websocket_max_message_size=settings.WEBSOCKET_MAX_FRAME,
-            ready_callable=lambda: asyncio.get_event_loop().create_task(start()),
+            ready_callable=ready,
         )
         reactor.addSystemEventTrigger("before", "shutdown", stop)
         server.run()
