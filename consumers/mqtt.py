@@ -9,6 +9,9 @@ from protocols.mqtt import AsyncMqttConsumer
 
 class RoomMqttConsumer(AsyncMqttConsumer):
     async def receive(self, payload: bytes) -> None:
+        if self.scope["retain"]:
+            # A retained message is replayed by the broker on every subscribe: posting it would repeat it.
+            return await self.reject("retained messages are not posted (publish without retain)")
         try:
             post = parse_payload(payload)
             await rooms.post(

@@ -200,20 +200,20 @@ def mqtt_address(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def mqtt_publish(url: str, topic: str, payload: bytes | str, qos: int = 1) -> None:
+def mqtt_publish(url: str, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
     """Publish and wait until the broker has it (PUBACK for QoS 1)."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
     client.connect(*mqtt_address(url))
     client.loop_start()
     try:
-        client.publish(topic, payload, qos).wait_for_publish(10)
+        client.publish(topic, payload, qos, retain).wait_for_publish(10)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-async def apublish(url: str, topic: str, payload: bytes | str, qos: int = 1) -> None:
-    await asyncio.to_thread(mqtt_publish, url, topic, payload, qos)
+async def apublish(url: str, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+    await asyncio.to_thread(mqtt_publish, url, topic, payload, qos, retain)
 
 
 class MqttListener:

@@ -87,15 +87,16 @@ class MqttServer:
         self._client.max_queued_messages_set(10_000)
         self._driver = AsyncioDriver(self._client, loop)
         self._lost = asyncio.Event()
-        self._connected_event = asyncio.Event()
+        self._ready = asyncio.Event()  # connected and subscribed
         self._runner = loop.create_task(self._connection_loop())
         if self.publish_channel:
             self._relay = loop.create_task(self._relay_channel())
         else:
             self._relay = None
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected_event.wait(), timeout)
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the broker has acknowledged the subscriptions."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Finish (and acknowledge) messages in hand, then disconnect cleanly."""
@@ -149,9 +150,10 @@ class MqttServer:
         self._generation += 1
         self._was_connected = self.connected = True
         self.reconnects += self._generation > 1
-        self._connected_event.set()
         if self.topics:
             client.subscribe([(topic, self.qos) for topic in self.topics])
+        else:
+            self._ready.set()
         logger.info("MQTT connected to %s:%s as %s", self._host, self._port, self.client_id)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -159,10 +161,11 @@ class MqttServer:
         if refused:
             logger.error("MQTT broker refused subscriptions to %s", refused)
         logger.info("MQTT subscribed to %s", [topic for topic in self.topics if topic not in refused])
+        self._ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False
-        self._connected_event.clear()
+        self._ready.clear()
         self._lost.set()
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:

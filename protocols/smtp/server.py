@@ -50,7 +50,8 @@ class AsgiHandler:
     ) -> str:
         if self.router is not None and not self.router.accepts(address):
             return f"550 5.1.1 <{address}>: no such recipient here"
-        envelope.rcpt_tos.append(address)
+        if address not in envelope.rcpt_tos:  # the same recipient twice is served once
+            envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

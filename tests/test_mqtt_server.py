@@ -1,0 +1,76 @@
+"""The MQTT adapter in this process against the real broker: scopes, answers, and the publish channel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.testing import ApplicationCommunicator
+from channels.layers import get_channel_layer
+
+from consumers.mqtt import RoomMqttConsumer
+from protocols.mqtt import MqttServer
+from tests.support import MqttListener, apublish, unique
+
+
+class Recorder:
+    """An ``mqtt`` application that acknowledges and remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.seen: asyncio.Queue = asyncio.Queue()
+
+    async def __call__(self, scope, receive, send) -> None:
+        event = await receive()
+        await self.seen.put((scope, event))
+        await send({"type": "mqtt.ack"})
+
+
+async def served(application, mosquitto: str, **options) -> MqttServer:
+    server = MqttServer(application, mosquitto, **options)
+    await server.start()
+    await server.wait_ready(10)
+    return server
+
+
+async def test_publish_becomes_a_scope_and_event(mosquitto):
+    base = unique("adapter")
+    recorder = Recorder()
+    server = await served(recorder, mosquitto, topics=[f"{base}/#"], publish_channel=None)
+    try:
+        await apublish(mosquitto, f"{base}/a", b"\x00\x01 bytes", qos=1)
+        scope, event = await asyncio.wait_for(recorder.seen.get(), 10)
+    finally:
+        await server.stop()
+    assert (scope["type"], scope["topic"], scope["qos"], scope["retain"]) == ("mqtt", f"{base}/a", 1, False)
+    assert event == {"type": "mqtt.publish", "payload": b"\x00\x01 bytes"}
+
+
+async def test_retained_replay_is_marked_and_not_posted(mosquitto):
+    room = unique()
+    topic = f"rooms/{room}/in"
+    await apublish(mosquitto, topic, "a retained reading", retain=True)
+    recorder = Recorder()
+    server = await served(recorder, mosquitto, topics=[topic], publish_channel=None)
+    try:
+        scope, _ = await asyncio.wait_for(recorder.seen.get(), 10)  # replayed on subscribe
+    finally:
+        await server.stop()
+        await apublish(mosquitto, topic, b"", retain=True)  # clear it from the broker
+    assert scope["retain"] is True
+    communicator = ApplicationCommunicator(RoomMqttConsumer.as_asgi(), {**scope, "route": {"kwargs": {"room": room}}})
+    await communicator.send_input({"type": "mqtt.publish", "payload": b"a retained reading"})
+    answer = await communicator.receive_output(5)
+    assert answer["type"] == "mqtt.reject" and "retained" in answer["reason"]
+
+
+async def test_anything_can_publish_through_the_channel(mosquitto):
+    topic = f"{unique('out')}/x"
+    channel = unique("mqtt-publish")
+    listener = MqttListener(mosquitto, topic)
+    server = await served(Recorder(), mosquitto, topics=[], publish_channel=channel)
+    try:
+        await get_channel_layer().send(channel, {"type": "mqtt.publish", "topic": topic, "payload": b"hi", "qos": 1})
+        [message] = await asyncio.to_thread(listener.wait, 1)
+    finally:
+        await server.stop()
+        listener.close()
+    assert message.payload == b"hi"
