@@ -22,6 +22,7 @@ from channels.layers import get_channel_layer
 
 from .. import ASGI_VERSION
 from ..routing import find_router
+from ..server import ProtocolServer
 from .client import AsyncioDriver, client_from_url
 from .routing import MqttTopicRouter
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PUBLISH_CHANNEL = "mqtt-publish"
 
 
-class MqttServer:
+class MqttServer(ProtocolServer):
     """Subscribe to what the application's ``MqttTopicRouter`` routes, and serve each message."""
 
     def __init__(
@@ -113,14 +114,6 @@ class MqttServer:
             except TimeoutError:
                 pass
         self._driver.close()
-
-    async def serve(self) -> None:
-        """Run until cancelled."""
-        await self.start()
-        try:
-            await asyncio.Future()
-        finally:
-            await self.stop()
 
     async def _connection_loop(self) -> None:
         delay = self.min_backoff

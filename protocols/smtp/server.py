@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .. import ASGI_VERSION
 from ..routing import find_router
+from ..server import ProtocolServer
 from .routing import EmailToRouter
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class AsgiHandler:
         return reply
 
 
-class SmtpServer:
+class SmtpServer(ProtocolServer):
     """Listen for SMTP on ``host:port`` on the running event loop."""
 
     def __init__(
@@ -147,11 +148,3 @@ class SmtpServer:
     @property
     def listening(self) -> bool:
         return self._server is not None and self._server.is_serving()
-
-    async def serve(self) -> None:
-        """Run until cancelled."""
-        await self.start()
-        try:
-            await asyncio.Future()
-        finally:
-            await self.stop()
