@@ -21,8 +21,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         messages = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN)
-        # Live messages that the history already holds are skipped (see room_message).
-        self.seen = messages[-1]["id"] if messages else (after or 0)
+        # Live messages the history already holds are skipped. Only those: live messages from
+        # several processes may arrive slightly out of id order, and each must still be sent.
+        self.history_last = messages[-1]["id"] if messages else (after or 0)
         await self.send_json({"type": "history", "messages": messages})
 
     async def disconnect(self, code: int) -> None:
@@ -43,8 +44,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.error(str(exc))
 
     async def room_message(self, event: dict) -> None:
-        if event["id"] > self.seen:
-            self.seen = event["id"]
+        if event["id"] > self.history_last:
             await self.send(text_data=event["text"])
 
     async def error(self, text: str) -> None:
