@@ -11,13 +11,16 @@ django_http = get_asgi_application()  # sets Django up before the consumers are 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from consumers.routing import email_router, mqtt_router, websocket_urlpatterns  # noqa: E402
+from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http,
+        "http": URLRouter(
+            [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
+        ),
         "websocket": URLRouter(websocket_urlpatterns),
         "mqtt": mqtt_router,
         "email": email_router,

@@ -7,8 +7,14 @@ from protocols.mqtt import MqttTopicRouter, topic
 from protocols.smtp import EmailToRouter, address
 
 from .email import RoomEmailConsumer
+from .events import RoomEventsConsumer
 from .mqtt import RoomMqttConsumer
 from .websocket import ChatConsumer, RefuseConsumer
+
+# Streaming HTTP served by consumers; everything else goes on to Django's views.
+http_urlpatterns = [
+    path("api/rooms/<room:room>/events", RoomEventsConsumer.as_asgi()),
+]
 
 websocket_urlpatterns = [
     path("ws/chat/<room:room>/", ChatConsumer.as_asgi()),

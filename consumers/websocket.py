@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
 from gateway import rooms
+
+from .params import after_id
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -17,7 +18,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
         self.group = rooms.group_name(self.room)
-        after = _after(self.scope)
+        after = after_id(self.scope)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         messages = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN)
@@ -51,7 +52,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "error", "error": text})
 
     async def send_json(self, content: dict) -> None:
-        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+        await self.send(text_data=rooms.to_json(content))
 
 
 class RefuseConsumer(WebsocketConsumer):
@@ -59,11 +60,3 @@ class RefuseConsumer(WebsocketConsumer):
 
     def connect(self) -> None:
         self.close()
-
-
-def _after(scope: dict) -> int | None:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after")
-    try:
-        return max(0, int(values[0])) if values else None
-    except ValueError:
-        return None

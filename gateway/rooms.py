@@ -91,9 +91,13 @@ def _store(room: str, text: str, sender: str, source: str, data: dict | None) ->
     return message.as_event(room)
 
 
+def to_json(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False)
+
+
 async def _fan_out(event: dict) -> None:
     layer = get_channel_layer()
-    text = json.dumps(event, ensure_ascii=False)  # serialised once for every subscriber
+    text = to_json(event)  # serialised once for every subscriber
     room = event["room"]
     try:
         await layer.group_send(group_name(room), {"type": "room.message", "id": event["id"], "text": text})
@@ -119,6 +123,12 @@ def _history(room: str, after: int | None, limit: int) -> list[dict]:
 async def history(room: str, *, after: int | None = None, limit: int = 50) -> list[dict]:
     """Up to ``limit`` messages, oldest first: the newest ones, or the first ones after id ``after``."""
     return await database_sync_to_async(_history)(room, after, limit)
+
+
+async def last_id(room: str) -> int:
+    """The id of the room's newest message (0 when it has none)."""
+    found = await Room.objects.filter(name=room).values_list("last_id", flat=True).afirst()
+    return found or 0
 
 
 def room_list() -> list[dict]:

@@ -1,0 +1,69 @@
+"""A room as Server-Sent Events, for clients that cannot hold a WebSocket: ``/api/rooms/<room>/events``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from gateway import rooms
+
+from .params import after_id
+
+KEEPALIVE_SECONDS = 15
+
+
+def event_frame(message_id: int, data: str) -> bytes:
+    """One SSE event; the id lets the browser send ``Last-Event-ID`` when it reconnects."""
+    return f"id: {message_id}\nevent: message\ndata: {data}\n\n".encode()
+
+
+class RoomEventsConsumer(AsyncHttpConsumer):
+    """Stream the room: with ``Last-Event-ID`` (or ``?after=``) first what was missed, then live messages."""
+
+    async def http_request(self, message: dict) -> None:
+        # Unlike AsyncHttpConsumer's, the response stays open after handle(): room events keep arriving.
+        if not message.get("more_body"):
+            await self.handle(b"")
+
+    async def handle(self, body: bytes) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = rooms.group_name(self.room)
+        after = after_id(self.scope)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_headers(
+            headers=[
+                (b"Content-Type", b"text/event-stream; charset=utf-8"),
+                (b"Cache-Control", b"no-cache"),
+                (b"X-Accel-Buffering", b"no"),  # nginx: do not buffer the stream
+            ]
+        )
+        self.history_last = 0
+        frames = [b"retry: 2000\n\n"]
+        if after is not None:
+            missed = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN * 20)
+            frames += [event_frame(m["id"], rooms.to_json(m)) for m in missed]
+            self.history_last = missed[-1]["id"] if missed else after
+        else:
+            self.history_last = await rooms.last_id(self.room)
+        await self.send_body(b"".join(frames), more_body=True)
+        self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            await self.send_body(b": keepalive\n\n", more_body=True)
+
+    async def room_message(self, event: dict) -> None:
+        if event["id"] > self.history_last:
+            await self.send_body(event_frame(event["id"], event["text"]), more_body=True)
+
+    async def disconnect(self) -> None:
+        if hasattr(self, "keepalive"):
+            self.keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keepalive
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
