@@ -36,16 +36,20 @@ async def room_messages(request: HttpRequest, room: str) -> JsonResponse:
     return JsonResponse(message, status=201)
 
 
+def _whole_number(request: HttpRequest, name: str, default: int | None = None) -> int | None:
+    value = request.GET.get(name)
+    return default if value is None else int(value)
+
+
 async def _read(request: HttpRequest, room: str) -> JsonResponse:
     try:
-        after = request.GET.get("after")
-        after = int(after) if after is not None else None
-        limit = min(int(request.GET.get("limit", 100)), MAX_PAGE)
+        after, before = _whole_number(request, "after"), _whole_number(request, "before")
+        limit = min(_whole_number(request, "limit", 100), MAX_PAGE)
     except ValueError:
-        return _error(400, "'after' and 'limit' must be whole numbers")
+        return _error(400, "'after', 'before' and 'limit' must be whole numbers")
     if limit < 1:
         return _error(400, "'limit' must be at least 1")
-    return JsonResponse({"messages": await rooms.history(room, after=after, limit=limit)})
+    return JsonResponse({"messages": await rooms.history(room, after=after, before=before, limit=limit)})
 
 
 @require_GET

@@ -111,18 +111,21 @@ async def _fan_out(event: dict) -> None:
         logger.exception("Live delivery of %s#%s failed; readers will catch up from history", room, event["id"])
 
 
-def _history(room: str, after: int | None, limit: int) -> list[dict]:
+def _history(room: str, after: int | None, before: int | None, limit: int) -> list[dict]:
     messages = Message.objects.filter(room__name=room)
     if after is not None:
         rows = list(messages.filter(seq__gt=after).order_by("seq")[:limit])
     else:
+        if before is not None:
+            messages = messages.filter(seq__lt=before)
         rows = list(messages.order_by("-seq")[:limit])[::-1]
     return [message.as_event(room) for message in rows]
 
 
-async def history(room: str, *, after: int | None = None, limit: int = 50) -> list[dict]:
-    """Up to ``limit`` messages, oldest first: the newest ones, or the first ones after id ``after``."""
-    return await database_sync_to_async(_history)(room, after, limit)
+async def history(room: str, *, after: int | None = None, before: int | None = None, limit: int = 50) -> list[dict]:
+    """Up to ``limit`` messages, oldest first: the first ones after id ``after``, or else the newest
+    ones (before id ``before``, when given: for paging back through older messages)."""
+    return await database_sync_to_async(_history)(room, after, before, limit)
 
 
 async def last_id(room: str) -> int:

@@ -127,3 +127,15 @@ async def test_healthz(gateway):
     status, body = await ahttp("GET", f"{gateway.http}/healthz")
     assert status == 200 and body["status"] == "ok"
     assert {"database", "channel_layer", "mqtt", "smtp"} <= set(body["components"])
+
+
+async def test_paging_back_with_before(gateway):
+    room = unique()
+    ids = [
+        (await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": str(n)}))[1]["id"]
+        for n in range(5)
+    ]
+    status, page = await ahttp("GET", f"{gateway.http}/api/rooms/{room}/messages?before={ids[3]}&limit=2")
+    assert status == 200 and [m["message"] for m in page["messages"]] == ["1", "2"]
+    status, page = await ahttp("GET", f"{gateway.http}/api/rooms/{room}/messages?limit=2")
+    assert [m["message"] for m in page["messages"]] == ["3", "4"]
