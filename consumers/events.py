@@ -60,6 +60,9 @@ class RoomEventsConsumer(AsyncHttpConsumer):
         if event["id"] > self.history_last:
             await self.send_body(event_frame(event["id"], event["text"]), more_body=True)
 
+    async def room_presence(self, event: dict) -> None:
+        await self.send_body(f"event: presence\ndata: {event['text']}\n\n".encode(), more_body=True)
+
     async def disconnect(self) -> None:
         if hasattr(self, "keepalive"):
             self.keepalive.cancel()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
-from gateway import rooms
+from gateway import presence, rooms
 
 from .params import after_id
 
@@ -26,9 +27,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # several processes may arrive slightly out of id order, and each must still be sent.
         self.history_last = messages[-1]["id"] if messages else (after or 0)
         await self.send_json({"type": "history", "messages": messages})
+        name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
+        await presence.join(self.room, self.channel_name, name)
 
     async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "group"):
+            return
         await self.channel_layer.group_discard(self.group, self.channel_name)
+        await presence.leave(self.room, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -47,6 +53,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_message(self, event: dict) -> None:
         if event["id"] > self.history_last:
             await self.send(text_data=event["text"])
+
+    async def room_presence(self, event: dict) -> None:
+        await self.send(text_data=event["text"])
 
     async def error(self, text: str) -> None:
         await self.send_json({"type": "error", "error": text})

@@ -55,3 +55,12 @@ class Message(models.Model):
         if self.data is not None:
             event["data"] = self.data
         return event
+
+
+class Presence(models.Model):
+    """A browser connected to a room now: one row per WebSocket connection, in any process."""
+
+    room = models.CharField(max_length=64, db_index=True)
+    channel_name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200)
+    joined_at = models.DateTimeField(default=timezone.now)

@@ -9,6 +9,7 @@ from typing import Any
 from .rooms import InvalidMessage
 
 DEFAULT_SENDER = "device"
+ENVELOPE = ("sender", "id")
 
 
 @dataclass
@@ -47,6 +48,8 @@ def parse_payload(payload: bytes) -> Post:
         raise InvalidMessage("'id' must be a string or a number")
     if "message" in document:
         return Post(text=document["message"], sender=sender, key=None if key is None else str(key))
-    if not document:
-        raise InvalidMessage("an empty JSON object is neither a message nor a reading")
-    return Post(text=render_reading(document), sender=DEFAULT_SENDER, data=document)
+    # A reading: every field but the envelope ("sender", "id") is data.
+    reading = {name: value for name, value in document.items() if name not in ENVELOPE}
+    if not reading:
+        raise InvalidMessage("a JSON object without 'message' must carry reading fields")
+    return Post(text=render_reading(reading), sender=sender, data=reading, key=None if key is None else str(key))

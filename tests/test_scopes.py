@@ -147,3 +147,13 @@ def test_mail_bad_charset_is_read_anyway_and_from_falls_back_to_envelope():
 def test_mail_with_nothing_to_post():
     with pytest.raises(InvalidMessage, match="no subject and no text"):
         mail_to_post(b"From: a@example.com\r\n\r\n")
+
+
+def test_reading_envelope_fields_are_not_data():
+    post = parse_payload(b'{"temperature": 21.5, "sender": "sensor-7", "id": "r1"}')
+    assert (post.text, post.sender, post.data, post.key) == (
+        "temperature: 21.5",
+        "sensor-7",
+        {"temperature": 21.5},
+        "r1",
+    )
