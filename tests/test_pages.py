@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.support import ahttp, unique
+import subprocess
+
+from tests.support import PYTHON, ROOT, Process, ahttp, free_port, gateway_env, manage, migrate, unique
 
 
 async def page(url: str) -> tuple[int, str]:
@@ -28,3 +30,25 @@ async def test_room_page_and_its_script(gateway):
         status, body = await page(f"{gateway.http}/static/{asset}")
         assert status == 200 and len(body) > 100, asset
     assert (await page(f"{gateway.http}/"))[0] == 200  # / redirects to /chat/
+
+
+async def test_production_serves_collected_static_files_with_whitenoise(tmp_path):
+    port = free_port()
+    env = gateway_env(
+        DEBUG="false",
+        SECRET_KEY="a-test-secret-that-is-long-enough-for-django",
+        ALLOWED_HOSTS="127.0.0.1",
+        STATIC_ROOT=tmp_path / "static",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    migrate(env)
+    subprocess.run(manage("collectstatic", "--noinput", "-v0"), cwd=ROOT, env=env, check=True)
+    daphne = Process([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env=env)
+    daphne.start()
+    try:
+        daphne.wait_for("Listening on TCP address")
+        status, body = await page(f"http://127.0.0.1:{port}/static/gateway/chat.js")
+        assert status == 200 and "textContent" in body
+        assert (await page(f"http://127.0.0.1:{port}/static/gateway/missing.js"))[0] == 404
+    finally:
+        daphne.stop()
