@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import (
-    MOSQUITTO_URL,
-    POSTGRES_HOST,
-    REDIS_HOST,
-    Gateway,
-    Process,
-    free_port,
-    gateway_env,
-    manage,
-    migrate,
-    require_service,
-)
+from tests.support import MOSQUITTO_URL, POSTGRES_HOST, REDIS_HOST, launch_gateway, require_service
 
 
 @pytest.fixture(scope="session")
@@ -45,20 +34,7 @@ def postgres_host() -> tuple[str, int]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, mosquitto):
     """``rungateway`` in its own process: SQLite, in-memory layer, the machine's Mosquitto."""
-    gateway = Gateway(free_port(), free_port(), mosquitto)
-    env = gateway_env(
-        DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'db.sqlite3'}",
-        HTTP_PORT=gateway.http_port,
-        SMTP_PORT=gateway.smtp_port,
-        MQTT_URL=mosquitto,
-    )
-    migrate(env)
-    process = Process(manage("rungateway"), env=env).start()
-    try:
-        process.wait_for("Quit with Ctrl-C")
-        process.wait_for("MQTT subscribed")
-        gateway.process = process
-        yield gateway
-    finally:
-        code = process.stop()
-    assert code == 0, f"rungateway exited {code} on SIGTERM:\n{process.output}"
+    gateway = launch_gateway(tmp_path_factory.mktemp("gateway"), mosquitto)
+    yield gateway
+    code = gateway.process.stop()
+    assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output}"

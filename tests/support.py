@@ -264,3 +264,27 @@ def smtp_send(port: int, sender: str, recipients: list[str], content: str | byte
 
 async def asmtp(port: int, sender: str, recipients: list[str], content: str | bytes) -> dict:
     return await asyncio.to_thread(smtp_send, port, sender, recipients, content)
+
+
+def launch_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
+    """``rungateway`` in its own process with a fresh SQLite database in ``directory``, once subscribed.
+
+    The caller stops it: ``gateway.process.stop()`` (SIGTERM) should return 0.
+    """
+    gateway = Gateway(free_port(), free_port(), mqtt_url)
+    env = gateway_env(
+        DATABASE_URL=f"sqlite:///{directory / 'db.sqlite3'}",
+        HTTP_PORT=gateway.http_port,
+        SMTP_PORT=gateway.smtp_port,
+        MQTT_URL=mqtt_url,
+        **settings,
+    )
+    migrate(env)
+    gateway.env = env
+    gateway.process = Process(manage("rungateway"), env=env).start()
+    try:
+        gateway.process.wait_for("MQTT subscribed")
+    except AssertionError:
+        gateway.process.kill()
+        raise
+    return gateway

@@ -10,15 +10,12 @@ import pytest
 
 from tests.support import (
     Gateway,
-    Process,
     ahttp,
     apublish,
     free_port,
-    gateway_env,
     history,
     join,
-    manage,
-    migrate,
+    launch_gateway,
     receive,
     unique,
 )
@@ -60,17 +57,9 @@ def broker(mosquitto):  # needs the mosquitto binary the machine's broker comes 
 
 
 async def test_adapter_reconnects_and_resubscribes_after_broker_restart(tmp_path, broker):
-    gateway = Gateway(free_port(), free_port(), f"mqtt://127.0.0.1:{broker.port}")
-    env = gateway_env(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        HTTP_PORT=gateway.http_port,
-        SMTP_PORT=gateway.smtp_port,
-        MQTT_URL=gateway.mqtt_url,
-    )
-    migrate(env)
-    process = Process(manage("rungateway"), env=env).start()
+    gateway = launch_gateway(tmp_path, f"mqtt://127.0.0.1:{broker.port}")
+    process = gateway.process
     try:
-        process.wait_for("MQTT subscribed")
         assert "embedded" not in process.output
         room = unique()
         ws, _ = await join(gateway, room)
@@ -94,17 +83,9 @@ async def test_adapter_reconnects_and_resubscribes_after_broker_restart(tmp_path
 
 
 async def test_embedded_broker_when_none_answers(tmp_path):
-    gateway = Gateway(free_port(), free_port(), f"mqtt://127.0.0.1:{free_port()}")
-    env = gateway_env(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        HTTP_PORT=gateway.http_port,
-        SMTP_PORT=gateway.smtp_port,
-        MQTT_URL=gateway.mqtt_url,
-    )
-    migrate(env)
-    process = Process(manage("rungateway"), env=env).start()
+    gateway = launch_gateway(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
+    process = gateway.process
     try:
-        process.wait_for("MQTT subscribed")
         assert "(embedded amqtt broker)" in process.output
         room = unique()
         ws, _ = await join(gateway, room)
