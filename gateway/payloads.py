@@ -34,15 +34,18 @@ def parse_payload(payload: bytes) -> Post:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not text.lstrip().startswith(("{", "[")):
+    start = text.lstrip()[:1]
+    if start not in ("{", "["):
         return Post(text=text, sender=DEFAULT_SENDER)
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as exc:
+        if start == "[":  # "[alarm] door open" is text
+            return Post(text=text, sender=DEFAULT_SENDER)
         raise InvalidMessage(f"payload looks like JSON but is not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise InvalidMessage("a JSON payload must be an object")
-    sender = document.get("sender", DEFAULT_SENDER)
+    sender = document.get("sender") or DEFAULT_SENDER
     key = document.get("id")
     if key is not None and not isinstance(key, (str, int)):
         raise InvalidMessage("'id' must be a string or a number")

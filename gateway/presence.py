@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
@@ -11,6 +12,8 @@ from django.utils import timezone
 
 from .models import Message, Presence
 from .rooms import SENDER_MAX_LENGTH, group_name, to_json
+
+logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
 
@@ -52,11 +55,18 @@ async def _announce(snapshot: dict) -> None:
     )
 
 
+async def _update(change, *args) -> None:
+    # Presence is a courtesy: failing to count someone must never cost them the room.
+    try:
+        await _announce(await database_sync_to_async(change)(*args))
+    except Exception:
+        logger.exception("Presence update failed in room %s", args[0])
+
+
 async def join(room: str, channel_name: str, name: str) -> None:
     """Count this connection in the room and tell everyone there."""
-    name = (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous"
-    await _announce(await database_sync_to_async(_join)(room, channel_name, name))
+    await _update(_join, room, channel_name, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous")
 
 
 async def leave(room: str, channel_name: str) -> None:
-    await _announce(await database_sync_to_async(_leave)(room, channel_name))
+    await _update(_leave, room, channel_name)

@@ -23,6 +23,7 @@ def chat_room(request: HttpRequest, room: str) -> HttpResponse:
         "mqtt_port": broker.port or 1883,
         "mqtt_topic": f"rooms/{room}/in",
         "email_address": f"{room}@{settings.EMAIL_DOMAIN}",
+        "smtp_host": request.get_host().rsplit(":", 1)[0],
         "smtp_port": settings.SMTP_PORT,
         "api_url": request.build_absolute_uri(f"/api/rooms/{room}/messages"),
     }

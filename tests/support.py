@@ -50,7 +50,7 @@ def require_service(name: str, address: tuple[str, int], hint: str) -> None:
 
 def gateway_env(**settings: Any) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL", "MQTT_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", LOG_LEVEL="INFO")
     env.update({key: str(value) for key, value in settings.items()})
     return env
 

@@ -174,3 +174,10 @@ async def test_http_api_bad_requests(gateway):
     assert (await ahttp("GET", f"{gateway.http}/chat/bad.room!/"))[0] == 404
     assert (await ahttp("POST", url, {"message": "fine"}))[0] == 201
     assert [m["message"] for m in await history(gateway, room)] == ["fine"]
+
+
+async def test_the_same_recipient_twice_posts_once(gateway):
+    room = unique()
+    recipients = [f"{room}@localhost", f"{room}@LocalHost"]
+    assert await asmtp(gateway.smtp_port, "a@example.com", recipients, build_mail(room)) == {}
+    assert len(await history(gateway, room)) == 1

@@ -68,7 +68,9 @@ async def test_anything_can_publish_through_the_channel(mosquitto):
     listener = MqttListener(mosquitto, topic)
     server = await served(Recorder(), mosquitto, topics=[], publish_channel=channel)
     try:
-        await get_channel_layer().send(channel, {"type": "mqtt.publish", "topic": topic, "payload": b"hi", "qos": 1})
+        layer = get_channel_layer()
+        await layer.send(channel, {"type": "mqtt.publish", "payload": b"no topic"})  # refused, relay goes on
+        await layer.send(channel, {"type": "mqtt.publish", "topic": topic, "payload": b"hi", "qos": 1})
         [message] = await asyncio.to_thread(listener.wait, 1)
     finally:
         await server.stop()

@@ -105,6 +105,8 @@ def test_combine_replies():
     [
         (b"hello", "hello", "device", None),
         (b"42", "42", "device", None),
+        (b"[alarm] door open", "[alarm] door open", "device", None),
+        (b'{"message": "m", "sender": null}', "m", "device", None),
         ('{"message": "h\u00e9", "sender": "s1"}'.encode(), "h\u00e9", "s1", None),
         (
             b'{"temperature": 21.5, "door": "open"}',
@@ -124,7 +126,7 @@ def test_payload_idempotency_key():
     assert parse_payload(b'{"message": "m", "id": 12}').key == "12"
 
 
-@pytest.mark.parametrize("payload", [b"\xc3\x28", b"[1]", b"{bad", b"{}", b'{"message": "m", "id": {}}', b"[" * 5000])
+@pytest.mark.parametrize("payload", [b"\xc3\x28", b"[1]", b"{bad", b"{}", b'{"message": "m", "id": {}}', b"{" * 5000])
 def test_bad_payloads(payload):
     with pytest.raises(InvalidMessage):
         parse_payload(payload)
@@ -157,3 +159,19 @@ def test_reading_envelope_fields_are_not_data():
         {"temperature": 21.5},
         "r1",
     )
+
+
+async def test_a_consumer_that_raises_is_logged_and_answered_451(caplog):
+    from protocols.smtp import AsyncEmailConsumer
+
+    class Broken(AsyncEmailConsumer):
+        async def receive(self, content: bytes) -> None:
+            raise RuntimeError("database is down")
+
+    envelope = Envelope()
+    envelope.mail_from, envelope.original_content = "a@example.com", b"Subject: x\r\n\r\nbody"
+    session = Session(loop=None)
+    session.peer = ("::1", 25, 0, 0)
+    reply = await AsgiHandler(Broken.as_asgi(), None, 5).deliver(session, envelope, "lobby@localhost")
+    assert reply.startswith("451 ")
+    assert "database is down" in caplog.text

@@ -16,10 +16,8 @@ class AsyncMqttConsumer(AsyncConsumer):
     channel_layer_alias = None
 
     async def mqtt_publish(self, event: dict) -> None:
-        try:
-            await self.receive(event["payload"])
-        finally:
-            raise StopConsumer()
+        await self.receive(event["payload"])
+        raise StopConsumer()  # one message per instance; an exception propagates to the server's log
 
     async def receive(self, payload: bytes) -> None:
         raise NotImplementedError

@@ -259,7 +259,10 @@ class MqttServer(ProtocolServer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
-            if event.get("type") == "mqtt.publish":
-                self.publish(event)
-            else:
+            if event.get("type") != "mqtt.publish":
                 logger.warning("Ignored %r on channel %s", event.get("type"), self.publish_channel)
+                continue
+            try:
+                self.publish(event)
+            except (KeyError, TypeError, ValueError) as exc:  # a bad event must not end the relay
+                logger.warning("Could not publish an event from %s: %r", self.publish_channel, exc)

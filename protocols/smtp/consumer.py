@@ -12,10 +12,8 @@ class AsyncEmailConsumer(AsyncConsumer):
     channel_layer_alias = None  # one instance per mail: no channel-layer channel of its own
 
     async def email_receive(self, event: dict) -> None:
-        try:
-            await self.receive(event["content"])
-        finally:
-            raise StopConsumer()
+        await self.receive(event["content"])
+        raise StopConsumer()  # one message per instance; an exception propagates to the server's log
 
     async def receive(self, content: bytes) -> None:
         raise NotImplementedError

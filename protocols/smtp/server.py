@@ -51,7 +51,8 @@ class AsgiHandler:
     ) -> str:
         if self.router is not None and not self.router.accepts(address):
             return f"550 5.1.1 <{address}>: no such recipient here"
-        if address not in envelope.rcpt_tos:  # the same recipient twice is served once
+        same = self.router.normalize if self.router is not None else str
+        if all(same(address) != same(known) for known in envelope.rcpt_tos):  # the same recipient is served once
             envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -66,7 +67,7 @@ class AsgiHandler:
             "mail_from": envelope.mail_from,
             "rcpt_to": rcpt_to,
             "rcpt_tos": list(envelope.rcpt_tos),
-            "peer": list(session.peer) if isinstance(session.peer, tuple) else [session.peer, 0],
+            "peer": list(session.peer[:2]) if isinstance(session.peer, tuple) else [session.peer, 0],
             "helo": session.host_name,
         }
 
@@ -84,7 +85,8 @@ class AsgiHandler:
                 code = int(event.get("code", 550))
                 if not 400 <= code < 600:
                     raise ValueError(f"email.reject code must be 4xx or 5xx, not {code}")
-                reply = f"{code} {event.get('reason', 'rejected')}"
+                reason = " ".join(str(event.get("reason", "rejected")).split())  # one line, no CR/LF
+                reply = f"{code} {reason}"
             else:
                 raise ValueError(f"Unknown event type for email scope: {event['type']!r}")
 

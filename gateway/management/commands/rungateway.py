@@ -44,10 +44,21 @@ class Command(BaseCommand):
         def ready() -> None:
             # Close an oversized frame's connection with a 1009 close frame, not a bare TCP drop.
             server.ws_factory.setProtocolOptions(failByDrop=False)
+            reactor.addSystemEventTrigger("before", "shutdown", stop)
             asyncio.get_event_loop().create_task(start())
 
+        async def drain() -> None:
+            """Stop the adapters, then cancel the application instances and let them finish before the
+            loop stops: coroutines left suspended crash CPython 3.11's finalisation (a segfault at exit)."""
+            await adapters.stop()
+            instances = [c["application_instance"] for c in server.connections.values() if "application_instance" in c]
+            for instance in instances:
+                instance.cancel()
+            if instances:
+                await asyncio.wait(instances, timeout=5)
+
         def stop() -> defer.Deferred:
-            return defer.Deferred.fromFuture(asyncio.ensure_future(adapters.stop()))
+            return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
 
         server = Server(
             application=application,
@@ -57,7 +68,6 @@ class Command(BaseCommand):
             websocket_max_message_size=settings.WEBSOCKET_MAX_FRAME,
             ready_callable=ready,
         )
-        reactor.addSystemEventTrigger("before", "shutdown", stop)
         server.run()
         if server.abort_start or failed:
             raise CommandError("The gateway did not start: see the log above.")

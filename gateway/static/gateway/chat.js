@@ -28,7 +28,7 @@
   let socket = null;
   let delay = MIN_DELAY;
   let retryTimer = null;
-  let outbox = []; // messages typed while offline, flushed on (re)connect
+  let outbox = []; // messages that could not be sent, waiting for the user to retry
   let lastSent = null; // {message, sender, at}: restored into the textarea if the server rejects it
   let everConnected = false;
   let unread = 0;
@@ -48,6 +48,12 @@
     }
   });
   const currentSender = () => senderInput.value.trim() || "anonymous";
+  let renameTimer = null;
+  senderInput.addEventListener("input", () => {
+    // Presence shows the new name once the user stops typing: reconnect (catching up by id).
+    clearTimeout(renameTimer);
+    renameTimer = setTimeout(() => socket && socket.close(), 800);
+  });
 
   // ---- status / errors ----
   function setStatus(state, text) {
@@ -102,7 +108,24 @@
     log.append(el("div", "day-divider", label));
   }
 
-  function render(msg) {
+  // Message text as text nodes, with http(s) links as real links: never HTML from a message.
+  function textWithLinks(text) {
+    const p = el("p", "text");
+    let last = 0;
+    for (const match of text.matchAll(/https?:\/\/[^\s<>"']+/g)) {
+      p.append(text.slice(last, match.index));
+      const a = el("a", "", match[0]);
+      a.href = match[0];
+      a.rel = "noopener noreferrer nofollow";
+      a.target = "_blank";
+      p.append(a);
+      last = match.index + match[0].length;
+    }
+    p.append(text.slice(last));
+    return p;
+  }
+
+  function render(msg, prepend) {
     const id = Number(msg.id);
     if (!Number.isFinite(id) || seen.has(id)) return false;
     seen.add(id);
@@ -112,7 +135,7 @@
     const sender = String(msg.sender || "anonymous");
     const date = new Date(msg.ts);
     const validDate = !Number.isNaN(date.getTime());
-    if (validDate) addDayDivider(date);
+    if (validDate && !prepend) addDayDivider(date);
 
     const item = el("article", "message");
     item.dataset.id = String(id);
@@ -131,7 +154,10 @@
       time.title = date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
       meta.append(" ", time);
     }
-    item.append(meta, el("p", "text", msg.message == null ? "" : msg.message));
+    if (sender === currentSender()) item.classList.add("mine");
+    item.append(meta, textWithLinks(msg.message == null ? "" : String(msg.message)));
+    if (source === "mqtt") seeDevice(sender, msg.ts);
+    if (msg.data && typeof msg.data === "object") plotReading(msg.data, date);
 
     // Structured device readings: compact "key: value" list under the text.
     if (msg.data && typeof msg.data === "object" && Object.keys(msg.data).length) {
@@ -144,7 +170,8 @@
       item.append(dl);
     }
 
-    log.append(item);
+    if (prepend) log.insertBefore(item, log.firstChild);
+    else log.append(item);
     logEmpty.hidden = true;
 
     // Our own message came back: nothing left to restore on error.
@@ -176,11 +203,127 @@
     }
   });
 
+  // ---- who is here: browsers from presence events, devices from what they post ----
+  const presenceList = document.getElementById("presence");
+  let browsers = [];
+  const devices = new Map(); // name -> last seen (Date)
+  const DEVICE_RECENT_MS = 10 * 60 * 1000;
+
+  function seeDevice(name, ts) {
+    const when = new Date(ts);
+    if (Number.isNaN(when.getTime()) || Date.now() - when > DEVICE_RECENT_MS) return;
+    if (!devices.has(name) || devices.get(name) < when) devices.set(name, when);
+    renderPresence();
+  }
+
+  function renderPresence() {
+    presenceList.replaceChildren();
+    for (const b of browsers) {
+      const label = b.name + (b.count > 1 ? " ×" + b.count : "");
+      const li = el("li", "presence-browser", label);
+      li.title = "In a browser";
+      presenceList.append(li);
+    }
+    for (const [name, when] of [...devices].sort()) {
+      const li = el("li", "presence-device", name);
+      li.title = "Device, last heard " + when.toLocaleTimeString();
+      presenceList.append(li);
+    }
+    if (!presenceList.children.length) presenceList.append(el("li", "muted", "Nobody yet"));
+  }
+
+  // ---- device readings as live charts, one per numeric field ----
+  const chartsPanel = document.getElementById("charts-panel");
+  const chartsBox = document.getElementById("charts");
+  const charts = new Map(); // field -> {chart, latest}
+  const MAX_POINTS = 100;
+
+  function plotReading(data, date) {
+    if (typeof Chart === "undefined") return; // vendored script missing: show text only
+    for (const [field, value] of Object.entries(data)) {
+      if (typeof value !== "number" || !Number.isFinite(value)) continue;
+      let entry = charts.get(field);
+      if (!entry) entry = charts.set(field, makeChart(field)).get(field);
+      const label = date.toLocaleTimeString();
+      entry.chart.data.labels.push(label);
+      entry.chart.data.datasets[0].data.push(value);
+      if (entry.chart.data.labels.length > MAX_POINTS) {
+        entry.chart.data.labels.shift();
+        entry.chart.data.datasets[0].data.shift();
+      }
+      entry.chart.update("none");
+      entry.latest.textContent = field + ": " + value + " at " + label;
+    }
+  }
+
+  function makeChart(field) {
+    chartsPanel.hidden = false;
+    const box = el("figure", "chart-box");
+    const latest = el("p", "chart-latest");
+    latest.dataset.field = field;
+    const holder = el("div", "chart");
+    const canvas = document.createElement("canvas");
+    canvas.dataset.field = field;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", "Chart of " + field);
+    holder.append(canvas);
+    box.append(latest, holder);
+    chartsBox.append(box);
+    const chart = new Chart(canvas, {
+      type: "line",
+      data: { labels: [], datasets: [{ label: field, data: [], borderColor: "#2563eb", tension: 0.2 }] },
+      options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } } },
+    });
+    return { chart, latest };
+  }
+
+  // ---- older messages on demand ----
+  const loadEarlier = document.getElementById("load-earlier");
+  let oldestId = null;
+  loadEarlier.addEventListener("click", async () => {
+    loadEarlier.disabled = true;
+    try {
+      const url = "/api/rooms/" + encodeURIComponent(room) + "/messages?limit=50&before=" + oldestId;
+      const response = await fetch(url);
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const older = (await response.json()).messages;
+      const height = log.scrollHeight;
+      for (const msg of older.slice().reverse()) render(msg, true);
+      log.scrollTop += log.scrollHeight - height; // keep the reader where they were
+      if (older.length) oldestId = older[0].id;
+      loadEarlier.hidden = older.length < 50;
+    } catch (e) {
+      showError("Could not load earlier messages: " + e.message);
+    } finally {
+      loadEarlier.disabled = false;
+    }
+  });
+
+  // ---- copy buttons of the "post here from elsewhere" panel ----
+  for (const button of document.querySelectorAll(".copy:not(.load-earlier)")) {
+    button.addEventListener("click", async () => {
+      const text = button.previousElementSibling.textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+      } catch (e) {
+        const area = el("textarea");
+        area.value = text;
+        document.body.append(area);
+        area.select();
+        document.execCommand("copy");
+        area.remove();
+      }
+      button.textContent = "Copied";
+      setTimeout(() => (button.textContent = "Copy"), 1500);
+    });
+  }
+
   // ---- connection ----
   function socketUrl() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     let url = scheme + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
-    if (lastId !== null) url += "?after=" + encodeURIComponent(lastId);
+    url += "?name=" + encodeURIComponent(currentSender());
+    if (lastId !== null) url += "&after=" + encodeURIComponent(lastId);
     return url;
   }
 
@@ -197,9 +340,6 @@
       delay = MIN_DELAY; // healthy again: next outage starts from 1s
       everConnected = true;
       setStatus("connected", "Connected");
-      const pending = outbox;
-      outbox = [];
-      for (const payload of pending) ws.send(JSON.stringify(payload));
     });
 
     ws.addEventListener("message", (event) => {
@@ -210,11 +350,20 @@
         return; // ignore anything that is not JSON
       }
       if (data.type === "history") {
-        addMessages(Array.isArray(data.messages) ? data.messages : [], firstHistory);
+        const batch = Array.isArray(data.messages) ? data.messages : [];
+        if (oldestId === null && batch.length) {
+          oldestId = batch[0].id;
+          loadEarlier.hidden = batch.length < 50;
+        }
+        addMessages(batch, firstHistory);
         firstHistory = false;
         if (!seen.size) logEmpty.textContent = "No messages yet. Say hello!";
       } else if (data.type === "message") {
         addMessages([data], false);
+      } else if (data.type === "presence") {
+        browsers = Array.isArray(data.browsers) ? data.browsers : [];
+        for (const d of data.devices || []) seeDevice(d.name, d.last_seen);
+        renderPresence();
       } else if (data.type === "error") {
         showError(String(data.error || "Something went wrong."));
         // Give the user their text back if the server refused it.
@@ -260,6 +409,28 @@
   }
   input.addEventListener("input", autosize);
 
+  // A message that could not be sent stays in the log, marked, until the user retries it.
+  function showUnsent(payload) {
+    const item = el("article", "message mine failed");
+    const meta = el("header", "meta");
+    const retry = el("button", "retry", "Retry");
+    retry.type = "button";
+    meta.append(el("span", "sender", payload.sender), " ", el("span", "failed-note", "Not sent"), retry);
+    item.append(meta, textWithLinks(payload.message));
+    outbox.push(payload);
+    retry.addEventListener("click", () => {
+      if (!socket || socket.readyState !== WebSocket.OPEN) {
+        showError("Still offline: the message will be sent when you retry after reconnecting.");
+        return;
+      }
+      socket.send(JSON.stringify(payload));
+      outbox = outbox.filter((p) => p !== payload);
+      item.remove();
+    });
+    log.append(item);
+    logEmpty.hidden = true;
+  }
+
   function send() {
     const text = input.value;
     if (!text.trim()) return; // never send empty / whitespace-only messages
@@ -267,8 +438,7 @@
     if (socket && socket.readyState === WebSocket.OPEN) {
       socket.send(JSON.stringify(payload));
     } else {
-      outbox.push(payload); // delivered as soon as we reconnect
-      statusText.textContent = statusText.textContent.replace(/ \(\d+ unsent\)$/, "") + pendingNote();
+      showUnsent(payload);
     }
     lastSent = { ...payload, at: Date.now() };
     errorBox.hidden = true;
