@@ -180,3 +180,33 @@ def test_screenshot_of_a_busy_room(page, gateway):
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=artifacts / "room.png")
     assert (artifacts / "room.png").stat().st_size > 10_000
+
+
+def test_room_list_explains_bad_names_and_enters_good_ones(page, gateway):
+    room = unique()
+    post(gateway, room, "hi")
+    page.goto(f"{gateway.http}/chat/")
+    expect(page.locator(f'a[href="/chat/{room}/"]')).to_be_visible()
+    page.locator("#room-input").fill("bad name!")
+    page.locator("#room-input").press("Enter")
+    expect(page.locator("#room-error")).to_contain_text("Not allowed")
+    expect(page).to_have_url(f"{gateway.http}/chat/")
+    page.locator("#room-input").fill(room)
+    page.locator("#room-input").press("Enter")
+    expect(page).to_have_url(f"{gateway.http}/chat/{room}/")
+    expect(page.locator(".message .text")).to_have_text(["hi"])
+
+
+def test_phone_sized_viewport_and_keyboard(browser, gateway):
+    room = unique()
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page = open_room(context.new_page(), gateway, room)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing wider than the phone
+    expect(page.locator("#send")).to_be_in_viewport()
+    for control in ("sender-input", "message-input"):  # labelled controls
+        expect(page.locator(f"label[for={control}]")).to_be_visible()
+    page.locator("#message-input").focus()
+    page.keyboard.type("from a phone")
+    page.keyboard.press("Enter")
+    expect(page.locator(".message .text")).to_have_text(["from a phone"])
+    context.close()
