@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -209,4 +210,26 @@ def test_phone_sized_viewport_and_keyboard(browser, gateway):
     page.keyboard.type("from a phone")
     page.keyboard.press("Enter")
     expect(page.locator(".message .text")).to_have_text(["from a phone"])
+    context.close()
+
+
+def test_post_from_elsewhere_panel_copies_working_commands(browser, gateway):
+    room = unique()
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = open_room(context.new_page(), gateway, room)
+    page.locator("#post-elsewhere summary").click()
+    snippets = page.locator("#post-elsewhere .snippet code")
+    expect(snippets).to_have_count(3)
+    expect(snippets.nth(0)).to_contain_text(f"-t rooms/{room}/in")
+    expect(snippets.nth(1)).to_contain_text(f"{room}@localhost")
+    expect(snippets.nth(2)).to_contain_text(f"{gateway.http}/api/rooms/{room}/messages")
+    page.locator("#post-elsewhere .copy").nth(2).click()
+    expect(page.locator("#post-elsewhere .copy").nth(2)).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == snippets.nth(2).inner_text()
+    for n in (0, 2):  # the mosquitto_pub and curl lines work as shown
+        subprocess.run(snippets.nth(n).inner_text(), shell=True, check=True, capture_output=True, timeout=20)
+    expect(page.locator(".message .text")).to_have_text(["hello", "hello"])
+    sources = page.locator(".message").evaluate_all("items => items.map(item => item.dataset.source)")
+    assert sorted(sources) == ["http", "mqtt"]
     context.close()
