@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 from channels.generic.http import AsyncHttpConsumer
-from django.conf import settings
 
 from gateway import rooms
 
@@ -43,7 +42,7 @@ class RoomEventsConsumer(AsyncHttpConsumer):
         self.history_last = 0
         frames = [b"retry: 2000\n\n"]
         if after is not None:
-            missed = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN * 20)
+            missed = await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
             frames += [event_frame(m["id"], rooms.to_json(m)) for m in missed]
             self.history_last = missed[-1]["id"] if missed else after
         else:

@@ -22,7 +22,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         after = after_id(self.scope)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        messages = await rooms.history(self.room, after=after, limit=settings.HISTORY_ON_JOIN)
+        limit = settings.HISTORY_ON_JOIN if after is None else rooms.CATCH_UP_LIMIT
+        messages = await rooms.history(self.room, after=after, limit=limit)
         # Live messages the history already holds are skipped. Only those: live messages from
         # several processes may arrive slightly out of id order, and each must still be sent.
         self.history_last = messages[-1]["id"] if messages else (after or 0)

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 ROOM_NAME = re.compile(f"{ROOM_NAME_REGEX}\\Z")
 SENDER_MAX_LENGTH = 200
+CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the last id it saw
 
 
 class InvalidMessage(ValueError):

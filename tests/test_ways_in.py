@@ -139,3 +139,13 @@ async def test_paging_back_with_before(gateway):
     assert status == 200 and [m["message"] for m in page["messages"]] == ["1", "2"]
     status, page = await ahttp("GET", f"{gateway.http}/api/rooms/{room}/messages?limit=2")
     assert [m["message"] for m in page["messages"]] == ["3", "4"]
+
+
+async def test_reconnecting_reader_gets_everything_it_missed(gateway):
+    room = unique()
+    first = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "seen"})
+    for n in range(120):  # more than one join's worth of history
+        await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": f"missed {n}"})
+    ws, missed = await join(gateway, room, f"?after={first[1]['id']}")
+    assert [m["message"] for m in missed] == [f"missed {n}" for n in range(120)]
+    await ws.close()
