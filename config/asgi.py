@@ -8,7 +8,17 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # sets Django up before the consumers are imported
 
+from django.core import checks  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# Under any ASGI server, refuse to serve with settings the production profile forbids.
+_refused = [message for message in checks.run_checks(tags=["gateway"]) if message.is_serious()]
+if _refused:
+    raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
@@ -21,7 +31,8 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
         ),
-        "websocket": URLRouter(websocket_urlpatterns),
+        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "mqtt": mqtt_router,
         "email": email_router,
         "lifespan": lifespan,

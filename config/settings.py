@@ -10,7 +10,7 @@ env = Env()
 env.read_env(BASE_DIR / ".env", recurse=False)
 
 DEBUG = env.bool("DEBUG", True)
-SECRET_KEY = env.str("SECRET_KEY", "dev-insecure-only-for-make-run")
+SECRET_KEY = env.str("SECRET_KEY", "dev-insecure-only-for-make-run")  # refused when DEBUG is off
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 
 # Listeners and protocols

@@ -7,6 +7,7 @@ class GatewayConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the production checks)
         from .rooms import RoomNameConverter
 
         # One converter for URLs, MQTT topics and mail addresses: <room:room>.
