@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
+
 from gateway import rooms
 from gateway.mail import mail_to_post
 from protocols.smtp import AsyncEmailConsumer
 
+logger = logging.getLogger(__name__)
+
 
 class RoomEmailConsumer(AsyncEmailConsumer):
     async def receive(self, content: bytes) -> None:
+        room = self.scope["route"]["kwargs"]["room"]
         try:
-            text, sender = mail_to_post(content, self.scope["mail_from"])
-            await rooms.post(self.scope["route"]["kwargs"]["room"], text, sender=sender, source="email")
+            mail = mail_to_post(content, self.scope["mail_from"], settings.EMAIL_DOMAIN)
+            if mail.automatic:
+                # Accepted and dropped: refusing would make the sending server bounce, which loops.
+                logger.info("Auto-generated mail for room %s not posted: %s", room, mail.automatic)
+                return await self.accept()
+            key = f"email:{mail.message_id}" if mail.message_id else None  # a re-sent mail posts once
+            await rooms.post(room, mail.text, sender=mail.sender, source="email", key=key)
         except rooms.InvalidMessage as exc:
             return await self.reject(554, f"5.6.0 {exc}")
         await self.accept()

@@ -15,7 +15,12 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         try:
             post = parse_payload(payload)
             await rooms.post(
-                self.scope["route"]["kwargs"]["room"], post.text, sender=post.sender, source="mqtt", data=post.data
+                self.scope["route"]["kwargs"]["room"],
+                post.text,
+                sender=post.sender,
+                source="mqtt",
+                data=post.data,
+                key=post.key and f"mqtt:{post.sender}:{post.key}",  # a device's retry posts once
             )
         except rooms.InvalidMessage as exc:
             return await self.reject(str(exc))

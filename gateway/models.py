@@ -33,10 +33,17 @@ class Message(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     data = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # What makes a retry recognisable: "email:<Message-ID>", "mqtt:<sender>:<id>". Stored once per room.
+    key = models.CharField(max_length=300, null=True, blank=True)
 
     class Meta:
         ordering = ["room", "seq"]
-        constraints = [models.UniqueConstraint(fields=["room", "seq"], name="unique_message_id_per_room")]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "seq"], name="unique_message_id_per_room"),
+            models.UniqueConstraint(
+                fields=["room", "key"], condition=models.Q(key__isnull=False), name="unique_message_key_per_room"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.room_id}#{self.seq} {self.sender}: {self.text[:40]}"

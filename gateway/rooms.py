@@ -68,28 +68,45 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     return text, sender
 
 
-async def post(room: str, text: Any, *, sender: Any, source: str, data: dict | None = None) -> dict:
+async def post(
+    room: str, text: Any, *, sender: Any, source: str, data: dict | None = None, key: str | None = None
+) -> dict:
     """Validate, store, then deliver to the room; returns the stored message object.
 
-    Once stored the message is accepted: live delivery is best effort, and readers
-    who missed it catch up from the history.
+    Once stored the message is accepted: live delivery is best effort, and readers who
+    missed it catch up from the history. With a ``key`` already stored in the room
+    (a retry), nothing is stored or delivered again and the first message is returned.
     """
     text, sender = validate(room, text, sender, source)
-    event = await database_sync_to_async(_store)(room, text, sender, source, data)
-    await _fan_out(event)
+    event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300])
+    if new:
+        await _fan_out(event)
     return event
 
 
-def _store(room: str, text: str, sender: str, source: str, data: dict | None) -> dict:
+def _store(room: str, text: str, sender: str, source: str, data: dict | None, key: str | None) -> tuple[dict, bool]:
     now = timezone.now()
     with transaction.atomic():
         room_row, _ = Room.objects.get_or_create(name=room)
-        Room.objects.filter(pk=room_row.pk).update(last_id=F("last_id") + 1, last_activity=now)
-        seq = Room.objects.values_list("last_id", flat=True).get(pk=room_row.pk)
+        room_row = Room.objects.select_for_update().get(pk=room_row.pk)  # ids and keys decided one at a time
+        if key is not None:
+            earlier = Message.objects.filter(room=room_row, key=key).first()
+            if earlier is not None:
+                return earlier.as_event(room), False
+        room_row.last_id += 1
+        room_row.last_activity = now
+        room_row.save(update_fields=["last_id", "last_activity"])
         message = Message.objects.create(
-            room=room_row, seq=seq, text=text, sender=sender, source=source, data=data, created_at=now
+            room=room_row,
+            seq=room_row.last_id,
+            text=text,
+            sender=sender,
+            source=source,
+            data=data,
+            key=key,
+            created_at=now,
         )
-    return message.as_event(room)
+    return message.as_event(room), True
 
 
 def to_json(event: dict) -> str:

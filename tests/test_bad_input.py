@@ -181,3 +181,33 @@ async def test_the_same_recipient_twice_posts_once(gateway):
     recipients = [f"{room}@localhost", f"{room}@LocalHost"]
     assert await asmtp(gateway.smtp_port, "a@example.com", recipients, build_mail(room)) == {}
     assert len(await history(gateway, room)) == 1
+
+
+async def test_auto_generated_mail_is_accepted_but_never_posted(gateway):
+    room = unique()
+    auto = build_mail(room, "Out of office", "I am away").replace(
+        "Subject:", "Auto-Submitted: auto-replied\r\nSubject:"
+    )
+    assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], auto) == {}
+    bounce = build_mail(room, "Undelivered", "Mail delivery failed")
+    assert await asmtp(gateway.smtp_port, "", [f"{room}@localhost"], bounce) == {}  # MAIL FROM:<>
+    assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], build_mail(room, "Real")) == {}
+    assert [m["message"] for m in await history(gateway, room)] == ["Real\n\nBody"]
+
+
+async def test_the_same_mail_or_device_message_sent_twice_posts_once(gateway):
+    room = unique()
+    mail = build_mail(room, "Once", "only once")
+    for _ in range(2):  # the sending server retries after a lost 250
+        assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], mail) == {}
+    reading = json.dumps({"temperature": 20, "sender": "s1", "id": "r-1"})
+    for _ in range(2):
+        await apublish(gateway.mqtt_url, f"rooms/{room}/in", reading)
+    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 21, "sender": "s1", "id": "r-2"}))
+    ws, _ = await join(gateway, room)
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(messages := await history(gateway, room)) < 3:  # r-2 comes after both r-1 copies
+        assert asyncio.get_running_loop().time() < deadline, messages
+        await receive(ws)
+    assert [m["message"] for m in messages] == ["Once\n\nonly once", "temperature: 20", "temperature: 21"]
+    await ws.close()

@@ -138,12 +138,14 @@ def test_mail_plain_and_html_alternative_prefers_plain():
     mail["Subject"] = "Status"
     mail.set_content("All good.\n")
     mail.add_alternative("<p>All <i>good</i>.</p>", subtype="html")
-    assert mail_to_post(mail.as_bytes()) == ("Status\n\nAll good.", "bob@example.com")
+    post = mail_to_post(mail.as_bytes(), "bob@example.com")
+    assert (post.text, post.sender, post.automatic) == ("Status\n\nAll good.", "bob@example.com", None)
 
 
 def test_mail_bad_charset_is_read_anyway_and_from_falls_back_to_envelope():
     raw = b"Subject: odd\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\ncaf\xc3\xa9\r\n"
-    assert mail_to_post(raw, "env@example.com") == ("odd\n\ncaf\u00e9", "env@example.com")
+    post = mail_to_post(raw, "env@example.com")
+    assert (post.text, post.sender, post.message_id) == ("odd\n\ncaf\u00e9", "env@example.com", None)
 
 
 def test_mail_with_nothing_to_post():
@@ -175,3 +177,37 @@ async def test_a_consumer_that_raises_is_logged_and_answered_451(caplog):
     reply = await AsgiHandler(Broken.as_asgi(), None, 5).deliver(session, envelope, "lobby@localhost")
     assert reply.startswith("451 ")
     assert "database is down" in caplog.text
+
+
+def test_reply_quotes_and_signature_are_stripped():
+    raw = (
+        b"From: bob@example.com\r\nSubject: Re: Lunch\r\nMessage-ID: <r1@example.com>\r\n\r\n"
+        b"Sounds good.\r\n\r\n-- \r\nBob Smith | Example Corp\r\n\r\n"
+        b"On Mon, Nov 23, 2026 at 10:00 AM Alice <alice@example.com> wrote:\r\n> Lunch at noon?\r\n"
+    )
+    post = mail_to_post(raw, "bob@example.com", "localhost")
+    assert (post.text, post.message_id) == ("Re: Lunch\n\nSounds good.", "<r1@example.com>")
+
+
+@pytest.mark.parametrize(
+    "headers, envelope_from",
+    [
+        ("Auto-Submitted: auto-replied", "a@example.com"),
+        ("Precedence: bulk", "a@example.com"),
+        ("Precedence: list", "a@example.com"),
+        ("X-Autoreply: yes", "a@example.com"),
+        ("List-Id: <news.example.com>", "a@example.com"),
+        ("Content-Type: multipart/report; report-type=delivery-status; boundary=x", "a@example.com"),
+        ("Subject: bounce", "<>"),
+        ("Subject: ours", "lobby@chat.example.com"),
+        ("From: lobby@CHAT.example.com", "a@example.com"),
+    ],
+)
+def test_automatic_mail_is_recognised(headers, envelope_from):
+    raw = f"{headers}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    assert mail_to_post(raw, envelope_from, "chat.example.com").automatic
+
+
+def test_a_person_s_mail_is_not_automatic():
+    raw = b"From: a@example.com\r\nAuto-Submitted: no\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert mail_to_post(raw, "a@example.com", "chat.example.com").automatic is None
