@@ -1,0 +1,89 @@
+"""A burst of malformed frames, payloads and mails, interleaved with valid ones, against one gateway:
+afterwards it is healthy and every valid message is in the history exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import smtplib
+
+from tests.support import ahttp, apublish, asmtp, build_mail, history, join, receive, unique
+
+BAD_FRAMES = [
+    "",
+    "{",
+    "null",
+    "[]",
+    '{"message": null}',
+    '{"message": ["x"]}',
+    '{"message": ""}',
+    '{"message": "' + "y" * 4001 + '"}',
+    '{"sender": "no message"}',
+    "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+    '{"message": {"deep": ' * 50 + "1" + "}" * 50 + "}",
+]
+BAD_PAYLOADS = [b"\xff\xfe\xfd", b"{", b"[1]", b"{}", b'{"message": 7}', b'{"message": "x", "id": [1]}', b"x" * 70_000]
+BAD_MAILS = [
+    b"\r\n",
+    b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+    b"--zz\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--zz--\r\n",
+    b"From: a@example.com\r\nSubject: \r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01",
+]
+
+
+async def test_hostile_burst_loses_no_valid_message(gateway):
+    room = unique("hostile")
+    shuffle = random.Random(20261123)
+    ws, _ = await join(gateway, room)
+    expected, seen = [], []
+
+    async def next_error() -> dict:
+        """The next error frame; messages arriving meanwhile are kept."""
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if event["type"] == "error":
+                return event
+            if event["type"] == "message":
+                seen.append(event["message"])
+
+    for n, frame in enumerate(BAD_FRAMES * 3):
+        await ws.send(frame)
+        assert (await next_error())["error"]
+        if n % 3 == 0:
+            text = f"ws valid {n}"
+            await ws.send(json.dumps({"message": text}))
+            expected.append(text)
+
+    payloads = [(p, False) for p in BAD_PAYLOADS * 3] + [(f"mqtt valid {n}".encode(), True) for n in range(10)]
+    shuffle.shuffle(payloads)
+    for payload, valid in payloads:
+        await apublish(gateway.mqtt_url, f"rooms/{room}/in", payload)
+        if valid:
+            expected.append(payload.decode())
+
+    mails = [(m, False) for m in BAD_MAILS * 3] + [(n, True) for n in range(8)]
+    shuffle.shuffle(mails)
+    for mail, valid in mails:
+        if valid:
+            await asmtp(
+                gateway.smtp_port, "a@example.com", [f"{room}@localhost"], build_mail(room, f"mail valid {mail}")
+            )
+            expected.append(f"mail valid {mail}\n\nBody")
+        else:
+            try:
+                await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], mail)
+            except smtplib.SMTPDataError as refusal:
+                assert refusal.smtp_code == 554
+            else:
+                raise AssertionError(f"accepted {mail!r}")
+
+    async with asyncio.timeout(20):  # every valid message reaches the WebSocket that stayed open
+        while len(seen) < len(expected):
+            seen.append((await receive(ws))["message"])
+    assert sorted(seen) == sorted(expected)
+    status, health = await ahttp("GET", f"{gateway.http}/healthz")
+    assert status == 200, health
+    stored = [m["message"] for m in await history(gateway, room)]
+    assert sorted(stored) == sorted(expected)  # each exactly once, nothing else
+    await ws.close()
