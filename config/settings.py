@@ -29,6 +29,15 @@ WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
 MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
 SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
 HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
+# Rate limits, messages a second on average (0: no limit); bursts of RATE_BURST_SECONDS worth pass.
+WEBSOCKET_RATE = env.float("WEBSOCKET_RATE", 5)  # per WebSocket connection
+DEVICE_RATE = env.float("DEVICE_RATE", 20)  # per MQTT sender
+MAIL_SENDER_RATE = env.float("MAIL_SENDER_RATE", 1)  # per envelope sender and room
+ROOM_RATE = env.float("ROOM_RATE", 100)  # per room, whatever the source
+RATE_BURST_SECONDS = env.float("RATE_BURST_SECONDS", 10)
+SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
+SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
+SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
 
 INSTALLED_APPS = [
     "daphne",

@@ -31,6 +31,8 @@ async def room_messages(request: HttpRequest, room: str) -> JsonResponse:
         return _error(400, 'send a JSON object with a "message" field')
     try:
         message = await rooms.post(room, body["message"], sender=body.get("sender"), source="http")
+    except rooms.RateLimited as exc:
+        return _error(429, str(exc))
     except rooms.InvalidMessage as exc:
         return _error(400, str(exc))
     return JsonResponse(message, status=201)

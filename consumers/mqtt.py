@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway import rooms
+from gateway import limits, rooms
 from gateway.payloads import parse_payload
 from protocols.mqtt import AsyncMqttConsumer
 
@@ -14,6 +14,8 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             return await self.reject("retained messages are not posted (publish without retain)")
         try:
             post = parse_payload(payload)
+            if not limits.allow("DEVICE", post.sender):
+                return await self.reject(f"rate limit: {limits.describe('DEVICE')} for {post.sender}")
             await rooms.post(
                 self.scope["route"]["kwargs"]["room"],
                 post.text,

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
-from gateway import presence, rooms
+from gateway import limits, presence, rooms
 
 from .params import after_id
 
@@ -46,6 +46,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.error('invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:
             return await self.error('send a JSON object with a "message" field')
+        if not limits.allow("WEBSOCKET", self.channel_name):
+            return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted")
         try:
             await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
         except rooms.InvalidMessage as exc:

@@ -61,6 +61,9 @@ class Adapters:
                 settings.SMTP_PORT,
                 hostname=settings.EMAIL_DOMAIN,
                 data_size_limit=settings.SMTP_MAX_MESSAGE_SIZE,
+                idle_timeout=settings.SMTP_IDLE_TIMEOUT,
+                max_recipients=settings.SMTP_MAX_RECIPIENTS,
+                max_sessions=settings.SMTP_MAX_SESSIONS,
             )
             if smtp
             else None

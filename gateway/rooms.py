@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from protocols.mqtt import DEFAULT_PUBLISH_CHANNEL
 
+from . import limits
 from .models import ROOM_NAME_REGEX, Message, Room
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the l
 
 class InvalidMessage(ValueError):
     """Input that cannot become a room message; its text is shown to whoever sent it."""
+
+
+class RateLimited(InvalidMessage):
+    """Too much, too fast: the same input may be accepted later."""
 
 
 class RoomNameConverter:
@@ -78,6 +83,8 @@ async def post(
     (a retry), nothing is stored or delivered again and the first message is returned.
     """
     text, sender = validate(room, text, sender, source)
+    if not limits.allow("ROOM", room):
+        raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
     event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300])
     if new:
         await _fan_out(event)

@@ -41,14 +41,19 @@ def combine(replies: list[str]) -> str:
 class AsgiHandler:
     """aiosmtpd handler hooks that hand each mail to the ASGI application."""
 
-    def __init__(self, application: Any, router: EmailToRouter | None, application_timeout: float) -> None:
+    def __init__(
+        self, application: Any, router: EmailToRouter | None, application_timeout: float, max_recipients: int = 100
+    ) -> None:
         self.application = application
         self.router = router
         self.application_timeout = application_timeout
+        self.max_recipients = max_recipients
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
     ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} a mail)"
         if self.router is not None and not self.router.accepts(address):
             return f"550 5.1.1 <{address}>: no such recipient here"
         same = self.router.normalize if self.router is not None else str
@@ -117,6 +122,8 @@ class SmtpServer(ProtocolServer):
         data_size_limit: int = 1024 * 1024,
         application_timeout: float = 30.0,
         idle_timeout: float = 300.0,
+        max_recipients: int = 100,
+        max_sessions: int = 1000,
     ) -> None:
         self.application = application
         self.host, self.port = host, port
@@ -124,11 +131,14 @@ class SmtpServer(ProtocolServer):
         self.data_size_limit = data_size_limit
         self.idle_timeout = idle_timeout
         router = find_router(application, "email", EmailToRouter)
-        self.handler = AsgiHandler(application, router, application_timeout)
+        self.handler = AsgiHandler(application, router, application_timeout, max_recipients)
+        self.max_sessions = max_sessions
+        self.sessions = 0
         self._server: asyncio.base_events.Server | None = None
 
     def _protocol(self) -> SMTP:
-        return SMTP(
+        return _CountedSMTP(
+            self,
             self.handler,
             hostname=self.hostname,
             data_size_limit=self.data_size_limit,
@@ -150,3 +160,26 @@ class SmtpServer(ProtocolServer):
     @property
     def listening(self) -> bool:
         return self._server is not None and self._server.is_serving()
+
+
+class _CountedSMTP(SMTP):
+    """An SMTP session that counts itself, and says 421 when the server has too many."""
+
+    def __init__(self, server: SmtpServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server, self._counted = server, False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._server.sessions >= self._server.max_sessions:
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        self._server.sessions += 1
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.sessions -= 1
+            super().connection_lost(exc)
