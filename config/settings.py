@@ -23,6 +23,13 @@ MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # empty: a unique id per process
 REDIS_URL = env.str("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "gateway")
 
+# Access: the development profile opens rooms to everyone and creates them on first use;
+# production (DEBUG off) closes them: members, secret mail addresses, rooms made in the admin.
+ROOMS_OPEN = env.bool("ROOMS_OPEN", DEBUG)
+ROOMS_AUTO_CREATE = env.bool("ROOMS_AUTO_CREATE", DEBUG)
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/chat/"
+
 # Limits
 MESSAGE_MAX_LENGTH = env.int("MESSAGE_MAX_LENGTH", 4000)
 WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from consumers import http as api
@@ -12,5 +12,6 @@ urlpatterns = [
     path("api/rooms/", api.room_index, name="api-rooms"),
     path("api/rooms/<room:room>/messages", api.room_messages, name="api-room-messages"),
     path("healthz", api.healthz, name="healthz"),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]

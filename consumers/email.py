@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from gateway import limits, rooms
 from gateway.mail import mail_to_post
+from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
 
 logger = logging.getLogger(__name__)
 
 
 class RoomEmailConsumer(AsyncEmailConsumer):
+    @classmethod
+    async def recipient_refusal(cls, scope: dict) -> str | None:
+        return await database_sync_to_async(_refusal)(scope["route"]["kwargs"], scope["mail_from"])
+
     async def receive(self, content: bytes) -> None:
         room = self.scope["route"]["kwargs"]["room"]
         try:
@@ -33,3 +40,18 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         except rooms.InvalidMessage as exc:
             return await self.reject(554, f"5.6.0 {exc}")
         await self.accept()
+
+
+def _refusal(route: dict, mail_from: str) -> str | None:
+    """The room's own rules: it exists (or may be created), the address is open or secret, the sender allowed."""
+    room = Room.objects.filter(name=route["room"]).first()
+    token = route.get("token")
+    if room is None:
+        return None if settings.ROOMS_AUTO_CREATE and token is None else "550 5.1.1 No such recipient here"
+    if token is None and not room.email_open:
+        return "550 5.7.1 This room takes mail only at its secret address"
+    if token is not None and not secrets.compare_digest(token, room.email_token):
+        return "550 5.1.1 No such recipient here"  # a wrong secret reveals nothing
+    if not room.email_sender_allowed(mail_from):
+        return "550 5.7.1 This sender may not post to this room"
+    return None

@@ -7,7 +7,7 @@ import contextlib
 
 from channels.generic.http import AsyncHttpConsumer
 
-from gateway import rooms
+from gateway import access, rooms
 
 from .params import after_id
 
@@ -29,6 +29,12 @@ class RoomEventsConsumer(AsyncHttpConsumer):
 
     async def handle(self, body: bytes) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
+        verdict = await access.averdict(self.room, await access.scope_user(self.scope))
+        if verdict is not access.Verdict.OK:
+            status = 404 if verdict is access.Verdict.MISSING else 403
+            body = rooms.to_json({"type": "error", "error": verdict.value}).encode()
+            await self.send_response(status, body, headers=[(b"Content-Type", b"application/json")])
+            return
         self.group = rooms.group_name(self.room)
         after = after_id(self.scope)
         await self.channel_layer.group_add(self.group, self.channel_name)

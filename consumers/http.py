@@ -9,7 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from gateway import health, rooms
+from gateway import access, health, rooms
 
 MAX_PAGE = 500
 
@@ -18,9 +18,20 @@ def _error(status: int, text: str) -> JsonResponse:
     return JsonResponse({"type": "error", "error": text}, status=status)
 
 
+async def _user(request: HttpRequest):
+    """The session's user, else the one an ``Authorization: Bearer <token>`` header names."""
+    user = await request.auser()
+    if user.is_authenticated:
+        return user
+    return await access.token_user({b"authorization": request.headers.get("Authorization", "").encode()})
+
+
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 async def room_messages(request: HttpRequest, room: str) -> JsonResponse:
+    verdict = await access.averdict(room, await _user(request))
+    if verdict is not access.Verdict.OK:
+        return _error(404 if verdict is access.Verdict.MISSING else 403, verdict.value)
     if request.method == "GET":
         return await _read(request, room)
     try:
@@ -33,6 +44,8 @@ async def room_messages(request: HttpRequest, room: str) -> JsonResponse:
         message = await rooms.post(room, body["message"], sender=body.get("sender"), source="http")
     except rooms.RateLimited as exc:
         return _error(429, str(exc))
+    except rooms.NoSuchRoom as exc:
+        return _error(404, str(exc))
     except rooms.InvalidMessage as exc:
         return _error(400, str(exc))
     return JsonResponse(message, status=201)
@@ -56,7 +69,7 @@ async def _read(request: HttpRequest, room: str) -> JsonResponse:
 
 @require_GET
 async def room_index(request: HttpRequest) -> JsonResponse:
-    listing = await sync_to_async(rooms.room_list)()
+    listing = await sync_to_async(rooms.room_list)(await _user(request))
     for room in listing:
         room["last_activity"] = room["last_activity"] and room["last_activity"].isoformat()
     return JsonResponse({"rooms": listing})

@@ -1,5 +1,6 @@
 """Where each protocol's scopes go: the per-protocol routers of ``config.asgi``."""
 
+from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.urls import path, re_path
 
@@ -13,7 +14,7 @@ from .websocket import ChatConsumer, RefuseConsumer
 
 # Streaming HTTP served by consumers; everything else goes on to Django's views.
 http_urlpatterns = [
-    path("api/rooms/<room:room>/events", RoomEventsConsumer.as_asgi()),
+    path("api/rooms/<room:room>/events", AuthMiddlewareStack(RoomEventsConsumer.as_asgi())),
 ]
 
 websocket_urlpatterns = [
@@ -23,4 +24,9 @@ websocket_urlpatterns = [
 
 mqtt_router = MqttTopicRouter([topic("rooms/<room:room>/in", RoomMqttConsumer.as_asgi())])
 
-email_router = EmailToRouter([address(f"<room:room>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi())])
+email_router = EmailToRouter(
+    [
+        address(f"<room:room>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi()),
+        address(f"<room:room>.<slug:token>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi()),  # secret address
+    ]
+)

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
-from gateway import limits, presence, rooms
+from gateway import access, limits, presence, rooms
 
 from .params import after_id
 
@@ -18,6 +18,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
+        if await access.averdict(self.room, await access.scope_user(self.scope)) is not access.Verdict.OK:
+            return await self.close()  # the handshake is refused with 403
         self.group = rooms.group_name(self.room)
         after = after_id(self.scope)
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -1,12 +1,23 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import Message, Room
+from .models import ApiToken, Message, Room, new_secret
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "last_activity", "last_id", "created_at"]
+    list_display = ["name", "public", "email_open", "last_activity", "last_id", "created_at"]
+    list_filter = ["public", "email_open"]
     search_fields = ["name"]
+    filter_horizontal = ["members"]
+    readonly_fields = ["last_id", "last_activity", "created_at"]
+    actions = ["rotate_email_token"]
+
+    @admin.action(description="Give the selected rooms new secret mail addresses")
+    def rotate_email_token(self, request, queryset) -> None:
+        for room in queryset:
+            room.email_token = new_secret()
+            room.save(update_fields=["email_token"])
+        self.message_user(request, f"{queryset.count()} secret addresses changed.", messages.SUCCESS)
 
 
 @admin.register(Message)
@@ -14,3 +25,15 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ["room", "seq", "sender", "source", "created_at"]
     list_filter = ["source"]
     search_fields = ["text", "sender"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "user", "name", "created_at"]
+    search_fields = ["user__username", "name"]
+    exclude = ["key"]  # made for the user, shown once on creation
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            self.message_user(request, f"The new token is {obj.key}: copy it now, it is not shown again.")

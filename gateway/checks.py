@@ -46,6 +46,14 @@ def production_settings(app_configs, **kwargs) -> list[Error]:
                 id="gateway.E002",
             )
         )
+    if settings.ROOMS_OPEN:
+        errors.append(
+            Error(
+                "ROOMS_OPEN is on: new rooms would take anyone's posts and anyone's mail at <room>@domain.",
+                hint="Unset ROOMS_OPEN; open single rooms on purpose in the admin (public, email open).",
+                id="gateway.E004",
+            )
+        )
     broker = urlsplit(settings.MQTT_URL)
     if not broker.username and not _is_loopback(broker.hostname):
         errors.append(

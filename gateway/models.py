@@ -1,10 +1,25 @@
 """Rooms and their stored messages."""
 
+import secrets
+
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
 ROOM_NAME_REGEX = "[A-Za-z0-9_-]{1,64}"
+
+
+def new_secret() -> str:
+    return secrets.token_hex(8)
+
+
+def new_api_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def rooms_open_by_default() -> bool:
+    return settings.ROOMS_OPEN
 
 
 class Room(models.Model):
@@ -14,9 +29,40 @@ class Room(models.Model):
     # increase in commit order and a reader asking for "after N" never misses one.
     last_id = models.PositiveBigIntegerField(default=0)
     last_activity = models.DateTimeField(null=True, blank=True)
+    # Who may post where: open rooms are the development default (ROOMS_OPEN), closed ones production's.
+    public = models.BooleanField(
+        default=rooms_open_by_default, help_text="Anyone may read and post in the browser and the API"
+    )
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="rooms")
+    email_open = models.BooleanField(
+        default=rooms_open_by_default, help_text="Mail to <room>@domain is taken, not only the secret address"
+    )
+    email_token = models.CharField(
+        max_length=32, default=new_secret, help_text="The secret posting address is <room>.<token>@domain"
+    )
+    email_allowlist = models.TextField(
+        blank=True, help_text="Senders allowed to post by mail, one address or @domain a line; empty: anyone"
+    )
 
     def __str__(self) -> str:
         return self.name
+
+    def email_sender_allowed(self, address: str) -> bool:
+        allowed = [line.strip().lower() for line in self.email_allowlist.splitlines() if line.strip()]
+        address = address.lower()
+        return not allowed or address in allowed or "@" + address.rpartition("@")[2] in allowed
+
+
+class ApiToken(models.Model):
+    """A per-user secret for API clients: ``Authorization: Bearer <key>``."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    key = models.CharField(max_length=64, unique=True, default=new_api_key)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name or 'token'} ({self.key[:4]}…)"  # never the whole secret
 
 
 class Message(models.Model):

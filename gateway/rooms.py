@@ -18,6 +18,7 @@ from django.utils import timezone
 from protocols.mqtt import DEFAULT_PUBLISH_CHANNEL
 
 from . import limits
+from .access import visible_rooms
 from .models import ROOM_NAME_REGEX, Message, Room
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the l
 
 class InvalidMessage(ValueError):
     """Input that cannot become a room message; its text is shown to whoever sent it."""
+
+
+class NoSuchRoom(InvalidMessage):
+    """The room does not exist, and rooms are not created on first use (ROOMS_AUTO_CREATE off)."""
 
 
 class RateLimited(InvalidMessage):
@@ -94,7 +99,10 @@ async def post(
 def _store(room: str, text: str, sender: str, source: str, data: dict | None, key: str | None) -> tuple[dict, bool]:
     now = timezone.now()
     with transaction.atomic():
-        room_row, _ = Room.objects.get_or_create(name=room)
+        if settings.ROOMS_AUTO_CREATE:
+            room_row, _ = Room.objects.get_or_create(name=room)
+        elif (room_row := Room.objects.filter(name=room).first()) is None:
+            raise NoSuchRoom(f"no room {room} here")
         room_row = Room.objects.select_for_update().get(pk=room_row.pk)  # ids and keys decided one at a time
         if key is not None:
             earlier = Message.objects.filter(room=room_row, key=key).first()
@@ -159,7 +167,7 @@ async def last_id(room: str) -> int:
     return found or 0
 
 
-def room_list() -> list[dict]:
-    """Rooms with their last activity, most recently active first."""
-    rows = Room.objects.order_by(F("last_activity").desc(nulls_last=True), "name")
+def room_list(user=None) -> list[dict]:
+    """The rooms ``user`` may see, with their last activity, most recently active first."""
+    rows = visible_rooms(user).distinct().order_by(F("last_activity").desc(nulls_last=True), "name")
     return [{"name": room.name, "last_activity": room.last_activity, "messages": room.last_id} for room in rows]

@@ -3,19 +3,27 @@
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from . import rooms
+from . import access, rooms
 from .models import ROOM_NAME_REGEX
 
 
 def chat_index(request: HttpRequest) -> HttpResponse:
-    return render(request, "gateway/index.html", {"rooms": rooms.room_list(), "room_pattern": ROOM_NAME_REGEX})
+    context = {"rooms": rooms.room_list(request.user), "room_pattern": ROOM_NAME_REGEX}
+    return render(request, "gateway/index.html", context)
 
 
 def chat_room(request: HttpRequest, room: str) -> HttpResponse:
     """The room, and how to post into it from elsewhere (MQTT, mail, HTTP)."""
+    verdict = access.verdict(room, request.user)
+    if verdict is access.Verdict.LOGIN:
+        return redirect_to_login(request.get_full_path())
+    if verdict is not access.Verdict.OK:
+        raise (Http404 if verdict is access.Verdict.MISSING else PermissionDenied)(verdict.value)
     broker = urlsplit(settings.MQTT_URL)
     context = {
         "room": room,

@@ -32,6 +32,10 @@ def test_default_secret_and_hosts_are_refused(tmp_path):
     assert "gateway.E001" in refused(daphne, env)  # any ASGI server, not only our commands
 
 
+def test_open_rooms_are_refused(tmp_path):
+    assert "gateway.E004" in refused(manage("runsmtp"), production_env(tmp_path, ROOMS_OPEN="true"))
+
+
 def test_anonymous_mqtt_to_another_machine_is_refused(tmp_path):
     env = production_env(tmp_path, MQTT_URL="mqtt://broker.example.com:1883")
     output = refused(manage("runmqtt"), env)
@@ -49,6 +53,7 @@ def production_daphne(tmp_path):
     port = free_port()
     env = production_env(tmp_path)
     migrate(env)
+    subprocess.run(manage("addroom", "lobby", "--public"), cwd=ROOT, env=env, check=True, capture_output=True)
     daphne = Process([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env=env)
     daphne.start()
     daphne.wait_for("Listening on TCP address")

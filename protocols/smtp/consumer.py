@@ -15,6 +15,11 @@ class AsyncEmailConsumer(AsyncConsumer):
         await self.receive(event["content"])
         raise StopConsumer()  # one message per instance; an exception propagates to the server's log
 
+    @classmethod
+    async def recipient_refusal(cls, scope: dict) -> str | None:
+        """At RCPT time (``scope`` has no content yet): an SMTP reply refusing the recipient, or None."""
+        return None
+
     async def receive(self, content: bytes) -> None:
         raise NotImplementedError
 

@@ -29,3 +29,18 @@ class EmailToRouter(PatternRouter):
 
     def accepts(self, recipient: str) -> bool:
         return self.resolve(recipient) is not None
+
+    async def refusal(self, scope: dict) -> str | None:
+        """Why ``scope["rcpt_to"]`` is refused at RCPT time (an SMTP reply), or None to accept it.
+
+        Beyond routing, the consumer class may look further (a database, an allowlist) with an async
+        ``recipient_refusal(scope)`` classmethod returning a reply or None; it gets the route's kwargs.
+        """
+        found = self.resolve(scope["rcpt_to"])
+        if found is None:
+            return f"550 5.1.1 <{scope['rcpt_to']}>: no such recipient here"
+        application, kwargs = found
+        check = getattr(getattr(application, "consumer_class", application), "recipient_refusal", None)
+        if check is None:
+            return None
+        return await check({**scope, "route": {"kwargs": kwargs}})

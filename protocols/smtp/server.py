@@ -54,8 +54,10 @@ class AsgiHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.max_recipients} a mail)"
-        if self.router is not None and not self.router.accepts(address):
-            return f"550 5.1.1 <{address}>: no such recipient here"
+        if self.router is not None:
+            refusal = await self.router.refusal(self.scope_for(session, envelope, address))
+            if refusal is not None:
+                return refusal
         same = self.router.normalize if self.router is not None else str
         if all(same(address) != same(known) for known in envelope.rcpt_tos):  # the same recipient is served once
             envelope.rcpt_tos.append(address)

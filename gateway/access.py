@@ -1,0 +1,63 @@
+"""Who may read and post in a room: public rooms for anyone, the others for their members (and staff)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+
+from .models import ApiToken, Room
+
+
+class Verdict(Enum):
+    OK = "ok"
+    MISSING = "no such room"
+    LOGIN = "log in: this room is for its members"
+    FORBIDDEN = "this room is for its members"
+
+
+def verdict(room: str, user) -> Verdict:
+    row = Room.objects.filter(name=room).first()
+    if row is None:
+        return Verdict.OK if settings.ROOMS_AUTO_CREATE else Verdict.MISSING
+    if row.public:
+        return Verdict.OK
+    if user is None or not user.is_authenticated:
+        return Verdict.LOGIN
+    if user.is_staff or row.members.filter(pk=user.pk).exists():
+        return Verdict.OK
+    return Verdict.FORBIDDEN
+
+
+averdict = database_sync_to_async(verdict)
+
+
+def visible_rooms(user):
+    """The rooms a user may see listed."""
+    rooms = Room.objects.all()
+    if user is not None and user.is_authenticated and user.is_staff:
+        return rooms
+    if user is not None and user.is_authenticated:
+        return rooms.filter(public=True) | rooms.filter(members=user)
+    return rooms.filter(public=True)
+
+
+async def token_user(headers: list[tuple[bytes, bytes]] | dict) -> object:
+    """The user an ``Authorization: Bearer <key>`` header names, or an anonymous user."""
+    value = dict(headers).get(b"authorization", b"").decode("latin-1")
+    scheme, _, key = value.partition(" ")
+    if scheme.lower() in ("bearer", "token") and key.strip():
+        token = await ApiToken.objects.select_related("user").filter(key=key.strip()).afirst()
+        if token is not None and token.user.is_active:
+            return token.user
+    return AnonymousUser()
+
+
+async def scope_user(scope: dict) -> object:
+    """The session's user (AuthMiddlewareStack), else the API token's."""
+    user = scope.get("user")
+    if user is not None and user.is_authenticated:
+        return user
+    return await token_user(scope.get("headers", []))
