@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
+
 from gateway import limits, rooms
+from gateway.devices import room_takes_mqtt
 from gateway.payloads import parse_payload
 from protocols.mqtt import AsyncMqttConsumer
 
@@ -14,10 +17,13 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             return await self.reject("retained messages are not posted (publish without retain)")
         try:
             post = parse_payload(payload)
+            room = self.scope["route"]["kwargs"]["room"]
+            if not await database_sync_to_async(room_takes_mqtt)(room):
+                return await self.reject(f"room {room} takes no MQTT posts (not MQTT-open, no devices)")
             if not limits.allow("DEVICE", post.sender):
                 return await self.reject(f"rate limit: {limits.describe('DEVICE')} for {post.sender}")
             await rooms.post(
-                self.scope["route"]["kwargs"]["room"],
+                room,
                 post.text,
                 sender=post.sender,
                 source="mqtt",

@@ -27,16 +27,6 @@ async def broker_answers(url: str, timeout: float = 2.0) -> bool:
     return True
 
 
-async def start_embedded_broker(url: str) -> Any:
-    """An amqtt broker on the address of ``url``, for machines without one."""
-    from amqtt.broker import Broker
-
-    parts = urlsplit(url)
-    broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"{parts.hostname}:{parts.port or 1883}"}}})
-    await broker.start()
-    return broker
-
-
 class Adapters:
     """The protocol servers one process runs beside (or instead of) the ASGI server."""
 
@@ -72,6 +62,8 @@ class Adapters:
     async def start(self) -> None:
         if self.mqtt:
             if self.embedded_broker and not await broker_answers(settings.MQTT_URL):
+                from .broker import start_embedded_broker  # amqtt is only imported when needed
+
                 self.broker = await start_embedded_broker(settings.MQTT_URL)
                 logger.info("No MQTT broker answered at %s: started an embedded one there", settings.MQTT_URL)
             await self.mqtt.start()

@@ -1,5 +1,8 @@
 """Rooms and their stored messages."""
 
+import base64
+import hashlib
+import hmac
 import secrets
 
 from django.conf import settings
@@ -42,6 +45,9 @@ class Room(models.Model):
     )
     email_allowlist = models.TextField(
         blank=True, help_text="Senders allowed to post by mail, one address or @domain a line; empty: anyone"
+    )
+    mqtt_open = models.BooleanField(
+        default=rooms_open_by_default, help_text="Any MQTT client may post, not only the room's devices"
     )
 
     def __str__(self) -> str:
@@ -117,3 +123,34 @@ class Presence(models.Model):
     channel_name = models.CharField(max_length=200, unique=True)
     name = models.CharField(max_length=200)
     joined_at = models.DateTimeField(default=timezone.now)
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = 101) -> str:
+    """Mosquitto's own password hash (``$7$``: PBKDF2-SHA512), so one stored hash serves both brokers."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+class Device(models.Model):
+    """An MQTT client allowed to post into some rooms: its user name is its name, and its sender."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[RegexValidator(f"^{ROOM_NAME_REGEX}$")])
+    password_hash = models.CharField(max_length=200, editable=False)
+    rooms = models.ManyToManyField(Room, blank=True, related_name="devices")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = mosquitto_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        try:
+            _, _, iterations, salt, _ = self.password_hash.split("$")
+            expected = mosquitto_hash(password, base64.b64decode(salt), int(iterations))
+        except ValueError:
+            return False
+        return hmac.compare_digest(expected, self.password_hash)

@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import pytest
@@ -196,13 +197,22 @@ async def join(gateway: Gateway, room: str, query: str = ""):
 
 
 def mqtt_address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("mqtt://").split(":")
-    return host, int(port)
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or 1883
+
+
+def mqtt_client(url: str, prefix: str) -> paho.Client:
+    """A paho client for ``url``, with the URL's user name and password if it has them."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique(prefix))
+    parts = urlsplit(url)
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    return client
 
 
 def mqtt_publish(url: str, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
     """Publish and wait until the broker has it (PUBACK for QoS 1)."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
+    client = mqtt_client(url, "pub")
     client.connect(*mqtt_address(url))
     client.loop_start()
     try:
@@ -223,7 +233,7 @@ class MqttListener:
         self.messages: list[paho.MQTTMessage] = []
         self._arrived = threading.Condition()
         subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("sub"))
+        self.client = mqtt_client(url, "sub")
         self.client.on_connect = lambda client, *_: client.subscribe(topic, 1)
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
@@ -266,25 +276,31 @@ async def asmtp(port: int, sender: str, recipients: list[str], content: str | by
     return await asyncio.to_thread(smtp_send, port, sender, recipients, content)
 
 
-def launch_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
-    """``rungateway`` in its own process with a fresh SQLite database in ``directory``, once subscribed.
-
-    The caller stops it: ``gateway.process.stop()`` (SIGTERM) should return 0.
-    """
+def prepare_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
+    """Ports, settings and a migrated SQLite database in ``directory`` for a gateway, not started yet."""
     gateway = Gateway(free_port(), free_port(), mqtt_url)
-    env = gateway_env(
+    gateway.env = gateway_env(
         DATABASE_URL=f"sqlite:///{directory / 'db.sqlite3'}",
         HTTP_PORT=gateway.http_port,
         SMTP_PORT=gateway.smtp_port,
         MQTT_URL=mqtt_url,
         **settings,
     )
-    migrate(env)
-    gateway.env = env
-    gateway.process = Process(manage("rungateway"), env=env).start()
+    migrate(gateway.env)
+    return gateway
+
+
+def start_gateway(gateway: Gateway) -> Gateway:
+    """``rungateway`` in its own process, returned once subscribed; stop it with ``gateway.process.stop()``."""
+    gateway.process = Process(manage("rungateway"), env=gateway.env).start()
     try:
         gateway.process.wait_for("MQTT subscribed")
     except AssertionError:
         gateway.process.kill()
         raise
     return gateway
+
+
+def launch_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
+    """A fresh gateway running in its own process (see ``prepare_gateway`` and ``start_gateway``)."""
+    return start_gateway(prepare_gateway(directory, mqtt_url, **settings))

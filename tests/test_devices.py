@@ -1,0 +1,106 @@
+"""MQTT devices: Django objects with credentials and rooms, enforced by Mosquitto (from generated
+password and ACL files) and by the embedded broker; the adapter refuses rooms that take no MQTT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.support import (
+    ROOT,
+    MqttListener,
+    apublish,
+    free_port,
+    history,
+    join,
+    manage,
+    prepare_gateway,
+    receive,
+    start_gateway,
+    unique,
+)
+
+SETUP = """
+from gateway.models import Device, Room
+plant = Room.objects.create(name="plant", public=True)
+Room.objects.create(name="quiet", public=True)
+Room.objects.create(name="open-air", public=True, mqtt_open=True)
+device = Device(name="sensor-7"); device.set_password("pw-sensor"); device.save(); device.rooms.add(plant)
+"""
+
+
+def connect_rc(port: int, username: str, password: str) -> int:
+    """The broker's CONNACK verdict for these credentials (0: accepted)."""
+    verdicts = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("probe"))
+    client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, reason, p: verdicts.append(reason.value)
+    client.connect("127.0.0.1", port)
+    while not verdicts:
+        client.loop(timeout=1)
+    client.disconnect()
+    return verdicts[0]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory, mosquitto):  # mosquitto: the machine has the binary
+    """A gateway with closed rooms behind a Mosquitto that knows only the generated accounts."""
+    directory = tmp_path_factory.mktemp("secured")
+    port = free_port()
+    gateway = prepare_gateway(
+        directory, f"mqtt://gateway:gw-secret@127.0.0.1:{port}", ROOMS_OPEN="false", ROOMS_AUTO_CREATE="false"
+    )
+    subprocess.run(manage("shell", "-c", SETUP), cwd=ROOT, env=gateway.env, check=True, capture_output=True)
+    passwords, acl, config = directory / "passwords", directory / "acl", directory / "mosquitto.conf"
+    command = manage("mosquittofiles", "--passwords", str(passwords), "--acl", str(acl))
+    subprocess.run(command, cwd=ROOT, env=gateway.env, check=True, capture_output=True)
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
+    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stderr=subprocess.PIPE)
+    gateway.port = port
+    try:
+        yield start_gateway(gateway)
+        assert gateway.process.stop() == 0
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+def device_url(gateway, user: str = "sensor-7", password: str = "pw-sensor") -> str:
+    return f"mqtt://{user}:{password}@127.0.0.1:{gateway.port}"
+
+
+def test_mosquitto_knows_only_the_generated_accounts(secured):
+    port = secured.port
+    assert connect_rc(port, "sensor-7", "pw-sensor") == 0
+    assert connect_rc(port, "sensor-7", "wrong") != 0
+    assert connect_rc(port, "gateway", "gw-secret") == 0
+    assert connect_rc(port, "nobody", "x") != 0
+
+
+async def test_a_device_posts_into_its_room_and_nowhere_else(secured):
+    ws, _ = await join(secured, "plant")
+    spy = MqttListener(f"mqtt://gateway:gw-secret@127.0.0.1:{secured.port}", "rooms/+/in")
+    try:
+        await apublish(device_url(secured), "rooms/open-air/in", "not my room")  # the ACL drops it
+        await apublish(device_url(secured), "rooms/plant/in", json.dumps({"temperature": 19, "sender": "sensor-7"}))
+        event = await receive(ws)
+        assert (event["sender"], event["data"]) == ("sensor-7", {"temperature": 19})
+        assert [m.topic for m in spy.wait(1)] == ["rooms/plant/in"]
+    finally:
+        spy.close()
+    assert await history(secured, "open-air") == []
+    await ws.close()
+
+
+async def test_the_adapter_refuses_rooms_that_take_no_mqtt(secured):
+    ws, _ = await join(secured, "plant")
+    adapter = f"mqtt://gateway:gw-secret@127.0.0.1:{secured.port}"  # an account the ACL lets anywhere
+    await apublish(adapter, "rooms/quiet/in", "quiet has no devices and is not MQTT-open")
+    await apublish(adapter, "rooms/plant/in", "plant has a device")
+    assert (await receive(ws))["message"] == "plant has a device"
+    secured.process.wait_for("Rejected MQTT message on rooms/quiet/in: room quiet takes no MQTT posts")
+    await ws.close()
