@@ -65,7 +65,9 @@ class Adapters:
                 from .broker import start_embedded_broker  # amqtt is only imported when needed
 
                 self.broker = await start_embedded_broker(settings.MQTT_URL)
-                logger.info("No MQTT broker answered at %s: started an embedded one there", settings.MQTT_URL)
+                logger.info(
+                    "No MQTT broker answered at %s: started an embedded one there", _redacted(settings.MQTT_URL)
+                )
             await self.mqtt.start()
             health.probes["mqtt"] = lambda: (
                 self.mqtt.connected,
@@ -89,9 +91,8 @@ class Adapters:
             lines.append(f"  SMTP       {settings.BIND}:{self.smtp.port}   mail to <room>@{settings.EMAIL_DOMAIN}")
         if self.mqtt:
             broker = "embedded amqtt broker" if self.broker else "broker"
-            lines.append(
-                f"  MQTT       {settings.MQTT_URL} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out"
-            )
+            url = _redacted(settings.MQTT_URL)
+            lines.append(f"  MQTT       {url} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out")
         layer = f"Redis {_redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
         database = settings.DATABASES["default"]
         lines.append(f"  Channels   {layer}")

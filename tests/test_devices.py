@@ -104,3 +104,33 @@ async def test_the_adapter_refuses_rooms_that_take_no_mqtt(secured):
     assert (await receive(ws))["message"] == "plant has a device"
     secured.process.wait_for("Rejected MQTT message on rooms/quiet/in: room quiet takes no MQTT posts")
     await ws.close()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """Closed rooms, and no broker at MQTT_URL: the gateway's embedded broker enforces the devices."""
+    port = free_port()
+    gateway = prepare_gateway(
+        tmp_path_factory.mktemp("embedded"),
+        f"mqtt://gateway:gw-secret@127.0.0.1:{port}",
+        ROOMS_OPEN="false",
+        ROOMS_AUTO_CREATE="false",
+    )
+    subprocess.run(manage("shell", "-c", SETUP), cwd=ROOT, env=gateway.env, check=True, capture_output=True)
+    gateway.port = port
+    yield start_gateway(gateway)
+    assert gateway.process.stop() == 0
+
+
+async def test_the_embedded_broker_enforces_devices(embedded):
+    assert "(embedded amqtt broker)" in embedded.process.output
+    assert "gw-secret" not in embedded.process.output and "gateway:***@" in embedded.process.output
+    assert connect_rc(embedded.port, "sensor-7", "pw-sensor") == 0
+    assert connect_rc(embedded.port, "sensor-7", "wrong") != 0
+    assert connect_rc(embedded.port, "nobody", "x") != 0
+    ws, _ = await join(embedded, "plant")
+    await apublish(device_url(embedded), "rooms/open-air/in", "not my room")
+    await apublish(device_url(embedded), "rooms/plant/in", "mine")
+    assert (await receive(ws))["message"] == "mine"
+    assert await history(embedded, "open-air") == []
+    await ws.close()

@@ -33,7 +33,7 @@ def combine(replies: list[str]) -> str:
     if temporary:
         return temporary[0]
     if len(failures) < len(replies):
-        logger.warning("Mail accepted for some recipients, refused for others: %s", failures)
+        logger.warning("Mail accepted for some recipients, refused for %d others", len(failures))
         return next(reply for reply in replies if reply.startswith("2"))
     return failures[0]
 
