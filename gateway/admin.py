@@ -1,6 +1,7 @@
+from django import forms
 from django.contrib import admin, messages
 
-from .models import ApiToken, Message, Room, new_secret
+from .models import ApiToken, Device, Message, Room, new_secret
 
 
 @admin.register(Room)
@@ -31,9 +32,38 @@ class MessageAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["__str__", "user", "name", "created_at"]
     search_fields = ["user__username", "name"]
-    exclude = ["key"]  # made for the user, shown once on creation
+    exclude = ["key", "created_at"]  # the key is made for the user and shown once, on creation
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
         if not change:
             self.message_user(request, f"The new token is {obj.key}: copy it now, it is not shown again.")
+
+
+class DeviceForm(forms.ModelForm):
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput, help_text="Set a new password (required for a new device)"
+    )
+
+    class Meta:
+        model = Device
+        fields = ["name", "rooms", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("password"):
+            self.add_error("password", "A new device needs a password.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Device:
+        if self.cleaned_data.get("password"):
+            self.instance.set_password(self.cleaned_data["password"])
+        return super().save(commit)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    form = DeviceForm
+    list_display = ["name", "is_active", "created_at"]
+    filter_horizontal = ["rooms"]
+    search_fields = ["name"]

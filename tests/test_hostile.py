@@ -8,6 +8,10 @@ import json
 import random
 import smtplib
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.sync.client import connect
+
 from tests.support import ahttp, apublish, asmtp, build_mail, history, join, receive, unique
 
 BAD_FRAMES = [
@@ -87,3 +91,30 @@ async def test_hostile_burst_loses_no_valid_message(gateway):
     stored = [m["message"] for m in await history(gateway, room)]
     assert sorted(stored) == sorted(expected)  # each exactly once, nothing else
     await ws.close()
+
+
+ROOM = unique("property")
+frames = st.one_of(
+    st.text(max_size=300),
+    st.binary(max_size=300).map(lambda raw: raw.decode("latin-1")),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["message", "sender", "x"]), inner),
+        max_leaves=10,
+    ).map(json.dumps),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=frames)
+def test_any_websocket_frame_gets_an_answer_and_the_connection_stays(gateway, frame):
+    """Property: every frame is answered by an error or by the stored message, on the same connection."""
+    with connect(gateway.ws(ROOM), open_timeout=10) as ws:
+        assert json.loads(ws.recv(10))["type"] == "history"
+        ws.send(frame)
+        while (answer := json.loads(ws.recv(10)))["type"] == "presence":
+            pass
+        assert answer["type"] in ("error", "message"), answer
+        ws.send(json.dumps({"message": "still open"}))
+        while (answer := json.loads(ws.recv(10)))["type"] != "message" or answer["message"] != "still open":
+            assert answer["type"] in ("presence", "message", "error")
