@@ -22,7 +22,7 @@ alice = User.objects.create_user("alice", password="pw-alice")
 User.objects.create_user("mallory", password="pw-mallory")
 ApiToken.objects.create(user=alice, key="alice-token")
 ApiToken.objects.create(user=User.objects.get(username="mallory"), key="mallory-token")
-Room.objects.create(name="open-room", public=True, email_open=True)
+Room.objects.create(name="open-room", public=True, email_open=True, mqtt_open=True)
 team = Room.objects.create(name="team", email_token="s3cr3t", email_allowlist="boss@example.com\\n@team.example")
 team.members.add(alice)
 """
