@@ -26,7 +26,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-MOSQUITTO_URL = "mqtt://127.0.0.1:1883"
 REDIS_HOST = ("127.0.0.1", 6379)
 POSTGRES_HOST = ("127.0.0.1", 5432)
 
@@ -136,7 +135,7 @@ class Process:
 class Gateway:
     """Where a running gateway (or set of processes) can be reached."""
 
-    def __init__(self, http_port: int, smtp_port: int, mqtt_url: str = MOSQUITTO_URL) -> None:
+    def __init__(self, http_port: int, smtp_port: int, mqtt_url: str) -> None:
         self.http_port, self.smtp_port, self.mqtt_url = http_port, smtp_port, mqtt_url
 
     @property
@@ -145,6 +144,34 @@ class Gateway:
 
     def ws(self, room: str, query: str = "") -> str:
         return f"ws://127.0.0.1:{self.http_port}/ws/chat/{room}/{query}"
+
+
+class Mosquitto:
+    """A throwaway Mosquitto on a port of its own: tests neither see nor disturb anyone else's traffic,
+    and may restart it."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10) -> Mosquitto:
+        self.process = subprocess.Popen(
+            ["mosquitto", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # ready when it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mosquitto did not start: {self.process.stderr.read()}") from None
+                time.sleep(0.02)  # polling a port with a deadline
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 # HTTP
@@ -276,7 +303,7 @@ async def asmtp(port: int, sender: str, recipients: list[str], content: str | by
     return await asyncio.to_thread(smtp_send, port, sender, recipients, content)
 
 
-def prepare_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
+def prepare_gateway(directory: Path, mqtt_url: str, **settings: Any) -> Gateway:
     """Ports, settings and a migrated SQLite database in ``directory`` for a gateway, not started yet."""
     gateway = Gateway(free_port(), free_port(), mqtt_url)
     gateway.env = gateway_env(
@@ -301,6 +328,6 @@ def start_gateway(gateway: Gateway) -> Gateway:
     return gateway
 
 
-def launch_gateway(directory: Path, mqtt_url: str = MOSQUITTO_URL, **settings: Any) -> Gateway:
+def launch_gateway(directory: Path, mqtt_url: str, **settings: Any) -> Gateway:
     """A fresh gateway running in its own process (see ``prepare_gateway`` and ``start_gateway``)."""
     return start_gateway(prepare_gateway(directory, mqtt_url, **settings))

@@ -137,8 +137,8 @@ def test_readings_draw_and_update_a_chart(page, gateway):
     expect(page.locator("#presence .presence-device")).to_have_text(["sensor-1"])
 
 
-def test_restart_reconnects_catches_up_once_and_unsent_messages_retry(page, tmp_path):
-    gateway = launch_gateway(tmp_path)
+def test_restart_reconnects_catches_up_once_and_unsent_messages_retry(page, tmp_path, mosquitto):
+    gateway = launch_gateway(tmp_path, mosquitto)
     room = unique()
     try:
         open_room(page, gateway, room)
