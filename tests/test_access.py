@@ -5,9 +5,12 @@ Each forbidden thing is refused with its answer, and the allowed thing still wor
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
+import re
 import smtplib
 import subprocess
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -136,4 +139,24 @@ async def test_mqtt_into_an_unknown_room_is_rejected(closed):
     await apublish(closed.mqtt_url, "rooms/open-room/in", "fine")
     assert (await receive(ws))["message"] == "fine"
     closed.process.wait_for(f"Rejected MQTT message on rooms/{room}/in: no room {room} here")
+    await ws.close()
+
+
+async def test_a_member_logs_in_and_the_session_opens_the_room(closed):
+    """The login form's session cookie is what the WebSocket (AuthMiddlewareStack) and the API see."""
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = browser.open(f"{closed.http}/accounts/login/", timeout=10).read().decode()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+    login = urllib.parse.urlencode(
+        {"username": "alice", "password": "pw-alice", "csrfmiddlewaretoken": csrf, "next": "/chat/team/"}
+    ).encode()
+    page = browser.open(f"{closed.http}/accounts/login/", data=login, timeout=10)
+    assert page.url.endswith("/chat/team/") and page.status == 200
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+    origin = f"http://127.0.0.1:{closed.http_port}"
+    ws = await websockets.connect(
+        closed.ws("team"), additional_headers={"Cookie": cookie}, origin=origin, open_timeout=10
+    )
+    assert json.loads(await ws.recv())["type"] == "history"
     await ws.close()

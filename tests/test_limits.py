@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import socket
 
 import pytest
 import websockets
@@ -23,6 +24,7 @@ def limited(tmp_path_factory, mosquitto):
         ROOM_RATE=1.5,  # bursts of 3
         SMTP_MAX_RECIPIENTS=2,
         SMTP_MAX_SESSIONS=2,
+        SMTP_IDLE_TIMEOUT=1,
         WEBSOCKET_MAX_FRAME=1000,
     )
     yield gateway
@@ -97,3 +99,10 @@ def test_concurrent_smtp_sessions(limited):
     assert third.noop()[0] == 250
     third.quit()
     second.quit()
+
+
+def test_idle_smtp_session_is_closed(limited):
+    with socket.create_connection(("127.0.0.1", limited.smtp_port), timeout=10) as client:
+        greeting = client.recv(1000)
+        assert greeting.startswith(b"220")
+        assert client.recv(1000) == b""  # closed by the server after a second of silence (else: socket timeout)
