@@ -11,13 +11,12 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.support import (
     ROOT,
-    Process,
     build_mail,
     http_json,
     launch_gateway,
-    manage,
     mqtt_publish,
     smtp_send,
+    start_gateway,
     unique,
 )
 
@@ -60,6 +59,21 @@ def say(page: Page, text: str) -> None:
     page.locator("#message-input").press("Enter")
 
 
+def restart(gateway) -> None:
+    """A fresh ``rungateway`` on the same ports and database as the one just stopped."""
+    start_gateway(gateway)
+
+
+def stop(gateway) -> None:
+    """SIGTERM, as a service manager would: the gateway must stop cleanly."""
+    code = gateway.process.stop()
+    assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output[-3000:]}"
+
+
+def texts(page: Page) -> list[str]:
+    return page.locator(".message .text").all_inner_texts()
+
+
 def test_pages_see_each_other_and_every_source(browser, page, gateway):
     room = unique()
     other = browser.new_page()
@@ -68,18 +82,25 @@ def test_pages_see_each_other_and_every_source(browser, page, gateway):
     page.locator("#sender-input").fill("alice")
     say(page, "hello from alice")
     expect(other.locator(".message[data-source=websocket]")).to_contain_text("hello from alice")
+    expect(other.locator(".message[data-source=websocket] .badge")).to_have_text("browser")
     expect(page.locator(".message.mine")).to_contain_text("hello from alice")
+    expect(other.locator(".message.mine")).to_have_count(0)  # other is "anonymous", not alice
 
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", "hello from a device")
+    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "hello from a device", "sender": "d1"}))
     smtp_send(gateway.smtp_port, "bob@example.com", [f"{room}@localhost"], build_mail(room, "Mail", "hello by mail"))
-    device = other.locator(".message[data-source=mqtt]")
-    mail = other.locator(".message[data-source=email]")
-    expect(device).to_contain_text("hello from a device")
-    expect(device.locator(".badge")).to_have_text("device")
-    expect(mail).to_contain_text("hello by mail")
-    expect(mail.locator(".badge")).to_have_text("email")
-    expect(other.locator("#presence .presence-browser")).to_have_count(2)
-    expect(other.locator("#presence .presence-device")).to_have_text(["device"])
+    post(gateway, room, "hello over the API")
+    for source, label, text in [
+        ("mqtt", "device", "hello from a device"),
+        ("email", "email", "hello by mail"),
+        ("http", "API", "hello over the API"),
+    ]:
+        message = other.locator(f".message[data-source={source}]")
+        expect(message).to_contain_text(text)
+        expect(message.locator(".badge")).to_have_text(label)
+        expect(message.locator("time")).to_be_visible()  # local time
+    # Who is here: two browsers (alice, and the other page), and the device that just posted.
+    expect(other.locator("#presence .presence-browser .name")).to_have_text(["alice", "anonymous"])
+    expect(other.locator("#presence .presence-device .name")).to_have_text(["d1"])
     other.close()
 
 
@@ -93,6 +114,21 @@ def test_enter_sends_shift_enter_is_a_newline_and_empty_is_not_sent(page, gatewa
     page.locator("#message-input").type("line two")
     page.locator("#message-input").press("Enter")
     expect(page.locator(".message .text")).to_have_text(["line one\nline two"])
+    expect(page.locator("#message-input")).to_have_value("")
+
+
+def test_renaming_rejoins_under_the_new_name(browser, page, gateway):
+    room = unique()
+    open_room(page, gateway, room)
+    page.locator("#sender-input").fill("erin")
+    say(page, "first as erin")
+    expect(page.locator(".message.mine")).to_have_count(1)
+    page.locator("#sender-input").fill("frank")
+    expect(page.locator("#presence .presence-browser .name")).to_have_text(["frank"])  # rejoined as frank
+    expect(page.locator(".message.mine")).to_have_count(0)  # erin's message is no longer "mine"
+    say(page, "now as frank")
+    expect(page.locator(".message.mine .text")).to_have_text(["now as frank"])
+    expect(page.locator(".message .text")).to_have_text(["first as erin", "now as frank"])  # nothing twice
 
 
 def test_reload_shows_history_and_older_pages_load(page, gateway):
@@ -101,86 +137,143 @@ def test_reload_shows_history_and_older_pages_load(page, gateway):
         post(gateway, room, f"message {n}")
     open_room(page, gateway, room)
     expect(page.locator(".message")).to_have_count(50)
-    expect(page.locator(".message").last).to_contain_text("message 59")
+    expect(page.locator(".message").first).to_contain_text("message 10")
+    expect(page.locator(".message").last).to_contain_text("message 59")  # newest at the bottom
     page.locator("#load-earlier").click()
     expect(page.locator(".message")).to_have_count(60)
     expect(page.locator(".message").first).to_contain_text("message 0")
     expect(page.locator("#load-earlier")).to_be_hidden()
+    assert texts(page) == [f"message {n}" for n in range(60)]
     page.reload()
+    expect(page.locator(".message")).to_have_count(50)
     expect(page.locator(".message").last).to_contain_text("message 59")
+
+
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
 
 def test_html_in_messages_is_text_and_links_are_safe(page, gateway):
     room = unique()
-    evil = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1"> see https://example.com/a'
-    post(gateway, room, evil)
+    post(gateway, room, XSS)
     open_room(page, gateway, room)
+    post(gateway, room, XSS + " see https://example.com/a, or javascript:alert(1)")  # live, too
     text = page.locator(".message .text")
-    expect(text).to_have_text(evil)
+    expect(text).to_have_text([XSS, XSS + " see https://example.com/a, or javascript:alert(1)"])
     assert page.evaluate("window.__xss") is None
-    assert page.locator(".message img, .message script").count() == 0
+    assert page.locator("#log img, #log script").count() == 0
     link = text.locator("a")
+    expect(link).to_have_count(1)
+    expect(link).to_have_text("https://example.com/a")
     expect(link).to_have_attribute("href", "https://example.com/a")
     expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    expect(link).to_have_attribute("target", "_blank")
+    page.reload()  # and from the history
+    expect(text).to_have_count(2)
+    assert page.evaluate("window.__xss") is None
+
+
+def chart_data(page: Page, field: str) -> list[float]:
+    script = f"Chart.getChart(document.querySelector('canvas[data-field={field}]')).data.datasets[0].data"
+    return page.evaluate(script)
 
 
 def test_readings_draw_and_update_a_chart(page, gateway):
     room = unique()
     open_room(page, gateway, room)
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 20.5, "sender": "sensor-1"}))
+    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 20.5}))
     expect(page.locator("canvas[data-field=temperature]")).to_be_visible()
-    expect(page.locator(".chart-latest[data-field=temperature]")).to_contain_text("temperature: 20.5")
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 22, "sender": "sensor-1"}))
-    expect(page.locator(".chart-latest[data-field=temperature]")).to_contain_text("temperature: 22")
-    points = page.evaluate("Chart.getChart(document.querySelector('canvas[data-field=temperature]')).data")
-    assert points["datasets"][0]["data"] == [20.5, 22]
-    expect(page.locator("#presence .presence-device")).to_have_text(["sensor-1"])
+    latest = page.locator(".chart-latest[data-field=temperature]")
+    expect(latest).to_contain_text("temperature: 20.5")
+    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 22}))
+    expect(latest).to_contain_text("temperature: 22 at ")
+    assert chart_data(page, "temperature") == [20.5, 22]
+    expect(page.locator("#presence .presence-device")).to_have_count(1)  # the device that posted
+    page.reload()  # the chart is built from the history as well
+    expect(page.locator("canvas[data-field=temperature]")).to_be_visible()
+    expect(latest).to_contain_text("temperature: 22")
+    assert chart_data(page, "temperature") == [20.5, 22]
 
 
-def test_restart_reconnects_catches_up_once_and_unsent_messages_retry(page, tmp_path, mosquitto):
+def test_server_restart_the_page_reconnects_and_catches_up_once(page, tmp_path, mosquitto):
     gateway = launch_gateway(tmp_path, mosquitto)
     room = unique()
     try:
         open_room(page, gateway, room)
         post(gateway, room, "before the restart")
         expect(page.locator(".message")).to_have_count(1)
-        assert gateway.process.stop() == 0, gateway.process.output
+        stop(gateway)
         expect(page.locator("#status")).to_have_attribute("data-state", "disconnected")
-        say(page, "typed while offline")
-        expect(page.locator(".message.failed")).to_contain_text("typed while offline")
-
-        gateway.process = Process(manage("rungateway"), env=gateway.env).start()
-        gateway.process.wait_for("MQTT subscribed")
+        restart(gateway)
         post(gateway, room, "while the page was away")
-        expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=20_000)
-        expect(page.locator(".message:not(.failed) .text")).to_have_text(
-            ["before the restart", "while the page was away"]
-        )
-        page.locator(".message.failed .retry").click()
-        expect(page.locator(".message.failed")).to_have_count(0)
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=30_000)
+        expect(page.locator(".message .text")).to_have_text(["before the restart", "while the page was away"])
+        post(gateway, room, "after it came back")  # and it is live again
         expect(page.locator(".message .text")).to_have_text(
-            ["before the restart", "while the page was away", "typed while offline"]
+            ["before the restart", "while the page was away", "after it came back"]
         )
     finally:
         gateway.process.stop()
 
 
+def test_a_failed_send_is_marked_and_retried(page, tmp_path, mosquitto):
+    gateway = launch_gateway(tmp_path, mosquitto)
+    room = unique()
+    try:
+        open_room(page, gateway, room)
+        stop(gateway)
+        expect(page.locator("#status")).to_have_attribute("data-state", "disconnected")
+        say(page, "typed while offline")
+        failed = page.locator(".message.failed")
+        expect(failed).to_contain_text("typed while offline")
+        expect(failed.locator(".retry")).to_be_visible()
+        expect(page.locator("#status")).to_contain_text("1 unsent")
+
+        restart(gateway)
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=30_000)
+        failed.locator(".retry").click()
+        expect(failed).to_have_count(0)
+        expect(page.locator(".message.mine[data-id] .text")).to_have_text(["typed while offline"])
+        expect(page.locator(".message .text")).to_have_text(["typed while offline"])
+        status, body = http_json("GET", f"{gateway.http}/api/rooms/{room}/messages")
+        assert [m["message"] for m in body["messages"]] == ["typed while offline"], body
+    finally:
+        gateway.process.stop()
+
+
+def test_a_message_the_server_refuses_is_marked_failed_with_its_reason(page, gateway):
+    room = unique()
+    open_room(page, gateway, room)
+    say(page, "x" * 4001)  # longer than MESSAGE_MAX_LENGTH: the server answers with an error frame
+    failed = page.locator(".message.failed")
+    expect(failed.locator(".failed-note")).to_contain_text("longer than")
+    expect(page.locator("#error")).to_be_visible()
+    say(page, "a short one")
+    expect(page.locator(".message[data-id] .text")).to_have_text(["a short one"])
+    expect(failed).to_have_count(1)
+
+
 def test_screenshot_of_a_busy_room(page, gateway):
     room = unique("lobby")
-    post(gateway, room, "Welcome! Try posting from a device, a mail client or curl.", "gateway")
+    post(gateway, room, "Welcome! Post here from a device, a mail client or curl.", "gateway")
     mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "door opened", "sender": "hall-sensor"}))
-    for value in (20.5, 21.2, 21.9, 21.4):
+    for value in (20.5, 21.2, 21.9, 21.4, 22.3, 22.8):
         mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": value, "sender": "thermo"}))
     smtp_send(gateway.smtp_port, "carol@example.com", [f"{room}@localhost"], build_mail(room, "Lunch", "Noon?"))
+    page.goto(f"{gateway.http}/chat/")  # the name is remembered for the room page
+    page.evaluate("localStorage.setItem('chat.sender', 'dave')")
     open_room(page, gateway, room)
-    page.locator("#sender-input").fill("dave")
     say(page, "Sounds good, see https://example.com/menu")
-    expect(page.locator(".message")).to_have_count(8)
-    expect(page.locator(".chart-latest[data-field=temperature]")).to_contain_text("21.4")
+    expect(page.locator(".message")).to_have_count(10)
+    expect(page.locator(".message.mine")).to_have_count(1)
+    expect(page.locator(".chart-latest[data-field=temperature]")).to_contain_text("22.8")
+    expect(page.locator("#presence .presence-browser .name")).to_have_text(["dave"])
+    page.locator("#post-elsewhere summary").click()
+    page.locator("#message-input").blur()
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=artifacts / "room.png")
     assert (artifacts / "room.png").stat().st_size > 10_000
+    shutil.copyfile(artifacts / "room.png", ROOT / "docs" / "screenshot-room.png")
 
 
 def test_room_list_explains_bad_names_and_enters_good_ones(page, gateway):

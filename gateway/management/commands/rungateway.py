@@ -1,5 +1,7 @@
 import asyncio
 import logging
+import os
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -71,3 +73,9 @@ class Command(BaseCommand):
         server.run()
         if server.abort_start or failed:
             raise CommandError("The gateway did not start: see the log above.")
+        # Everything is stopped and drained. Skip the interpreter's final garbage collection, which
+        # CPython 3.11 can crash (a segfault) on a coroutine still suspended in a dependency.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

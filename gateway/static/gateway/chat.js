@@ -19,8 +19,10 @@
 
   const SOURCE_LABELS = { websocket: "browser", mqtt: "device", email: "email", http: "API" };
   const SENDER_KEY = "chat.sender";
+  const SENDER_MAX = 200; // the server keeps this many characters of a name
   const MIN_DELAY = 1000;
-  const MAX_DELAY = 10000;
+  const MAX_DELAY = 15000;
+  const RENAME_DEBOUNCE = 700;
 
   const seen = new Set(); // ids already rendered (history and live overlap on reconnect)
   let lastId = null; // highest id seen, sent as ?after= on reconnect
@@ -28,9 +30,8 @@
   let socket = null;
   let delay = MIN_DELAY;
   let retryTimer = null;
-  let outbox = []; // messages that could not be sent, waiting for the user to retry
-  let lastSent = null; // {message, sender, at}: restored into the textarea if the server rejects it
   let everConnected = false;
+  let everJoined = false;
   let unread = 0;
   const baseTitle = document.title;
 
@@ -40,20 +41,29 @@
   } catch (e) {
     senderInput.value = "anonymous";
   }
+  // The name as the server will store it.
+  const currentSender = () => senderInput.value.trim().slice(0, SENDER_MAX).trim() || "anonymous";
+  let connectedAs = currentSender(); // the name on the open socket's URL (presence)
+  let renameTimer = null;
   senderInput.addEventListener("input", () => {
     try {
       localStorage.setItem(SENDER_KEY, senderInput.value.trim());
     } catch (e) {
       /* not fatal: the name just won't be remembered */
     }
-  });
-  const currentSender = () => senderInput.value.trim() || "anonymous";
-  let renameTimer = null;
-  senderInput.addEventListener("input", () => {
-    // Presence shows the new name once the user stops typing: reconnect (catching up by id).
+    // Once the user stops typing: mark "mine" anew and rejoin under the new name (catching up by id).
     clearTimeout(renameTimer);
-    renameTimer = setTimeout(() => socket && socket.close(), 800);
+    renameTimer = setTimeout(() => {
+      markMine();
+      rename();
+    }, RENAME_DEBOUNCE);
   });
+  function rename() {
+    if (currentSender() === connectedAs || !socket || socket.readyState !== WebSocket.OPEN) return;
+    // Not while a message is on its way: its echo must come back on the socket that sent it.
+    if (inFlight.length) renameTimer = setTimeout(rename, RENAME_DEBOUNCE);
+    else reconnectNow();
+  }
 
   // ---- status / errors ----
   function setStatus(state, text) {
@@ -67,6 +77,7 @@
   }
   document.getElementById("error-close").addEventListener("click", () => {
     errorBox.hidden = true;
+    input.focus();
   });
 
   // ---- rendering ----
@@ -75,9 +86,18 @@
     log.scrollTop = log.scrollHeight;
     jump.hidden = true;
   };
+  // Whether the reader follows the newest message; kept across layout changes (panels opening,
+  // charts appearing, the textarea growing, a phone keyboard), which would otherwise leave them behind.
+  let following = true;
   log.addEventListener("scroll", () => {
-    if (isAtBottom()) jump.hidden = true;
+    following = isAtBottom();
+    if (following) jump.hidden = true;
   });
+  if (typeof ResizeObserver !== "undefined") {
+    new ResizeObserver(() => {
+      if (following) log.scrollTop = log.scrollHeight;
+    }).observe(log);
+  }
   jump.addEventListener("click", scrollToBottom);
 
   function el(tag, className, text) {
@@ -109,20 +129,36 @@
   }
 
   // Message text as text nodes, with http(s) links as real links: never HTML from a message.
+  const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
   function textWithLinks(text) {
     const p = el("p", "text");
     let last = 0;
-    for (const match of text.matchAll(/https?:\/\/[^\s<>"']+/g)) {
+    for (const match of text.matchAll(LINK)) {
+      let href = match[0].replace(/[.,;:!?)\]]+$/, ""); // trailing punctuation is prose, not URL
+      let url;
+      try {
+        url = new URL(href);
+      } catch (e) {
+        continue;
+      }
+      if (url.protocol !== "http:" && url.protocol !== "https:") continue;
       p.append(text.slice(last, match.index));
-      const a = el("a", "", match[0]);
-      a.href = match[0];
+      const a = el("a", "", href);
+      a.href = url.href;
       a.rel = "noopener noreferrer nofollow";
       a.target = "_blank";
       p.append(a);
-      last = match.index + match[0].length;
+      last = match.index + href.length;
     }
     p.append(text.slice(last));
     return p;
+  }
+
+  function markMine() {
+    const me = currentSender();
+    for (const item of log.querySelectorAll(".message")) {
+      item.classList.toggle("mine", item.dataset.sender === me);
+    }
   }
 
   function render(msg, prepend) {
@@ -133,6 +169,7 @@
 
     const source = String(msg.source || "unknown");
     const sender = String(msg.sender || "anonymous");
+    const text = msg.message == null ? "" : String(msg.message);
     const date = new Date(msg.ts);
     const validDate = !Number.isNaN(date.getTime());
     if (validDate && !prepend) addDayDivider(date);
@@ -140,6 +177,7 @@
     const item = el("article", "message");
     item.dataset.id = String(id);
     item.dataset.source = source;
+    item.dataset.sender = sender;
 
     const meta = el("header", "meta");
     const who = el("span", "sender", sender);
@@ -155,29 +193,29 @@
       meta.append(" ", time);
     }
     if (sender === currentSender()) item.classList.add("mine");
-    item.append(meta, textWithLinks(msg.message == null ? "" : String(msg.message)));
-    if (source === "mqtt") seeDevice(sender, msg.ts);
-    if (msg.data && typeof msg.data === "object") plotReading(msg.data, date);
+    item.append(meta, textWithLinks(text));
 
     // Structured device readings: compact "key: value" list under the text.
-    if (msg.data && typeof msg.data === "object" && Object.keys(msg.data).length) {
+    const data = msg.data && typeof msg.data === "object" && !Array.isArray(msg.data) ? msg.data : null;
+    // (Not when the text already says it all, as a device reading's rendering does.)
+    const saysItAll = (d) => Object.entries(d).every(([k, v]) => text.includes(k) && text.includes(formatValue(v)));
+    if (data && Object.keys(data).length && !saysItAll(data)) {
       const dl = el("dl", "data");
-      for (const [key, value] of Object.entries(msg.data)) {
+      for (const [key, value] of Object.entries(data)) {
         const row = el("div", "data-row");
         row.append(el("dt", "", key), el("dd", "", formatValue(value)));
         dl.append(row);
       }
       item.append(dl);
     }
+    if (source === "mqtt") seeDevice(sender, validDate ? date : null);
+    if (data) plotReading(id, data, validDate ? date : null);
 
     if (prepend) log.insertBefore(item, log.firstChild);
     else log.append(item);
     logEmpty.hidden = true;
 
-    // Our own message came back: nothing left to restore on error.
-    if (lastSent && source === "websocket" && sender === lastSent.sender && msg.message === lastSent.message) {
-      lastSent = null;
-    }
+    if (source === "websocket") delivered(sender, text);
     return true;
   }
 
@@ -203,122 +241,299 @@
     }
   });
 
-  // ---- who is here: browsers from presence events, devices from what they post ----
+  // ---- who is here: browsers and recent devices from presence events, devices also from what they post ----
   const presenceList = document.getElementById("presence");
   let browsers = [];
   const devices = new Map(); // name -> last seen (Date)
   const DEVICE_RECENT_MS = 10 * 60 * 1000;
 
-  function seeDevice(name, ts) {
-    const when = new Date(ts);
-    if (Number.isNaN(when.getTime()) || Date.now() - when > DEVICE_RECENT_MS) return;
+  function seeDevice(name, when) {
+    if (!when || Date.now() - when > DEVICE_RECENT_MS) return;
     if (!devices.has(name) || devices.get(name) < when) devices.set(name, when);
     renderPresence();
   }
 
+  function presenceItem(className, name, kind, detail) {
+    const li = el("li", className);
+    li.append(el("span", "name", name));
+    if (detail) li.append(el("span", "presence-detail", detail));
+    li.append(el("span", "visually-hidden", " (" + kind + ")"));
+    return li;
+  }
+
   function renderPresence() {
+    const now = Date.now();
+    for (const [name, when] of devices) if (now - when > DEVICE_RECENT_MS) devices.delete(name);
     presenceList.replaceChildren();
     for (const b of browsers) {
-      const label = b.name + (b.count > 1 ? " ×" + b.count : "");
-      const li = el("li", "presence-browser", label);
-      li.title = "In a browser";
+      const count = Number(b.count) || 1;
+      const li = presenceItem("presence-browser", String(b.name), "in a browser", count > 1 ? "×" + count : "");
+      li.title = count > 1 ? count + " browser tabs" : "In a browser";
       presenceList.append(li);
     }
-    for (const [name, when] of [...devices].sort()) {
-      const li = el("li", "presence-device", name);
+    for (const [name, when] of [...devices].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const li = presenceItem("presence-device", name, "device, last heard " + when.toLocaleTimeString());
       li.title = "Device, last heard " + when.toLocaleTimeString();
       presenceList.append(li);
     }
     if (!presenceList.children.length) presenceList.append(el("li", "muted", "Nobody yet"));
   }
+  setInterval(renderPresence, 60 * 1000); // devices drop off after 10 quiet minutes
 
   // ---- device readings as live charts, one per numeric field ----
   const chartsPanel = document.getElementById("charts-panel");
   const chartsBox = document.getElementById("charts");
-  const charts = new Map(); // field -> {chart, latest}
-  const MAX_POINTS = 100;
+  const charts = new Map(); // field -> {chart, latest, points: [{id, date, value}] sorted by id}
+  const MAX_POINTS = 200;
 
-  function plotReading(data, date) {
-    if (typeof Chart === "undefined") return; // vendored script missing: show text only
+  function cssVar(name, fallback) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+  }
+
+  function timeLabel(date) {
+    return date ? date.toLocaleTimeString() : "";
+  }
+
+  function plotReading(id, data, date) {
+    if (typeof Chart === "undefined") return; // vendored script missing: the text still shows
     for (const [field, value] of Object.entries(data)) {
       if (typeof value !== "number" || !Number.isFinite(value)) continue;
       let entry = charts.get(field);
-      if (!entry) entry = charts.set(field, makeChart(field)).get(field);
-      const label = date.toLocaleTimeString();
-      entry.chart.data.labels.push(label);
-      entry.chart.data.datasets[0].data.push(value);
-      if (entry.chart.data.labels.length > MAX_POINTS) {
-        entry.chart.data.labels.shift();
-        entry.chart.data.datasets[0].data.shift();
-      }
+      if (!entry) charts.set(field, (entry = makeChart(field)));
+      // Keep points in id order: "Load earlier" brings older readings after newer ones.
+      const points = entry.points;
+      let at = points.length;
+      while (at > 0 && points[at - 1].id > id) at -= 1;
+      points.splice(at, 0, { id, date, value });
+      if (points.length > MAX_POINTS) points.splice(0, points.length - MAX_POINTS);
+      entry.chart.data.labels = points.map((p) => timeLabel(p.date));
+      entry.chart.data.datasets[0].data = points.map((p) => p.value);
       entry.chart.update("none");
-      entry.latest.textContent = field + ": " + value + " at " + label;
+      const newest = points[points.length - 1];
+      entry.value.textContent = String(newest.value);
+      entry.time.textContent = newest.date ? "at " + timeLabel(newest.date) : "";
+      if (newest.date) entry.time.dateTime = newest.date.toISOString();
     }
   }
 
   function makeChart(field) {
     chartsPanel.hidden = false;
     const box = el("figure", "chart-box");
-    const latest = el("p", "chart-latest");
+    const latest = el("figcaption", "chart-latest");
     latest.dataset.field = field;
+    const value = el("strong", "chart-value");
+    const time = el("time", "chart-time");
+    latest.append(el("span", "chart-field", field), ": ", value, " ", time);
     const holder = el("div", "chart");
     const canvas = document.createElement("canvas");
     canvas.dataset.field = field;
     canvas.setAttribute("role", "img");
-    canvas.setAttribute("aria-label", "Chart of " + field);
+    canvas.setAttribute("aria-label", "Chart of " + field + " over time");
     holder.append(canvas);
     box.append(latest, holder);
     chartsBox.append(box);
+    const text = cssVar("--muted", "#5a6270");
+    const grid = cssVar("--border", "#d5d9e0");
+    const line = cssVar("--accent", "#2456c7");
     const chart = new Chart(canvas, {
       type: "line",
-      data: { labels: [], datasets: [{ label: field, data: [], borderColor: "#2563eb", tension: 0.2 }] },
-      options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } } },
+      data: {
+        labels: [],
+        datasets: [{ label: field, data: [], borderColor: line, backgroundColor: line, tension: 0.2, pointRadius: 2 }],
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        plugins: { legend: { display: false } },
+        scales: {
+          x: { ticks: { color: text, maxRotation: 0, autoSkip: true, maxTicksLimit: 4 }, grid: { color: grid } },
+          y: { ticks: { color: text, maxTicksLimit: 5 }, grid: { color: grid } },
+        },
+      },
     });
-    return { chart, latest };
+    return { chart, value, time, latest, points: [] };
   }
 
   // ---- older messages on demand ----
   const loadEarlier = document.getElementById("load-earlier");
+  const PAGE = 50;
   let oldestId = null;
   loadEarlier.addEventListener("click", async () => {
+    if (oldestId === null) return;
     loadEarlier.disabled = true;
+    loadEarlier.textContent = "Loading…";
     try {
-      const url = "/api/rooms/" + encodeURIComponent(room) + "/messages?limit=50&before=" + oldestId;
-      const response = await fetch(url);
+      const url = "/api/rooms/" + encodeURIComponent(room) + "/messages?limit=" + PAGE + "&before=" + oldestId;
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error("HTTP " + response.status);
-      const older = (await response.json()).messages;
+      const older = (await response.json()).messages || [];
       const height = log.scrollHeight;
+      const top = log.scrollTop;
       for (const msg of older.slice().reverse()) render(msg, true);
-      log.scrollTop += log.scrollHeight - height; // keep the reader where they were
+      log.scrollTop = top + (log.scrollHeight - height); // keep the reader where they were
       if (older.length) oldestId = older[0].id;
-      loadEarlier.hidden = older.length < 50;
+      loadEarlier.hidden = older.length < PAGE;
     } catch (e) {
       showError("Could not load earlier messages: " + e.message);
     } finally {
       loadEarlier.disabled = false;
+      loadEarlier.textContent = "Load earlier messages";
     }
   });
 
   // ---- copy buttons of the "post here from elsewhere" panel ----
-  for (const button of document.querySelectorAll(".copy:not(.load-earlier)")) {
-    button.addEventListener("click", async () => {
-      const text = button.previousElementSibling.textContent;
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (e) {
+      // No clipboard API (plain http on another host) or no permission: the old way.
+      const area = el("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.append(area);
+      area.select();
+      let ok = false;
       try {
-        await navigator.clipboard.writeText(text);
-      } catch (e) {
-        const area = el("textarea");
-        area.value = text;
-        document.body.append(area);
-        area.select();
-        document.execCommand("copy");
-        area.remove();
+        ok = document.execCommand("copy");
+      } catch (err) {
+        ok = false;
       }
-      button.textContent = "Copied";
-      setTimeout(() => (button.textContent = "Copy"), 1500);
+      area.remove();
+      return ok;
+    }
+  }
+
+  const copyStatus = document.getElementById("copy-status");
+  for (const button of document.querySelectorAll("#post-elsewhere .copy")) {
+    const label = button.textContent;
+    let timer = null;
+    button.addEventListener("click", async () => {
+      const code = document.getElementById(button.getAttribute("aria-controls")) || button.previousElementSibling;
+      const ok = await copyText(code.textContent);
+      button.textContent = ok ? "Copied" : "Select and copy";
+      if (!ok) getSelection().selectAllChildren(code);
+      if (copyStatus) copyStatus.textContent = ok ? "Copied to the clipboard" : "Could not copy: the text is selected, copy it yourself";
+      clearTimeout(timer);
+      timer = setTimeout(() => (button.textContent = label), 2000);
     });
   }
 
+  // ---- sending: each message waits for its echo, or is marked failed with a Retry button ----
+  let refs = 0;
+  let inFlight = []; // payloads sent (or queued while connecting), waiting for their echo or an error
+  const failed = new Map(); // failed item -> payload
+
+  // Our message came back from the room: it is no longer waiting. If it had been marked failed
+  // (its connection dropped before the echo), it was posted after all: drop the failed copy.
+  function delivered(sender, text) {
+    const at = inFlight.findIndex((p) => p.sender === sender && p.message === text);
+    if (at >= 0) {
+      inFlight.splice(at, 1);
+      return;
+    }
+    for (const [item, payload] of failed) {
+      if (payload.sender === sender && payload.message === text) {
+        forgetFailed(item);
+        return;
+      }
+    }
+  }
+
+  function forgetFailed(item) {
+    if (!failed.delete(item)) return;
+    item.remove();
+    updateStatusNote();
+  }
+
+  function transmit(payload) {
+    payload.ref = payload.ref || "c" + Date.now().toString(36) + "-" + (refs += 1);
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      payload.onSocket = socket;
+      socket.send(JSON.stringify({ message: payload.message, sender: payload.sender, ref: payload.ref }));
+      inFlight.push(payload);
+    } else if (socket && socket.readyState === WebSocket.CONNECTING) {
+      payload.onSocket = null; // goes out when this socket opens, or fails if it never does
+      inFlight.push(payload);
+    } else {
+      markFailed(payload, "not connected");
+    }
+  }
+
+  // Show a message that did not reach the room, in the log, with a Retry button.
+  function markFailed(payload, reason) {
+    const item = el("article", "message mine failed");
+    item.dataset.source = "websocket";
+    item.dataset.sender = payload.sender;
+    const meta = el("header", "meta");
+    const who = el("span", "sender", payload.sender);
+    who.style.setProperty("--hue", hue(payload.sender));
+    const note = el("span", "failed-note", "Not sent" + (reason ? ": " + reason : ""));
+    const retry = el("button", "retry", "Retry");
+    retry.type = "button";
+    retry.setAttribute("aria-label", "Retry sending: " + payload.message.slice(0, 60));
+    meta.append(who, " ", note, " ", retry);
+    item.append(meta, textWithLinks(payload.message));
+    failed.set(item, payload);
+    updateStatusNote();
+    retry.addEventListener("click", () => {
+      if (!socket || socket.readyState !== WebSocket.OPEN) {
+        showError("Still not connected: retry once the status says Connected.");
+        return;
+      }
+      forgetFailed(item);
+      transmit({ message: payload.message, sender: payload.sender });
+      input.focus();
+    });
+    const stick = isAtBottom();
+    log.append(item);
+    logEmpty.hidden = true;
+    if (stick) scrollToBottom();
+  }
+
+  // An error frame answers the oldest message still waiting (the server handles frames in order).
+  function failOldest(reason) {
+    const payload = inFlight.shift();
+    if (payload) markFailed(payload, reason);
+    return Boolean(payload);
+  }
+
+  // After (re)joining, the history holds everything posted since lastId: whatever we sent on an
+  // earlier socket and did not see come back was lost with that socket.
+  function failLostWith(current) {
+    const lost = inFlight.filter((p) => p.onSocket && p.onSocket !== current);
+    inFlight = inFlight.filter((p) => !lost.includes(p));
+    for (const payload of lost) markFailed(payload, "the connection dropped");
+  }
+
+  function sendQueued(ws) {
+    for (const payload of inFlight) {
+      if (payload.onSocket === null) {
+        payload.onSocket = ws;
+        ws.send(JSON.stringify({ message: payload.message, sender: payload.sender, ref: payload.ref }));
+      }
+    }
+  }
+
+  function failQueued() {
+    const queued = inFlight.filter((p) => p.onSocket === null);
+    inFlight = inFlight.filter((p) => p.onSocket !== null);
+    for (const payload of queued) markFailed(payload, "not connected");
+  }
+
   // ---- connection ----
+  const pendingNote = () => (failed.size ? " · " + failed.size + " unsent" : "");
+  let statusBase = ["connecting", "Connecting…"];
+  function updateStatusNote() {
+    setStatus(statusBase[0], statusBase[1] + pendingNote());
+  }
+  function status(state, text) {
+    statusBase = [state, text];
+    updateStatusNote();
+  }
+
   function socketUrl() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     let url = scheme + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
@@ -330,19 +545,21 @@
   function connect() {
     clearTimeout(retryTimer);
     retryTimer = null;
-    setStatus("connecting", (everConnected ? "Reconnecting…" : "Connecting…") + pendingNote());
+    status("connecting", everConnected ? "Reconnecting…" : "Connecting…");
 
+    connectedAs = currentSender();
     const ws = new WebSocket(socketUrl());
     socket = ws;
-    let firstHistory = true;
 
     ws.addEventListener("open", () => {
-      delay = MIN_DELAY; // healthy again: next outage starts from 1s
+      if (socket !== ws) return;
       everConnected = true;
-      setStatus("connected", "Connected");
+      status("connected", "Connected");
+      sendQueued(ws);
     });
 
     ws.addEventListener("message", (event) => {
+      if (socket !== ws) return;
       let data;
       try {
         data = JSON.parse(event.data);
@@ -350,55 +567,71 @@
         return; // ignore anything that is not JSON
       }
       if (data.type === "history") {
+        delay = MIN_DELAY; // healthy again: the next outage starts from 1s
         const batch = Array.isArray(data.messages) ? data.messages : [];
         if (oldestId === null && batch.length) {
           oldestId = batch[0].id;
-          loadEarlier.hidden = batch.length < 50;
+          loadEarlier.hidden = batch.length < PAGE;
         }
-        addMessages(batch, firstHistory);
-        firstHistory = false;
+        addMessages(batch, !everJoined);
+        everJoined = true;
+        failLostWith(ws);
         if (!seen.size) logEmpty.textContent = "No messages yet. Say hello!";
       } else if (data.type === "message") {
         addMessages([data], false);
       } else if (data.type === "presence") {
         browsers = Array.isArray(data.browsers) ? data.browsers : [];
-        for (const d of data.devices || []) seeDevice(d.name, d.last_seen);
+        for (const d of Array.isArray(data.devices) ? data.devices : []) {
+          const when = new Date(d.last_seen);
+          const name = d && d.name ? String(d.name) : "";
+          if (name && !Number.isNaN(when.getTime()) && !(devices.get(name) > when)) devices.set(name, when);
+        }
         renderPresence();
       } else if (data.type === "error") {
-        showError(String(data.error || "Something went wrong."));
-        // Give the user their text back if the server refused it.
-        if (lastSent && !input.value && Date.now() - lastSent.at < 10000) {
-          input.value = lastSent.message;
-          autosize();
-        }
-        lastSent = null;
+        const reason = String(data.error || "Something went wrong.");
+        const mine = data.ref ? inFlight.findIndex((p) => p.ref === data.ref) : -1;
+        if (mine >= 0) markFailed(inFlight.splice(mine, 1)[0], reason);
+        else failOldest(reason);
+        showError(reason);
       }
     });
 
     ws.addEventListener("close", () => {
       if (socket !== ws) return;
       socket = null;
+      failQueued();
       scheduleReconnect();
     });
     // "error" is always followed by "close", which handles the retry.
   }
 
+  // Rejoin at once (a new name): the old socket is let go quietly, the new one catches up by id.
+  function reconnectNow() {
+    const old = socket;
+    socket = null;
+    if (old) old.close(1000, "renamed");
+    connect();
+  }
+
   function scheduleReconnect() {
-    const wait = delay;
-    delay = Math.min(delay * 2, MAX_DELAY); // exponential backoff: 1s, 2s, 4s, 8s, 10s…
+    // Exponential backoff with jitter, so a restarted server isn't hit by every tab at once.
+    const wait = Math.round(delay * (0.8 + Math.random() * 0.4));
+    delay = Math.min(delay * 2, MAX_DELAY);
     // Set once (no per-second countdown) so screen readers aren't flooded.
-    setStatus("disconnected", "Disconnected, retrying in " + wait / 1000 + "s…" + pendingNote());
+    status("disconnected", "Disconnected, retrying in " + Math.max(1, Math.round(wait / 1000)) + "s…");
     retryTimer = setTimeout(connect, wait);
   }
 
-  // Coming back online: don't wait out the backoff.
-  window.addEventListener("online", () => {
-    if (!socket) connect();
+  // Coming back online or to the tab: don't wait out the backoff.
+  const reconnectSoon = () => {
+    if (!socket && retryTimer) connect();
+  };
+  window.addEventListener("online", reconnectSoon);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) reconnectSoon();
   });
 
   // ---- composer ----
-  const pendingNote = () => (outbox.length ? " (" + outbox.length + " unsent)" : "");
-
   // Grow the textarea with its content (CSS caps it); the log shrinks, so
   // stay pinned to the bottom if the reader was there.
   function autosize() {
@@ -409,44 +642,15 @@
   }
   input.addEventListener("input", autosize);
 
-  // A message that could not be sent stays in the log, marked, until the user retries it.
-  function showUnsent(payload) {
-    const item = el("article", "message mine failed");
-    const meta = el("header", "meta");
-    const retry = el("button", "retry", "Retry");
-    retry.type = "button";
-    meta.append(el("span", "sender", payload.sender), " ", el("span", "failed-note", "Not sent"), retry);
-    item.append(meta, textWithLinks(payload.message));
-    outbox.push(payload);
-    retry.addEventListener("click", () => {
-      if (!socket || socket.readyState !== WebSocket.OPEN) {
-        showError("Still offline: the message will be sent when you retry after reconnecting.");
-        return;
-      }
-      socket.send(JSON.stringify(payload));
-      outbox = outbox.filter((p) => p !== payload);
-      item.remove();
-    });
-    log.append(item);
-    logEmpty.hidden = true;
-  }
-
   function send() {
     const text = input.value;
     if (!text.trim()) return; // never send empty / whitespace-only messages
-    const payload = { message: text, sender: currentSender() };
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify(payload));
-    } else {
-      showUnsent(payload);
-    }
-    lastSent = { ...payload, at: Date.now() };
+    transmit({ message: text, sender: currentSender() });
     errorBox.hidden = true;
     input.value = "";
     autosize();
     input.focus();
-    // The echo of our own message should always be visible.
-    scrollToBottom();
+    scrollToBottom(); // the echo of our own message should always be visible
   }
 
   form.addEventListener("submit", (event) => {
@@ -456,7 +660,7 @@
 
   input.addEventListener("keydown", (event) => {
     // Enter sends, Shift+Enter inserts a newline; ignore Enter while an IME is composing.
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       send();
     }
