@@ -48,12 +48,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.error('invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:
             return await self.error('send a JSON object with a "message" field')
+        ref = request.get("ref")  # the client's own id for this message, echoed in an error about it
+        ref = ref if isinstance(ref, str) and len(ref) <= 100 else None
         if not limits.allow("WEBSOCKET", self.channel_name):
-            return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted")
+            return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted", ref)
         try:
             await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
         except rooms.InvalidMessage as exc:
-            await self.error(str(exc))
+            await self.error(str(exc), ref)
 
     async def room_message(self, event: dict) -> None:
         if event["id"] > self.history_last:
@@ -62,8 +64,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_presence(self, event: dict) -> None:
         await self.send(text_data=event["text"])
 
-    async def error(self, text: str) -> None:
-        await self.send_json({"type": "error", "error": text})
+    async def error(self, text: str, ref: str | None = None) -> None:
+        await self.send_json({"type": "error", "error": text, **({"ref": ref} if ref else {})})
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=rooms.to_json(content))

@@ -28,6 +28,8 @@ async def test_websocket_bad_frames_get_error_frames_and_the_connection_stays(ga
         await ws.send(frame)
         error = await receive(ws, "error")
         assert expected in error["error"]
+    await ws.send(json.dumps({"message": "", "ref": "m-17"}))  # the client's id comes back with the error
+    assert (await receive(ws, "error"))["ref"] == "m-17"
     await ws.send(json.dumps({"message": "still here"}))
     assert (await receive(ws))["message"] == "still here"
     assert [m["message"] for m in await history(gateway, room)] == ["still here"]
