@@ -19,7 +19,8 @@ HTTP_PORT = env.int("HTTP_PORT", 8000)
 SMTP_PORT = env.int("SMTP_PORT", 2525)
 EMAIL_DOMAIN = env.str("EMAIL_DOMAIN", "localhost").lower()
 MQTT_URL = env.str("MQTT_URL", "mqtt://127.0.0.1:1883")
-MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # empty: a unique id per process
+MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # set: a persistent session; empty: a fresh id per process
+MQTT_SHARED_GROUP = env.str("MQTT_SHARED_GROUP", "")  # set: adapters share rooms/+/in ($share/<group>/...)
 REDIS_URL = env.str("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "gateway")
 

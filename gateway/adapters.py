@@ -39,6 +39,7 @@ class Adapters:
                 application,
                 settings.MQTT_URL,
                 client_id=settings.MQTT_CLIENT_ID,
+                shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
             )
             if mqtt

@@ -76,3 +76,26 @@ async def test_anything_can_publish_through_the_channel(mosquitto):
         await server.stop()
         listener.close()
     assert message.payload == b"hi"
+
+
+async def test_a_failing_application_is_run_again_until_the_message_is_safe(mosquitto):
+    base = unique("retry")
+    attempts: list[bytes] = []
+
+    async def flaky(scope, receive, send):  # the database is down for the first two tries
+        payload = (await receive())["payload"]
+        attempts.append(payload)
+        if payload == b"first" and attempts.count(b"first") < 3:
+            raise RuntimeError("database unavailable")
+        await send({"type": "mqtt.ack"})
+
+    server = await served(flaky, mosquitto, topics=[f"{base}/#"], publish_channel=None, min_backoff=0.05)
+    try:
+        await apublish(mosquitto, f"{base}/a", b"first")
+        await apublish(mosquitto, f"{base}/a", b"second")
+        async with asyncio.timeout(10):
+            while b"second" not in attempts:
+                await asyncio.sleep(0.02)  # polling a list with a deadline
+    finally:
+        await server.stop()
+    assert attempts == [b"first", b"first", b"first", b"second"]  # in order: the topic waited for the first

@@ -40,6 +40,8 @@ class MqttServer(ProtocolServer):
         url: str = "mqtt://127.0.0.1:1883",
         *,
         client_id: str = "",
+        persistent: bool | None = None,
+        shared_group: str | None = None,
         topics: list[str] | None = None,
         qos: int = 1,
         keepalive: int = 30,
@@ -59,6 +61,10 @@ class MqttServer(ProtocolServer):
                 raise ValueError("No MqttTopicRouter for 'mqtt' in the application: pass topics= explicitly")
             topics = self.router.subscriptions()
         self.topics = topics
+        # A fixed client id means a persistent session: the broker keeps what arrives while we are away.
+        self.persistent = bool(client_id) if persistent is None else persistent
+        # Several adapters in one shared-subscription group split the messages between them.
+        self.filters = [f"$share/{shared_group}/{topic}" for topic in topics] if shared_group else list(topics)
         self.qos = qos
         self.keepalive = keepalive
         self.max_payload = max_payload
@@ -80,7 +86,9 @@ class MqttServer(ProtocolServer):
     async def start(self) -> None:
         """Begin connecting (and reconnecting, with backoff) in the background."""
         loop = asyncio.get_running_loop()
-        self._client, self._host, self._port = client_from_url(self.url, self.client_id, manual_ack=True)
+        self._client, self._host, self._port = client_from_url(
+            self.url, self.client_id, manual_ack=True, clean_session=not self.persistent
+        )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -143,17 +151,17 @@ class MqttServer(ProtocolServer):
         self._generation += 1
         self._was_connected = self.connected = True
         self.reconnects += self._generation > 1
-        if self.topics:
-            client.subscribe([(topic, self.qos) for topic in self.topics])
+        if self.filters:
+            client.subscribe([(topic, self.qos) for topic in self.filters])
         else:
             self._ready.set()
         logger.info("MQTT connected to %s:%s as %s", self._host, self._port, self.client_id)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        refused = [topic for topic, code in zip(self.topics, reason_codes, strict=False) if code.is_failure]
+        refused = [topic for topic, code in zip(self.filters, reason_codes, strict=False) if code.is_failure]
         if refused:
             logger.error("MQTT broker refused subscriptions to %s", refused)
-        logger.info("MQTT subscribed to %s", [topic for topic in self.topics if topic not in refused])
+        logger.info("MQTT subscribed to %s", [topic for topic in self.filters if topic not in refused])
         self._ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -193,35 +201,45 @@ class MqttServer(ProtocolServer):
         }
 
     async def handle(self, message: paho.MQTTMessage, generation: int) -> None:
-        """Run one application instance for ``message`` and carry out its answer."""
-        answered = False
+        """Serve ``message`` until the application answers, then acknowledge it.
 
-        def acknowledge() -> None:
-            if generation == self._generation and self.connected:
-                self._client.ack(message.mid, message.qos)
-            # else: the broker redelivers it on a persistent session
+        An application that fails (raises, times out) is run again with backoff: the message
+        is only acknowledged once it is safe, and later messages on its topic wait for it.
+        """
+        if len(message.payload) > self.max_payload:
+            reason = f"payload of {len(message.payload)} bytes over {self.max_payload}"
+        elif self.router is not None and self.router.resolve(message.topic) is None:
+            reason = "no route for this topic"
+        else:
+            reason = None
+        if reason is not None:
+            logger.warning("Rejected MQTT message on %s: %s", message.topic, reason)
+        else:
+            delay = self.min_backoff
+            while not await self._run(message):
+                logger.warning("Will serve the message on %s again in %.1fs", message.topic, delay)
+                await asyncio.sleep(delay)  # backoff before the retry
+                delay = min(delay * 2, self.max_backoff)
+        if generation == self._generation and self.connected:
+            self._client.ack(message.mid, message.qos)
+        # else: the connection it came on is gone; a persistent session gets it again (keys dedupe it)
+
+    async def _run(self, message: paho.MQTTMessage) -> bool:
+        """One application instance for ``message``: True once it answered (ack or reject)."""
+        answer = None
 
         async def send(event: dict) -> None:
-            nonlocal answered
+            nonlocal answer
             kind = event["type"]
             if kind == "mqtt.publish":
                 self.publish(event)
-            elif kind in ("mqtt.ack", "mqtt.reject") and not answered:
-                answered = True
-                if kind == "mqtt.reject":
+            elif kind in ("mqtt.ack", "mqtt.reject"):
+                if answer is None and kind == "mqtt.reject":
                     logger.warning("Rejected MQTT message on %s: %s", message.topic, event.get("reason", ""))
-                acknowledge()
-            elif kind not in ("mqtt.ack", "mqtt.reject"):
+                answer = answer or kind
+            else:
                 raise ValueError(f"Unknown event type for mqtt scope: {kind!r}")
 
-        if len(message.payload) > self.max_payload:
-            await send(
-                {"type": "mqtt.reject", "reason": f"payload of {len(message.payload)} bytes over {self.max_payload}"}
-            )
-            return
-        if self.router is not None and self.router.resolve(message.topic) is None:
-            await send({"type": "mqtt.reject", "reason": "no route for this topic"})
-            return
         events: asyncio.Queue = asyncio.Queue()
         events.put_nowait({"type": "mqtt.publish", "payload": message.payload})
         try:
@@ -230,9 +248,10 @@ class MqttServer(ProtocolServer):
             )
         except Exception:
             logger.exception("MQTT application failed on %s", message.topic)
-        if not answered:
+            return answer is not None
+        if answer is None:
             logger.error("MQTT application gave no ack or reject for a message on %s; acknowledging", message.topic)
-            await send({"type": "mqtt.ack"})
+        return True
 
     # Publishing
 
