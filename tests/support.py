@@ -304,14 +304,12 @@ async def asmtp(port: int, sender: str, recipients: list[str], content: str | by
 
 
 def prepare_gateway(directory: Path, mqtt_url: str, **settings: Any) -> Gateway:
-    """Ports, settings and a migrated SQLite database in ``directory`` for a gateway, not started yet."""
+    """Ports, settings and a migrated database (SQLite in ``directory`` unless ``DATABASE_URL`` is given)
+    for a gateway, not started yet."""
     gateway = Gateway(free_port(), free_port(), mqtt_url)
+    defaults = {"DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}"}
     gateway.env = gateway_env(
-        DATABASE_URL=f"sqlite:///{directory / 'db.sqlite3'}",
-        HTTP_PORT=gateway.http_port,
-        SMTP_PORT=gateway.smtp_port,
-        MQTT_URL=mqtt_url,
-        **settings,
+        HTTP_PORT=gateway.http_port, SMTP_PORT=gateway.smtp_port, MQTT_URL=mqtt_url, **{**defaults, **settings}
     )
     migrate(gateway.env)
     return gateway

@@ -20,6 +20,8 @@ from .routing import EmailToRouter
 
 logger = logging.getLogger(__name__)
 
+TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+
 
 def combine(replies: list[str]) -> str:
     """One SMTP reply for several recipients: success if all succeeded; a temporary failure
@@ -55,7 +57,11 @@ class AsgiHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.max_recipients} a mail)"
         if self.router is not None:
-            refusal = await self.router.refusal(self.scope_for(session, envelope, address))
+            try:
+                refusal = await self.router.refusal(self.scope_for(session, envelope, address))
+            except Exception:  # e.g. the database is down: the sender should try again, not bounce
+                logger.exception("Recipient check failed")
+                return TEMPORARY_FAILURE
             if refusal is not None:
                 return refusal
         same = self.router.normalize if self.router is not None else str
@@ -107,7 +113,7 @@ class AsgiHandler:
         except Exception:
             logger.exception("Email application failed for %s", rcpt_to)
         if reply is None:
-            return "451 4.3.0 Temporary failure, please try again later"
+            return TEMPORARY_FAILURE
         return reply
 
 
