@@ -24,6 +24,14 @@ class MailPost:
     automatic: str | None  # why the mail is auto-generated (never posted, never answered), or None
 
 
+def header(message: EmailMessage, name: str) -> str:
+    """A header's text; a header the parser chokes on (broken address syntax) is taken as written."""
+    try:
+        return str(message.get(name, "") or "")
+    except Exception:  # the stdlib's header parser raises assorted errors on hostile input
+        return next((str(value) for key, value in message.raw_items() if key.lower() == name.lower()), "")
+
+
 def _html_to_text(html: str) -> str:
     converter = html2text.HTML2Text()
     converter.body_width = 0  # no hard wrapping: the page wraps
@@ -66,15 +74,15 @@ def automatic(message: EmailMessage, envelope_from: str, own_domain: str) -> str
         return "empty envelope sender (a bounce)"
     if message.get_content_type() == "multipart/report":
         return "a delivery or read report"
-    auto_submitted = str(message.get("auto-submitted", "no")).strip().lower()
+    auto_submitted = (header(message, "auto-submitted") or "no").strip().lower()
     if auto_submitted != "no":
         return f"Auto-Submitted: {auto_submitted}"
-    precedence = str(message.get("precedence", "")).strip().lower()
+    precedence = header(message, "precedence").strip().lower()
     if precedence in ("bulk", "junk", "list"):
         return f"Precedence: {precedence}"
     if any(name in message for name in ("x-autoreply", "x-autorespond", "list-id")):
         return "an auto-reply or list header"
-    for address in (envelope_from, parseaddr(str(message.get("from", "") or ""))[1]):
+    for address in (envelope_from, parseaddr(header(message, "from"))[1]):
         if address.lower().rpartition("@")[2] == own_domain:
             return "sent from one of our own addresses"
     return None
@@ -83,11 +91,11 @@ def automatic(message: EmailMessage, envelope_from: str, own_domain: str) -> str
 def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") -> MailPost:
     """The Subject and the new text of the body, the From address, the Message-ID, and whether it is automatic."""
     message = BytesParser(policy=policy.default).parsebytes(content)
-    subject = str(message.get("subject", "") or "").strip()
+    subject = header(message, "subject").strip()
     body = body_text(message)
     text = "\n\n".join(part for part in (subject, body) if part)
     if not text:
         raise InvalidMessage("the mail has no subject and no text or HTML part to post")
-    sender = parseaddr(str(message.get("from", "") or ""))[1] or envelope_from or "unknown"
-    message_id = str(message.get("message-id", "") or "").strip() or None
+    sender = parseaddr(header(message, "from"))[1] or envelope_from or "unknown"
+    message_id = header(message, "message-id").strip() or None
     return MailPost(text, sender, message_id, automatic(message, envelope_from, own_domain.lower()))

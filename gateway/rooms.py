@@ -75,7 +75,18 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     sender = sender.strip()[:SENDER_MAX_LENGTH] or "anonymous"
     if source not in Message.Source.values:
         raise InvalidMessage(f"unknown source {source!r}")
-    return text, sender
+    # NUL cannot be stored (PostgreSQL refuses it in text): shown as the replacement character.
+    return text.replace("\x00", "\ufffd"), sender.replace("\x00", "\ufffd")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 async def post(
@@ -88,6 +99,8 @@ async def post(
     (a retry), nothing is stored or delivered again and the first message is returned.
     """
     text, sender = validate(room, text, sender, source)
+    if data is not None and _has_nul(data):
+        raise InvalidMessage("structured data may not contain NUL characters")
     if not limits.allow("ROOM", room):
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
     event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300])

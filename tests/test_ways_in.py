@@ -149,3 +149,16 @@ async def test_reconnecting_reader_gets_everything_it_missed(gateway):
     ws, missed = await join(gateway, room, f"?after={first[1]['id']}")
     assert [m["message"] for m in missed] == [f"missed {n}" for n in range(120)]
     await ws.close()
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(gateway):
+    room = unique()
+    status, body = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "a\x00b"})
+    assert status == 201 and body["message"] == "a\ufffdb"
+    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temp\x00": 1}))
+    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "next")
+    ws, messages = await join(gateway, room)
+    while len(messages) < 2:
+        messages.append(await receive(ws))
+    assert [m["message"] for m in messages] == ["a\ufffdb", "next"]
+    await ws.close()
