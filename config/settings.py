@@ -37,6 +37,7 @@ WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
 MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
 SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
 HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
+GROUP_REFRESH_SECONDS = env.float("GROUP_REFRESH_SECONDS", 60)  # readers rejoin their room's group this often
 # Rate limits, messages a second on average (0: no limit); bursts of RATE_BURST_SECONDS worth pass.
 WEBSOCKET_RATE = env.float("WEBSOCKET_RATE", 5)  # per WebSocket connection
 DEVICE_RATE = env.float("DEVICE_RATE", 20)  # per MQTT sender
@@ -102,10 +103,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    # A restarted Redis leaves dead connections in the pool: retry on a fresh one instead of failing.
+    redis_host = {
+        "address": REDIS_URL,
+        "retry": Retry(ExponentialBackoff(cap=2, base=0.05), retries=5),
+        "retry_on_error": [RedisConnectionError, ConnectionResetError, BrokenPipeError],
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+            "CONFIG": {"hosts": [redis_host], "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
 else:

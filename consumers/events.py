@@ -10,6 +10,7 @@ from channels.generic.http import AsyncHttpConsumer
 from gateway import access, rooms
 
 from .params import after_id
+from .stream import RoomStream, stay_in_group
 
 KEEPALIVE_SECONDS = 15
 
@@ -45,16 +46,17 @@ class RoomEventsConsumer(AsyncHttpConsumer):
                 (b"X-Accel-Buffering", b"no"),  # nginx: do not buffer the stream
             ]
         )
-        self.history_last = 0
         frames = [b"retry: 2000\n\n"]
         if after is not None:
             missed = await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
             frames += [event_frame(m["id"], rooms.to_json(m)) for m in missed]
-            self.history_last = missed[-1]["id"] if missed else after
+            self.stream = RoomStream(self.room, missed[-1]["id"] if missed else after)
         else:
-            self.history_last = await rooms.last_id(self.room)
+            self.stream = RoomStream(self.room, await rooms.last_id(self.room))
         await self.send_body(b"".join(frames), more_body=True)
-        self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
+        loop = asyncio.get_running_loop()
+        self.keepalive = loop.create_task(self._keepalive())
+        self.refresher = loop.create_task(stay_in_group(self.channel_layer, self.group, self.channel_name))
 
     async def _keepalive(self) -> None:
         while True:
@@ -62,16 +64,17 @@ class RoomEventsConsumer(AsyncHttpConsumer):
             await self.send_body(b": keepalive\n\n", more_body=True)
 
     async def room_message(self, event: dict) -> None:
-        if event["id"] > self.history_last:
-            await self.send_body(event_frame(event["id"], event["text"]), more_body=True)
+        for message_id, text in await self.stream.follow(event["id"], event["text"]):
+            await self.send_body(event_frame(message_id, text), more_body=True)
 
     async def room_presence(self, event: dict) -> None:
         await self.send_body(f"event: presence\ndata: {event['text']}\n\n".encode(), more_body=True)
 
     async def disconnect(self) -> None:
-        if hasattr(self, "keepalive"):
-            self.keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.keepalive
+        for task in (getattr(self, "keepalive", None), getattr(self, "refresher", None)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)

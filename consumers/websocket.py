@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import parse_qs
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from gateway import access, limits, presence, rooms
 
 from .params import after_id
+from .stream import RoomStream, stay_in_group
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -26,16 +28,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         limit = settings.HISTORY_ON_JOIN if after is None else rooms.CATCH_UP_LIMIT
         messages = await rooms.history(self.room, after=after, limit=limit)
-        # Live messages the history already holds are skipped. Only those: live messages from
-        # several processes may arrive slightly out of id order, and each must still be sent.
-        self.history_last = messages[-1]["id"] if messages else (after or 0)
+        self.stream = RoomStream(self.room, messages[-1]["id"] if messages else (after or 0))
         await self.send_json({"type": "history", "messages": messages})
+        self.refresher = asyncio.get_running_loop().create_task(
+            stay_in_group(self.channel_layer, self.group, self.channel_name)
+        )
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
         await presence.join(self.room, self.channel_name, name)
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "group"):
             return
+        if hasattr(self, "refresher"):
+            self.refresher.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await presence.leave(self.room, self.channel_name)
 
@@ -58,8 +63,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.error(str(exc), ref)
 
     async def room_message(self, event: dict) -> None:
-        if event["id"] > self.history_last:
-            await self.send(text_data=event["text"])
+        for _, text in await self.stream.follow(event["id"], event["text"]):
+            await self.send(text_data=text)
 
     async def room_presence(self, event: dict) -> None:
         await self.send(text_data=event["text"])

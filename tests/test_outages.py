@@ -4,12 +4,30 @@ sending server retries; /healthz says so meanwhile."""
 from __future__ import annotations
 
 import smtplib
+import socket
+import subprocess
 import time
 
 import psycopg
 import pytest
+import websockets
 
-from tests.support import ahttp, asmtp, build_mail, history, launch_gateway, unique
+from tests.support import (
+    PYTHON,
+    Gateway,
+    Process,
+    ahttp,
+    asmtp,
+    build_mail,
+    free_port,
+    gateway_env,
+    history,
+    join,
+    launch_gateway,
+    migrate,
+    receive,
+    unique,
+)
 
 ADMIN = "dbname=test host=127.0.0.1 user=postgres"
 
@@ -66,3 +84,78 @@ async def test_mail_during_a_database_outage_gets_451_and_is_stored_once_on_retr
     finally:
         set_available(database, True)
         assert gateway.process.stop() == 0
+
+
+class ThrowawayRedis:
+    """A Redis of this test's own, so restarting it troubles nobody."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)  # polling a port with a deadline
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+async def test_redis_restart_mid_stream_a_reader_gets_everything_once_in_order(tmp_path, redis_host):
+    redis = ThrowawayRedis()
+    redis.start()
+    port = free_port()
+    env = gateway_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL=redis.url,
+        GROUP_REFRESH_SECONDS=0.5,
+    )
+    migrate(env)
+    daphne = Process([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env=env)
+    daphne.start()
+    gateway = Gateway(port, 0, "")
+    room, posted, received = unique(), [], []
+    try:
+        daphne.wait_for("Listening on TCP address")
+        ws, _ = await join(gateway, room)
+
+        async def post(text: str) -> None:
+            status, _ = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": text})
+            assert status == 201
+            posted.append(text)
+
+        await post("before")
+        received.append((await receive(ws))["message"])
+        last_id = (await history(gateway, room))[-1]["id"]
+        redis.kill()
+        await post("while Redis is down")  # stored; live delivery fails and is logged
+        redis.start()
+        deadline = time.monotonic() + 30
+        while not received or received[-1] != posted[-1]:  # keep talking until the reader hears the latest
+            assert time.monotonic() < deadline, (posted, received, daphne.output[-3000:])
+            await post(f"after {len(posted)}")
+            try:
+                while True:
+                    event = await receive(ws, timeout=0.5)
+                    received.append(event["message"])
+                    last_id = event["id"]
+            except TimeoutError:
+                pass
+            except websockets.ConnectionClosed:  # the layer failed under the consumer: reconnect, as a page does
+                ws, missed = await join(gateway, room, f"?after={last_id}")
+                received += [m["message"] for m in missed]
+                last_id = missed[-1]["id"] if missed else last_id
+        assert received == posted  # everything, once, in order: the gap was filled from the history
+        await ws.close()
+    finally:
+        daphne.stop()
+        redis.kill()
