@@ -100,3 +100,32 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(tmp_path, roomy_broker):
         publisher.loop_stop()
         publisher.disconnect()
         adapter.stop()
+
+
+def test_two_adapters_in_a_shared_group_split_the_load_without_duplicates(tmp_path, roomy_broker):
+    url, port = roomy_broker
+    room, database = unique(), tmp_path / "db.sqlite3"
+    env = gateway_env(DATABASE_URL=f"sqlite:///{database}", MQTT_URL=url, MQTT_SHARED_GROUP="gateways", DEVICE_RATE=0)
+    migrate(env)
+    adapters = [
+        Process(manage("runmqtt"), env={**env, "MQTT_CLIENT_ID": unique(f"adapter{n}")}).start() for n in range(2)
+    ]
+    try:
+        for adapter in adapters:
+            adapter.wait_for("MQTT subscribed to ['$share/gateways/rooms/+/in']")
+        publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("loader"))
+        publisher.connect("127.0.0.1", port)
+        publisher.loop_start()
+        infos = [
+            publisher.publish(f"rooms/{room}/in", json.dumps({"message": f"m{n}", "sender": "loader"}), qos=1)
+            for n in range(200)
+        ]
+        for info in infos:
+            info.wait_for_publish(30)
+        publisher.loop_stop()
+        publisher.disconnect()
+        wait_until(lambda: len(stored(database, room)) >= 200, 60, "not everything arrived")
+        assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(200))  # each once
+    finally:
+        codes = [adapter.stop() for adapter in adapters]
+    assert codes == [0, 0]
