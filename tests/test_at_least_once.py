@@ -135,7 +135,7 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path, roomy_broker):
     url, port = roomy_broker
     room, database = unique(), tmp_path / "db.sqlite3"
     env = gateway_env(
-        DATABASE_URL=f"sqlite:///{database}", MQTT_URL=url, MQTT_CLIENT_ID=unique("adapter"), DEVICE_RATE=0
+        DATABASE_URL=f"sqlite:///{database}", MQTT_URL=url, MQTT_CLIENT_ID=unique("adapter"), DEVICE_RATE=0, ROOM_RATE=0
     )
     migrate(env)
     adapter = Process(manage("runmqtt"), env=env).start()
@@ -145,18 +145,20 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path, roomy_broker):
     publisher.loop_start()
     infos = [
         publisher.publish(f"rooms/{room}/in", json.dumps({"message": f"m{n}", "sender": "loader"}), qos=1)
-        for n in range(500)
+        for n in range(3000)
     ]
     try:
         wait_until(lambda: len(stored(database, room)) >= 50, 30, "nothing arrived")
         assert adapter.stop() == 0  # SIGTERM: finish what is in hand, acknowledge it, disconnect
-        assert len(stored(database, room)) < 500, "the stream was over before the stop: nothing was tested"
+        assert len(stored(database, room)) < 3000, "the stream was over before the stop: nothing was tested"
         for info in infos:
             info.wait_for_publish(30)
         adapter = Process(manage("runmqtt"), env=env).start()  # the persistent session has the rest
-        wait_until(lambda: len(stored(database, room)) >= 500, 60, "not everything arrived")
+        wait_until(
+            lambda: len(stored(database, room)) >= 3000, 20, f"not everything arrived: {len(stored(database, room))}"
+        )
         # No id in these payloads: nothing acknowledged was redelivered, nothing unacknowledged was lost.
-        assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(500))
+        assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(3000))
     finally:
         publisher.loop_stop()
         publisher.disconnect()

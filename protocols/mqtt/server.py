@@ -73,6 +73,7 @@ class MqttServer(ProtocolServer):
         self.channel_layer_alias = channel_layer_alias
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.connected = False
+        self._stopping = False
         self._was_connected = False
         self.reconnects = 0
         self._generation = 0  # bumps on every (re)connection: acks never cross connections
@@ -108,7 +109,8 @@ class MqttServer(ProtocolServer):
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Finish (and acknowledge) messages in hand, then disconnect cleanly."""
+        """Take no more messages; finish (and acknowledge) those in hand; disconnect cleanly."""
+        self._stopping = True
         for task in (self._runner, self._relay):
             if task is not None:
                 task.cancel()
@@ -170,6 +172,8 @@ class MqttServer(ProtocolServer):
         self._lost.set()
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        if self._stopping:
+            return  # not taken, so not acknowledged: a persistent session gets it again
         queue = self._queues.get(message.topic)
         if queue is None:
             queue = self._queues[message.topic] = deque()
