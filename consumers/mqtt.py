@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from datetime import timedelta
+
 from channels.db import database_sync_to_async
 
 from gateway import limits, rooms
 from gateway.devices import room_takes_mqtt
 from gateway.payloads import parse_payload
 from protocols.mqtt import AsyncMqttConsumer
+
+logger = logging.getLogger(__name__)
+
+REDELIVERY_WINDOW = timedelta(minutes=10)
 
 
 class RoomMqttConsumer(AsyncMqttConsumer):
@@ -22,6 +30,13 @@ class RoomMqttConsumer(AsyncMqttConsumer):
                 return await self.reject(f"room {room} takes no MQTT posts (not MQTT-open, no devices)")
             if not limits.allow("DEVICE", post.sender):
                 return await self.reject(f"rate limit: {limits.describe('DEVICE')} for {post.sender}")
+            # Without a key, what the device sent identifies it: a broker's redelivery (DUP) of a message
+            # already stored moments ago is acknowledged, not stored again. Only redeliveries: a sensor
+            # that sends the same reading twice on purpose is heard twice.
+            digest = None if post.key else hashlib.sha256(post.sender.encode() + b"\n" + payload).hexdigest()
+            if digest and self.scope["dup"] and await rooms.stored_recently(room, digest, REDELIVERY_WINDOW):
+                logger.info("Redelivered MQTT message on %s already stored", self.scope["topic"])
+                return await self.ack()
             await rooms.post(
                 room,
                 post.text,
@@ -29,6 +44,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
                 source="mqtt",
                 data=post.data,
                 key=post.key and f"mqtt:{post.sender}:{post.key}",  # a device's retry posts once
+                digest=digest,
             )
         except rooms.InvalidMessage as exc:
             return await self.reject(str(exc))

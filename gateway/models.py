@@ -87,6 +87,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # What makes a retry recognisable: "email:<Message-ID>", "mqtt:<sender>:<id>". Stored once per room.
     key = models.CharField(max_length=300, null=True, blank=True)
+    # A hash of what a device sent, to recognise a broker's redelivery of a message without a key.
+    digest = models.CharField(max_length=64, null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["room", "seq"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -90,7 +91,14 @@ def _has_nul(value: Any) -> bool:
 
 
 async def post(
-    room: str, text: Any, *, sender: Any, source: str, data: dict | None = None, key: str | None = None
+    room: str,
+    text: Any,
+    *,
+    sender: Any,
+    source: str,
+    data: dict | None = None,
+    key: str | None = None,
+    digest: str | None = None,
 ) -> dict:
     """Validate, store, then deliver to the room; returns the stored message object.
 
@@ -103,13 +111,15 @@ async def post(
         raise InvalidMessage("structured data may not contain NUL characters")
     if not limits.allow("ROOM", room):
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
-    event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300])
+    event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300], digest)
     if new:
         await _fan_out(event)
     return event
 
 
-def _store(room: str, text: str, sender: str, source: str, data: dict | None, key: str | None) -> tuple[dict, bool]:
+def _store(
+    room: str, text: str, sender: str, source: str, data: dict | None, key: str | None, digest: str | None
+) -> tuple[dict, bool]:
     now = timezone.now()
     with transaction.atomic():
         if settings.ROOMS_AUTO_CREATE:
@@ -132,6 +142,7 @@ def _store(room: str, text: str, sender: str, source: str, data: dict | None, ke
             source=source,
             data=data,
             key=key,
+            digest=digest,
             created_at=now,
         )
     return message.as_event(room), True
@@ -178,6 +189,14 @@ async def last_id(room: str) -> int:
     """The id of the room's newest message (0 when it has none)."""
     found = await Room.objects.filter(name=room).values_list("last_id", flat=True).afirst()
     return found or 0
+
+
+def _stored_recently(room: str, digest: str, within: timedelta) -> bool:
+    since = timezone.now() - within
+    return Message.objects.filter(room__name=room, digest=digest, created_at__gte=since).exists()
+
+
+stored_recently = database_sync_to_async(_stored_recently)
 
 
 def room_list(user=None) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
@@ -44,6 +45,7 @@ async def test_publish_becomes_a_scope_and_event(mosquitto):
     assert event == {"type": "mqtt.publish", "payload": b"\x00\x01 bytes"}
 
 
+@pytest.mark.django_db  # consumers close stale database connections on every event
 async def test_retained_replay_is_marked_and_not_posted(mosquitto):
     room = unique()
     topic = f"rooms/{room}/in"

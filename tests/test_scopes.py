@@ -163,6 +163,7 @@ def test_reading_envelope_fields_are_not_data():
     )
 
 
+@pytest.mark.django_db  # consumers close stale database connections on every event
 async def test_a_consumer_that_raises_is_logged_and_answered_451(caplog):
     from protocols.smtp import AsyncEmailConsumer
 
