@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/rooms/", api.room_index, name="api-rooms"),
     path("api/rooms/<room:room>/messages", api.room_messages, name="api-room-messages"),
     path("healthz", api.healthz, name="healthz"),
+    path("metrics", api.prometheus, name="metrics"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]

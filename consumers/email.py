@@ -8,7 +8,7 @@ import secrets
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from gateway import limits, rooms
+from gateway import limits, metrics, rooms
 from gateway.mail import mail_to_post
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 
 class RoomEmailConsumer(AsyncEmailConsumer):
+    async def reject(self, code: int, reason: str) -> None:
+        metrics.rejects.labels("email").inc()
+        await super().reject(code, reason)
+
     @classmethod
     async def recipient_refusal(cls, scope: dict) -> str | None:
         return await database_sync_to_async(_refusal)(scope["route"]["kwargs"], scope["mail_from"])

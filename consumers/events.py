@@ -7,7 +7,7 @@ import contextlib
 
 from channels.generic.http import AsyncHttpConsumer
 
-from gateway import access, rooms
+from gateway import access, metrics, rooms
 
 from .params import after_id
 from .stream import RoomStream, stay_in_group
@@ -66,6 +66,7 @@ class RoomEventsConsumer(AsyncHttpConsumer):
     async def room_message(self, event: dict) -> None:
         for message_id, text in await self.stream.follow(event["id"], event["text"]):
             await self.send_body(event_frame(message_id, text), more_body=True)
+            metrics.deliveries.labels("sse").inc()
 
     async def room_presence(self, event: dict) -> None:
         await self.send_body(f"event: presence\ndata: {event['text']}\n\n".encode(), more_body=True)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import access, health, rooms
+from gateway import access, health, metrics, rooms
 
 MAX_PAGE = 500
 
 
 def _error(status: int, text: str) -> JsonResponse:
+    metrics.rejects.labels("http").inc()
     return JsonResponse({"type": "error", "error": text}, status=status)
 
 
@@ -73,6 +75,12 @@ async def room_index(request: HttpRequest) -> JsonResponse:
     for room in listing:
         room["last_activity"] = room["last_activity"] and room["last_activity"].isoformat()
     return JsonResponse({"rooms": listing})
+
+
+@require_GET
+def prometheus(request: HttpRequest) -> HttpResponse:
+    """This process's metrics, in Prometheus's text format."""
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
 @require_GET

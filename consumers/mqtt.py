@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from channels.db import database_sync_to_async
 
-from gateway import limits, rooms
+from gateway import limits, metrics, rooms
 from gateway.devices import room_takes_mqtt
 from gateway.payloads import parse_payload
 from protocols.mqtt import AsyncMqttConsumer
@@ -19,6 +19,10 @@ REDELIVERY_WINDOW = timedelta(minutes=10)
 
 
 class RoomMqttConsumer(AsyncMqttConsumer):
+    async def reject(self, reason: str) -> None:
+        metrics.rejects.labels("mqtt").inc()
+        await super().reject(reason)
+
     async def receive(self, payload: bytes) -> None:
         if self.scope["retain"]:
             # A retained message is replayed by the broker on every subscribe: posting it would repeat it.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
-from gateway import access, limits, presence, rooms
+from gateway import access, limits, metrics, presence, rooms
 
 from .params import after_id
 from .stream import RoomStream, stay_in_group
@@ -30,6 +31,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         messages = await rooms.history(self.room, after=after, limit=limit)
         self.stream = RoomStream(self.room, messages[-1]["id"] if messages else (after or 0))
         await self.send_json({"type": "history", "messages": messages})
+        metrics.connections.labels("websocket").inc()
         self.refresher = asyncio.get_running_loop().create_task(
             stay_in_group(self.channel_layer, self.group, self.channel_name)
         )
@@ -41,6 +43,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if hasattr(self, "refresher"):
             self.refresher.cancel()
+            metrics.connections.labels("websocket").dec()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await presence.leave(self.room, self.channel_name)
 
@@ -65,11 +68,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_message(self, event: dict) -> None:
         for _, text in await self.stream.follow(event["id"], event["text"]):
             await self.send(text_data=text)
+            metrics.deliveries.labels("websocket").inc()
+        metrics.fanout_seconds.observe(time.time() - event.get("at", time.time()))
 
     async def room_presence(self, event: dict) -> None:
         await self.send(text_data=event["text"])
 
     async def error(self, text: str, ref: str | None = None) -> None:
+        metrics.rejects.labels("websocket").inc()
         await self.send_json({"type": "error", "error": text, **({"ref": ref} if ref else {})})
 
     async def send_json(self, content: dict) -> None:

@@ -12,7 +12,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health
+from . import health, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Adapters:
                     "No MQTT broker answered at %s: started an embedded one there", _redacted(settings.MQTT_URL)
                 )
             await self.mqtt.start()
+            metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             health.probes["mqtt"] = lambda: (
                 self.mqtt.connected,
                 "connected" if self.mqtt.connected else "disconnected",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from protocols.mqtt import DEFAULT_PUBLISH_CHANNEL
 
-from . import limits
+from . import limits, metrics
 from .access import visible_rooms
 from .models import ROOM_NAME_REGEX, Message, Room
 
@@ -113,6 +114,7 @@ async def post(
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
     event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300], digest)
     if new:
+        metrics.messages_in.labels(source).inc()
         await _fan_out(event)
     return event
 
@@ -157,7 +159,8 @@ async def _fan_out(event: dict) -> None:
     text = to_json(event)  # serialised once for every subscriber
     room = event["room"]
     try:
-        await layer.group_send(group_name(room), {"type": "room.message", "id": event["id"], "text": text})
+        message = {"type": "room.message", "id": event["id"], "text": text, "at": time.time()}
+        await layer.group_send(group_name(room), message)
         await layer.send(
             DEFAULT_PUBLISH_CHANNEL,
             {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False},
@@ -165,6 +168,7 @@ async def _fan_out(event: dict) -> None:
     except ChannelFull:
         logger.warning("No MQTT adapter is draining %r: %s not published", DEFAULT_PUBLISH_CHANNEL, out_topic(room))
     except Exception:
+        metrics.layer_errors.inc()
         logger.exception("Live delivery of %s#%s failed; readers will catch up from history", room, event["id"])
 
 
