@@ -320,6 +320,7 @@ def start_gateway(gateway: Gateway) -> Gateway:
     gateway.process = Process(manage("rungateway"), env=gateway.env).start()
     try:
         gateway.process.wait_for("MQTT subscribed")
+        gateway.process.wait_for("Quit with Ctrl-C.")  # the whole banner is out (it may come after)
     except AssertionError:
         gateway.process.kill()
         raise

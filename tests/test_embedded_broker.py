@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
-from tests.support import MqttListener, apublish, free_port, history, join, launch_gateway, receive, unique
+from tests.support import MqttListener, Process, apublish, free_port, history, join, launch_gateway, receive, unique
 
 
-def mqtt_banner_line(output: str) -> str:
-    [line] = [line for line in output.splitlines() if line.startswith("  MQTT ")]
+def mqtt_banner_line(process: Process) -> str:
+    """The banner's MQTT line. The banner is printed after the adapters start, which may come after
+    "MQTT subscribed" (what ``launch_gateway`` waits for): wait for its last line first."""
+    process.wait_for("Quit with Ctrl-C.")
+    [line] = [line for line in process.lines if line.startswith("  MQTT ")]
     return line
 
 
@@ -17,7 +20,7 @@ async def test_embedded_broker_when_none_answers(tmp_path):
     gateway = launch_gateway(tmp_path, url)
     process = gateway.process
     try:
-        line = mqtt_banner_line(process.output)
+        line = mqtt_banner_line(process)
         assert url in line and "embedded" in line, line
 
         room = unique()
@@ -39,6 +42,6 @@ async def test_embedded_broker_when_none_answers(tmp_path):
 
 
 def test_no_embedded_broker_when_mosquitto_answers(gateway):
-    line = mqtt_banner_line(gateway.process.output)
+    line = mqtt_banner_line(gateway.process)
     assert gateway.mqtt_url in line and "(broker)" in line, line
     assert "embedded" not in gateway.process.output

@@ -68,6 +68,7 @@ async def test_adapter_reconnects_and_resubscribes_after_broker_restart(tmp_path
     gateway = launch_gateway(tmp_path, broker.url)
     process = gateway.process
     try:
+        process.wait_for("Quit with Ctrl-C.")  # the whole banner is out
         assert "embedded" not in process.output  # a broker answered: no embedded one
         status, body = await ahttp("GET", f"{gateway.http}/healthz")
         assert status == 200 and body["components"]["mqtt"]["ok"] is True, body
