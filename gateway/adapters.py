@@ -71,13 +71,15 @@ class Adapters:
                 )
             await self.mqtt.start()
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
-            health.probes["mqtt"] = lambda: (
-                self.mqtt.connected,
-                "connected" if self.mqtt.connected else "disconnected",
-            )
+            health.probes["mqtt"] = self._mqtt_health
         if self.smtp:
             await self.smtp.start()
             health.probes["smtp"] = lambda: (self.smtp.listening, "listening" if self.smtp.listening else "stopped")
+
+    def _mqtt_health(self) -> tuple[bool, str]:
+        if not self.mqtt.connected:
+            return False, "disconnected"
+        return (True, "connected") if self.mqtt.ready else (False, "connected, but no subscription was granted")
 
     async def stop(self) -> None:
         if self.smtp:

@@ -101,3 +101,7 @@ async def test_a_failing_application_is_run_again_until_the_message_is_safe(mosq
     finally:
         await server.stop()
     assert attempts == [b"first", b"first", b"first", b"second"]  # in order: the topic waited for the first
+
+
+async def test_stop_before_start_is_harmless(mosquitto):
+    await MqttServer(Recorder(), mosquitto, topics=["x/#"], publish_channel=None).stop()

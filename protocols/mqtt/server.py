@@ -80,6 +80,8 @@ class MqttServer(ProtocolServer):
         self._queues: dict[str, deque] = {}
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
+        self._relay: asyncio.Task | None = None
+        self._driver: AsyncioDriver | None = None
         self._client: paho.Client | None = None
 
     # Lifecycle
@@ -104,6 +106,11 @@ class MqttServer(ProtocolServer):
         else:
             self._relay = None
 
+    @property
+    def ready(self) -> bool:
+        """Connected, and the broker granted the subscriptions (or there are none)."""
+        return self._ready.is_set() if self._client is not None else False
+
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the broker has acknowledged the subscriptions."""
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -116,14 +123,15 @@ class MqttServer(ProtocolServer):
                 task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_timeout)
-        if self.connected:
+        if self.connected and self._client is not None:
             self._lost.clear()
             self._client.disconnect()
             try:
                 await asyncio.wait_for(self._lost.wait(), 2)
             except TimeoutError:
                 pass
-        self._driver.close()
+        if self._driver is not None:  # None: stop() after a start that never happened
+            self._driver.close()
 
     async def _connection_loop(self) -> None:
         delay = self.min_backoff
@@ -163,6 +171,8 @@ class MqttServer(ProtocolServer):
         refused = [topic for topic, code in zip(self.filters, reason_codes, strict=False) if code.is_failure]
         if refused:
             logger.error("MQTT broker refused subscriptions to %s", refused)
+        if self.filters and len(refused) == len(self.filters):
+            return  # nothing will arrive: not ready, and /healthz keeps saying so
         logger.info("MQTT subscribed to %s", [topic for topic in self.filters if topic not in refused])
         self._ready.set()
 
