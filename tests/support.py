@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -146,30 +148,44 @@ class Gateway:
         return f"ws://127.0.0.1:{self.http_port}/ws/chat/{room}/{query}"
 
 
+def wait_for_port(port: int, alive: Any = lambda: True, timeout: float = 10) -> None:
+    """Wait until something accepts connections on ``port`` (while ``alive()``), with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if not alive() or time.monotonic() > deadline:
+                raise AssertionError(f"nothing listening on {port}") from None
+            time.sleep(0.02)  # polling a port with a deadline
+
+
 class Mosquitto:
     """A throwaway Mosquitto on a port of its own: tests neither see nor disturb anyone else's traffic,
-    and may restart it."""
+    and may restart it. ``config`` adds lines to its configuration (password and ACL files, queue sizes)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, config: str = "allow_anonymous true") -> None:
         self.port = port or free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
+        handle, self.config = tempfile.mkstemp(suffix=".conf", prefix="mosquitto-")
+        with os.fdopen(handle, "w") as file:
+            # Run as the tester (root would otherwise drop to "mosquitto", who cannot read pytest's files).
+            file.write(f"listener {self.port} 127.0.0.1\nuser {getpass.getuser()}\n{config}\n")
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> Mosquitto:
         self.process = subprocess.Popen(
-            ["mosquitto", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            ["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        deadline = time.monotonic() + timeout
-        while True:  # ready when it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mosquitto did not start: {self.process.stderr.read()}") from None
-                time.sleep(0.02)  # polling a port with a deadline
+        try:
+            wait_for_port(self.port, lambda: self.process.poll() is None, timeout)
+        except AssertionError:
+            raise AssertionError(f"mosquitto did not start: {self.process.stderr.read()}") from None
+        return self
 
     def kill(self) -> None:
+        """SIGKILL: clients' connections drop without a DISCONNECT."""
         self.process.kill()
         self.process.wait()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 
@@ -14,30 +13,41 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support import Process, free_port, gateway_env, manage, migrate, unique
+from tests.support import Mosquitto, Process, gateway_env, manage, migrate, unique
 
 COUNT = 2000
 
 
 @pytest.fixture
-def roomy_broker(tmp_path, mosquitto):  # a broker that queues without limit for an absent persistent session
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        probe = paho.Client(CallbackAPIVersion.VERSION2)
-        try:
-            probe.connect("127.0.0.1", port)
-            probe.disconnect()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and broker.poll() is None, "mosquitto did not start"
-            time.sleep(0.02)  # polling a port with a deadline
-    yield f"mqtt://127.0.0.1:{port}", port
+def roomy_broker(mosquitto):  # a broker that queues without limit for an absent persistent session
+    broker = Mosquitto(config="allow_anonymous true\nmax_queued_messages 0").start()
+    yield broker.url, broker.port
     broker.kill()
-    broker.wait()
+
+
+def publish_stream(port: int, room: str, count: int, *, ids: bool) -> tuple[paho.Client, list]:
+    """Start publishing ``count`` QoS 1 messages m0, m1, … (with payload ids or without) from a thread;
+    the publishing client and the list its publish receipts go into."""
+    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("loader"))
+    publisher.max_inflight_messages_set(100)
+    publisher.connect("127.0.0.1", port)
+    publisher.loop_start()
+    sent: list = []
+
+    def publish_all() -> None:
+        for n in range(count):
+            message = {"message": f"m{n}", "sender": "loader", **({"id": n} if ids else {})}
+            sent.append(publisher.publish(f"rooms/{room}/in", json.dumps(message), qos=1))
+
+    threading.Thread(target=publish_all, daemon=True).start()
+    return publisher, sent
+
+
+def all_published(sent: list, count: int, timeout: float = 60) -> None:
+    """Wait until the broker has acknowledged all ``count`` messages to the publisher."""
+    wait_until(lambda: len(sent) == count, timeout, "the publisher never sent them all")
+    for info in sent:
+        info.wait_for_publish(timeout)
 
 
 def stored(database, room: str) -> list[str]:
@@ -69,19 +79,7 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(tmp_path, roomy_broker):
     adapter = Process(manage("runmqtt"), env=env).start()
     adapter.wait_for("MQTT subscribed")
 
-    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("loader"))
-    publisher.max_inflight_messages_set(100)
-    publisher.connect("127.0.0.1", port)
-    publisher.loop_start()
-    sent: list = []
-
-    def publish_all() -> None:
-        for n in range(COUNT):
-            payload = json.dumps({"message": f"m{n}", "sender": "loader", "id": n})
-            sent.append(publisher.publish(f"rooms/{room}/in", payload, qos=1))
-
-    thread = threading.Thread(target=publish_all)
-    thread.start()
+    publisher, sent = publish_stream(port, room, COUNT, ids=True)
     try:
         wait_until(lambda: len(stored(database, room)) >= COUNT // 4, 60, "the first quarter never arrived")
         adapter.popen.send_signal(signal.SIGKILL)
@@ -90,9 +88,7 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(tmp_path, roomy_broker):
         assert at_the_kill < COUNT, "the stream was over before the kill: nothing was tested"
         adapter = Process(manage("runmqtt"), env=env).start()
         adapter.wait_for("MQTT subscribed")
-        thread.join(60)
-        for info in sent:
-            info.wait_for_publish(60)  # the broker has them all (PUBACK to the publisher)
+        all_published(sent, COUNT)
         wait_until(lambda: len(stored(database, room)) >= COUNT, 120, "not everything arrived")
         texts = stored(database, room)
         assert sorted(texts) == sorted(f"m{n}" for n in range(COUNT))  # every one, exactly once
@@ -113,15 +109,8 @@ def test_two_adapters_in_a_shared_group_split_the_load_without_duplicates(tmp_pa
     try:
         for adapter in adapters:
             adapter.wait_for("MQTT subscribed to ['$share/gateways/rooms/+/in']")
-        publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("loader"))
-        publisher.connect("127.0.0.1", port)
-        publisher.loop_start()
-        infos = [
-            publisher.publish(f"rooms/{room}/in", json.dumps({"message": f"m{n}", "sender": "loader"}), qos=1)
-            for n in range(200)
-        ]
-        for info in infos:
-            info.wait_for_publish(30)
+        publisher, sent = publish_stream(port, room, 200, ids=False)
+        all_published(sent, 200)
         publisher.loop_stop()
         publisher.disconnect()
         wait_until(lambda: len(stored(database, room)) >= 200, 60, "not everything arrived")
@@ -140,23 +129,14 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path, roomy_broker):
     migrate(env)
     adapter = Process(manage("runmqtt"), env=env).start()
     adapter.wait_for("MQTT subscribed")
-    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("loader"))
-    publisher.connect("127.0.0.1", port)
-    publisher.loop_start()
-    infos = [
-        publisher.publish(f"rooms/{room}/in", json.dumps({"message": f"m{n}", "sender": "loader"}), qos=1)
-        for n in range(3000)
-    ]
+    publisher, sent = publish_stream(port, room, 3000, ids=False)
     try:
         wait_until(lambda: len(stored(database, room)) >= 50, 30, "nothing arrived")
         assert adapter.stop() == 0  # SIGTERM: finish what is in hand, acknowledge it, disconnect
         assert len(stored(database, room)) < 3000, "the stream was over before the stop: nothing was tested"
-        for info in infos:
-            info.wait_for_publish(30)
+        all_published(sent, 3000)
         adapter = Process(manage("runmqtt"), env=env).start()  # the persistent session has the rest
-        wait_until(
-            lambda: len(stored(database, room)) >= 3000, 20, f"not everything arrived: {len(stored(database, room))}"
-        )
+        wait_until(lambda: len(stored(database, room)) >= 3000, 60, "not everything arrived")
         # No id in these payloads: nothing acknowledged was redelivered, nothing unacknowledged was lost.
         assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(3000))
     finally:

@@ -4,7 +4,6 @@ sending server retries; /healthz says so meanwhile."""
 from __future__ import annotations
 
 import smtplib
-import socket
 import subprocess
 import time
 
@@ -29,6 +28,7 @@ from tests.support import (
     migrate,
     receive,
     unique,
+    wait_for_port,
 )
 
 ADMIN = "dbname=test host=127.0.0.1 user=postgres"
@@ -98,14 +98,7 @@ class ThrowawayRedis:
     def start(self) -> None:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)  # polling a port with a deadline
+        wait_for_port(self.port, lambda: self.process.poll() is None)
 
     def kill(self) -> None:
         self.process.kill()

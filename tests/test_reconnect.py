@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import pytest
 
 from tests.support import (
     Gateway,
+    Mosquitto,
     MqttListener,
-    Process,
     ahttp,
     apublish,
-    free_port,
     history,
     join,
     launch_gateway,
@@ -23,32 +21,10 @@ from tests.support import (
     unique,
 )
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-class Broker:
-    """A throwaway Mosquitto on a port of its own, so killing and restarting it troubles nobody."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"mqtt://127.0.0.1:{port}"
-        self.process: Process | None = None
-
-    def start(self) -> Broker:
-        # Mosquitto 2 without a configuration file listens on localhost only and allows anonymous clients.
-        self.process = Process([MOSQUITTO, "-p", str(self.port)], env=dict(os.environ)).start()
-        self.process.wait_for(" running", timeout=10)
-        return self
-
-    def kill(self) -> None:
-        self.process.kill()  # SIGKILL: the adapter's connection drops without a DISCONNECT
-
 
 @pytest.fixture
-def broker():
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.fail(f"{MOSQUITTO} is missing: apt-get install mosquitto", pytrace=False)
-    broker = Broker(free_port()).start()
+def broker(mosquitto):  # a broker of this test's own, to kill and restart
+    broker = Mosquitto().start()
     yield broker
     broker.kill()
 
