@@ -9,8 +9,11 @@ from channels.generic.http import AsyncHttpConsumer
 
 from gateway import access, metrics, rooms
 
+from .hub import get_hub
 from .params import after_id
-from .stream import RoomStream, stay_in_group
+from .stream import RoomStream, reached
+
+DELIVERIES = metrics.deliveries.labels("sse")
 
 KEEPALIVE_SECONDS = 15
 
@@ -22,6 +25,8 @@ def event_frame(message_id: int, data: str) -> bytes:
 
 class RoomEventsConsumer(AsyncHttpConsumer):
     """Stream the room: with ``Last-Event-ID`` (or ``?after=``) first what was missed, then live messages."""
+
+    channel_layer_alias = None  # live messages come from the process's hub
 
     async def http_request(self, message: dict) -> None:
         # Unlike AsyncHttpConsumer's, the response stays open after handle(): room events keep arriving.
@@ -38,7 +43,6 @@ class RoomEventsConsumer(AsyncHttpConsumer):
             return
         self.group = rooms.group_name(self.room)
         after = after_id(self.scope)
-        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_headers(
             headers=[
                 (b"Content-Type", b"text/event-stream; charset=utf-8"),
@@ -46,36 +50,38 @@ class RoomEventsConsumer(AsyncHttpConsumer):
                 (b"X-Accel-Buffering", b"no"),  # nginx: do not buffer the stream
             ]
         )
-        frames = [b"retry: 2000\n\n"]
-        if after is not None:
-            missed = await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
-            frames += [event_frame(m["id"], rooms.to_json(m)) for m in missed]
-            self.stream = RoomStream(self.room, missed[-1]["id"] if missed else after)
-        else:
-            self.stream = RoomStream(self.room, await rooms.last_id(self.room))
-        await self.send_body(b"".join(frames), more_body=True)
-        loop = asyncio.get_running_loop()
-        self.keepalive = loop.create_task(self._keepalive())
-        self.refresher = loop.create_task(stay_in_group(self.channel_layer, self.group, self.channel_name))
+        await self.send_body(b"retry: 2000\n\n", more_body=True)
+        self.stream = RoomStream(self.room, self.deliver)
+        self.hub = get_hub()
+        await self.hub.join(self.group, self)  # before reading the history: nothing falls between
+        missed = [] if after is None else await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
+        for message in missed:
+            await self.deliver(message["id"], rooms.to_json(message))
+        await self.stream.begin(await reached(self.room, missed, after))
+        self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
 
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(KEEPALIVE_SECONDS)
             await self.send_body(b": keepalive\n\n", more_body=True)
 
-    async def room_message(self, event: dict) -> None:
-        for message_id, text in await self.stream.follow(event["id"], event["text"]):
-            await self.send_body(event_frame(message_id, text), more_body=True)
-            metrics.deliveries.labels("sse").inc()
+    async def group_event(self, message: dict) -> None:
+        if message["type"] == "room.messages":
+            for message_id, text in message["messages"]:
+                await self.stream.push(message_id, text)
+        elif message["type"] == "room.presence":
+            await self.send_body(f"event: presence\ndata: {message['text']}\n\n".encode(), more_body=True)
 
-    async def room_presence(self, event: dict) -> None:
-        await self.send_body(f"event: presence\ndata: {event['text']}\n\n".encode(), more_body=True)
+    async def deliver(self, message_id: int, text: str) -> None:
+        await self.send_body(event_frame(message_id, text), more_body=True)
+        DELIVERIES.inc()
 
     async def disconnect(self) -> None:
-        for task in (getattr(self, "keepalive", None), getattr(self, "refresher", None)):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if hasattr(self, "hub"):
+            self.hub.leave(self.group, self)
+            self.stream.close()
+        keepalive = getattr(self, "keepalive", None)
+        if keepalive is not None:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive

@@ -4,42 +4,82 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from django.conf import settings
+from collections.abc import Awaitable, Callable
 
 from gateway import rooms
 
 logger = logging.getLogger(__name__)
 
+Deliver = Callable[[int, str], Awaitable[None]]
 
-async def stay_in_group(layer, group: str, channel: str) -> None:
-    """Join ``group`` again now and then: memberships expire, and a restarted Redis forgot them.
-    Whatever was missed meanwhile, the reader's ``RoomStream`` fills in from the history."""
-    while True:
-        await asyncio.sleep(settings.GROUP_REFRESH_SECONDS)
-        try:
-            await layer.group_add(group, channel)
-        except Exception:  # the layer is down: try again next time
-            logger.warning("Could not rejoin %s", group, exc_info=True)
+
+async def reached(room: str, history: list[dict], after: int | None) -> int:
+    """The id a reader has reached once sent ``history`` (read after id ``after``, or the newest)."""
+    if history:
+        return history[-1]["id"]
+    return after if after is not None else await rooms.last_id(room)
 
 
 class RoomStream:
     """Decides what a reader gets next. Ids in a room are contiguous, so a live message whose id is
     not the next one means something went missing (a layer that dropped it, a Redis restart, another
-    process's message still on its way): what is missing is read from the history, in order."""
+    process's message still on its way): what is missing is read from the history, in order, in a task
+    of the stream's own, while live messages wait their turn.
 
-    def __init__(self, room: str, last_sent: int) -> None:
-        self.room, self.last_sent = room, last_sent
+    Live messages are held from the start until ``begin()`` says what the reader already has.
+    """
 
-    async def follow(self, message_id: int, text: str) -> list[tuple[int, str]]:
-        """The (id, JSON text) pairs to send now for a live message."""
-        if message_id <= self.last_sent:
-            return []  # already sent (history, a filled gap, or a late duplicate)
-        if message_id == self.last_sent + 1:
+    def __init__(self, room: str, deliver: Deliver) -> None:
+        self.room, self.deliver = room, deliver
+        self.last_sent = 0
+        self.held: list[tuple[int, str]] | None = []  # None: live messages go straight through
+        self.filler: asyncio.Task | None = None
+
+    async def begin(self, last_sent: int) -> None:
+        """The reader has everything up to ``last_sent`` (from the history): go live."""
+        self.last_sent = last_sent
+        await self._release(fill_gaps=True)
+
+    async def push(self, message_id: int, text: str) -> None:
+        """A live message, as the layer brought it."""
+        if self.held is not None:
+            self.held.append((message_id, text))
+        elif message_id == self.last_sent + 1:
             self.last_sent = message_id
-            return [(message_id, text)]
-        missed = await rooms.history(self.room, after=self.last_sent, limit=rooms.CATCH_UP_LIMIT)
-        found = [(message["id"], rooms.to_json(message)) for message in missed]
-        if found:
-            self.last_sent = found[-1][0]
-        return found
+            await self.deliver(message_id, text)
+        elif message_id > self.last_sent:
+            self.held = [(message_id, text)]
+            self._fill()
+        # else: already sent (history, a filled gap, or a late duplicate)
+
+    def close(self) -> None:
+        if self.filler is not None:
+            self.filler.cancel()
+
+    def _fill(self) -> None:
+        self.filler = asyncio.get_running_loop().create_task(self._read_missed())
+
+    async def _read_missed(self) -> None:
+        try:
+            missed = await rooms.history(self.room, after=self.last_sent, limit=rooms.CATCH_UP_LIMIT)
+        except Exception:  # the database is away: deliver what is here rather than nothing
+            logger.exception("Could not read %s's history after #%s", self.room, self.last_sent)
+            missed = []
+        for message in missed:
+            if message["id"] > self.last_sent:
+                self.last_sent = message["id"]
+                await self.deliver(message["id"], rooms.to_json(message))
+        await self._release(fill_gaps=bool(missed))  # no progress: no second reading
+
+    async def _release(self, fill_gaps: bool) -> None:
+        """Deliver the held messages in order (new ones join the queue meanwhile). A gap is read from
+        the history, unless a reading has just failed: then what is here is delivered anyway."""
+        while self.held:
+            message_id, text = self.held[0]
+            if message_id > self.last_sent + 1 and fill_gaps:
+                return self._fill()
+            del self.held[0]
+            if message_id > self.last_sent:
+                self.last_sent = message_id
+                await self.deliver(message_id, text)
+        self.held = None

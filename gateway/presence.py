@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -16,6 +17,9 @@ from .rooms import SENDER_MAX_LENGTH, group_name, to_json
 logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
+ANNOUNCE_DELAY = 0.1  # seconds
+
+_announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
 
 
 def _snapshot(room: str) -> dict:
@@ -39,34 +43,44 @@ def _snapshot(room: str) -> dict:
     }
 
 
-def _join(room: str, channel_name: str, name: str) -> dict:
-    Presence.objects.update_or_create(channel_name=channel_name, defaults={"room": room, "name": name})
-    return _snapshot(room)
+def _join(room: str, key: str, name: str) -> None:
+    Presence.objects.update_or_create(channel_name=key, defaults={"room": room, "name": name})
 
 
-def _leave(room: str, channel_name: str) -> dict:
-    Presence.objects.filter(channel_name=channel_name).delete()
-    return _snapshot(room)
+def _leave(room: str, key: str) -> None:
+    Presence.objects.filter(channel_name=key).delete()
 
 
-async def _announce(snapshot: dict) -> None:
-    await get_channel_layer().group_send(
-        group_name(snapshot["room"]), {"type": "room.presence", "text": to_json(snapshot)}
-    )
+async def _announce(room: str) -> None:
+    """Tell the room who is here, once for all the joins and leaves of the last moment: a room of N
+    readers filling up must not cost N snapshots sent to N readers each."""
+    await asyncio.sleep(ANNOUNCE_DELAY)  # a debounce: gather this moment's changes into one snapshot
+    del _announcing[room]  # changes from now on are told by the next announcement
+    try:
+        snapshot = await database_sync_to_async(_snapshot)(room)
+        group = group_name(room)
+        message = {"type": "room.presence", "group": group, "text": to_json(snapshot)}
+        await get_channel_layer().group_send(group, message)
+    except Exception:
+        logger.exception("Presence update failed in room %s", room)
 
 
-async def _update(change, *args) -> None:
+async def _update(change, room: str, *args) -> None:
     # Presence is a courtesy: failing to count someone must never cost them the room.
     try:
-        await _announce(await database_sync_to_async(change)(*args))
+        await database_sync_to_async(change)(room, *args)
     except Exception:
-        logger.exception("Presence update failed in room %s", args[0])
+        logger.exception("Presence update failed in room %s", room)
+        return
+    task = _announcing.get(room)
+    if task is None or task.done():  # done: left over from another event loop
+        _announcing[room] = asyncio.get_running_loop().create_task(_announce(room))
 
 
-async def join(room: str, channel_name: str, name: str) -> None:
-    """Count this connection in the room and tell everyone there."""
-    await _update(_join, room, channel_name, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous")
+async def join(room: str, key: str, name: str) -> None:
+    """Count this connection (``key``: unique to it) in the room, and tell everyone there."""
+    await _update(_join, room, key, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous")
 
 
-async def leave(room: str, channel_name: str) -> None:
-    await _update(_leave, room, channel_name)
+async def leave(room: str, key: str) -> None:
+    await _update(_leave, room, key)

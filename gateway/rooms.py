@@ -159,8 +159,9 @@ async def _fan_out(event: dict) -> None:
     text = to_json(event)  # serialised once for every subscriber
     room = event["room"]
     try:
-        message = {"type": "room.message", "id": event["id"], "text": text, "at": time.time()}
-        await layer.group_send(group_name(room), message)
+        group = group_name(room)
+        message = {"type": "room.messages", "group": group, "messages": [[event["id"], text]], "at": time.time()}
+        await layer.group_send(group, message)
         await layer.send(
             DEFAULT_PUBLISH_CHANNEL,
             {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False},
