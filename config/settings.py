@@ -21,7 +21,14 @@ EMAIL_DOMAIN = env.str("EMAIL_DOMAIN", "localhost").lower()
 MQTT_URL = env.str("MQTT_URL", "mqtt://127.0.0.1:1883")
 MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # set: a persistent session; empty: a fresh id per process
 MQTT_SHARED_GROUP = env.str("MQTT_SHARED_GROUP", "")  # set: adapters share rooms/+/in ($share/<group>/...)
+# The channel layer: unset, in memory (one process); set, channels-redis (see docs/deploy.md). REDIS_URL may
+# list several comma-separated URLs (sharding: every process must list the same ones in the same order).
 REDIS_URL = env.str("REDIS_URL", "")
+# Set: find the master through Redis Sentinel ("host:port,host:port"); REDIS_URL then gives only the master's
+# user, password, database and TLS (rediss://), not its address. Several master names: sharding.
+REDIS_SENTINELS = [entry.strip() for entry in env.list("REDIS_SENTINELS", []) if entry.strip()]
+REDIS_SENTINEL_MASTER = [name.strip() for name in env.list("REDIS_SENTINEL_MASTER", []) if name.strip()] or ["mymaster"]
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", "")  # the sentinels' own password (requirepass)
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "gateway")
 
 # Access: the development profile opens rooms to everyone and creates them on first use;
@@ -93,7 +100,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.dj_db_url("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Connections are kept (and checked before reuse): opening one per query would dominate a busy gateway.
+DATABASES = {
+    "default": env.dj_db_url(
+        "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600, conn_health_checks=True
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (runmqtt, runsmtp, daphne) may share one SQLite file:
     # take the write lock up front and wait for it rather than fail.
@@ -102,25 +114,68 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if REDIS_URL:
+# Each process has one channel for all its room readers (consumers/hub.py) and one for its MQTT relay:
+# room for a burst of batches there, where a reader's own channel would have needed only the default 100.
+HUB_CAPACITY = {"hub.*": 10_000, "mqtt-relay.*": 10_000}
+
+redis_urls = [url.strip() for url in REDIS_URL.split(",") if url.strip()]
+if redis_urls or REDIS_SENTINELS:
+    from urllib.parse import urlsplit
+
+    from django.core.exceptions import ImproperlyConfigured
+    from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    # A restarted Redis leaves dead connections in the pool: retry on a fresh one instead of failing.
-    redis_host = {
-        "address": REDIS_URL,
-        "retry": Retry(ExponentialBackoff(cap=2, base=0.05), retries=5),
-        "retry_on_error": [RedisConnectionError, ConnectionResetError, BrokenPipeError],
-    }
+    def redis_retry() -> dict:
+        # A restarted Redis (or a failed-over master) leaves dead connections in the pool: retry on a fresh one.
+        return {
+            # Longer than channels-redis's 5 s blocking pop: redis-py 8's default (5 s) makes idle receives fail.
+            "socket_timeout": 15,
+            "socket_keepalive": True,
+            "retry": Retry(ExponentialBackoff(cap=2, base=0.05), retries=5),
+            "retry_on_error": [RedisConnectionError, ConnectionResetError, BrokenPipeError],
+        }
+
+    if not REDIS_SENTINELS:
+        redis_hosts = [{"address": url, **redis_retry()} for url in redis_urls]
+    else:
+        if len(redis_urls) > 1:
+            raise ImproperlyConfigured("With REDIS_SENTINELS, REDIS_URL is one URL (the master's credentials)")
+        master = {}  # user, password, database, TLS: everything but the address, which Sentinel gives
+        if redis_urls:
+            if urlsplit(redis_urls[0]).scheme not in ("redis", "rediss"):
+                raise ImproperlyConfigured("With REDIS_SENTINELS, REDIS_URL is redis:// or rediss://")
+            master = parse_url(redis_urls[0])
+            for key in ("host", "port", "connection_class"):
+                master.pop(key, None)
+            master["ssl"] = redis_urls[0].startswith("rediss://")
+        sentinels = []
+        for entry in REDIS_SENTINELS:
+            try:
+                address = urlsplit(f"//{entry}")
+                sentinels.append((address.hostname, address.port or 26379))
+            except ValueError:
+                address = None
+            if address is None or not address.hostname:
+                raise ImproperlyConfigured(f"REDIS_SENTINELS: {entry!r} is not host:port")
+        sentinel_kwargs = {"socket_connect_timeout": 2, "socket_timeout": 2}  # a dead sentinel: ask the next
+        if REDIS_SENTINEL_PASSWORD:
+            sentinel_kwargs["password"] = REDIS_SENTINEL_PASSWORD
+        redis_hosts = [
+            {"sentinels": sentinels, "master_name": name, "sentinel_kwargs": sentinel_kwargs, **master, **redis_retry()}
+            for name in REDIS_SENTINEL_MASTER
+        ]
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_host], "prefix": CHANNEL_LAYER_PREFIX},
+            "CONFIG": {"hosts": redis_hosts, "prefix": CHANNEL_LAYER_PREFIX, "channel_capacity": HUB_CAPACITY},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # (Its channel_capacity is not compiled as channels-redis's is: one capacity for all, there are few.)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -50,8 +50,19 @@ def require_service(name: str, address: tuple[str, int], hint: str) -> None:
         pytest.fail(f"{name} is not answering on {address[0]}:{address[1]} ({exc}). {hint}", pytrace=False)
 
 
+# Where the gateway finds its services: each test says, never the environment the tests run in.
+SERVICE_VARIABLES = (
+    "REDIS_URL",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "DATABASE_URL",
+    "MQTT_URL",
+)
+
+
 def gateway_env(**settings: Any) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL", "MQTT_URL")}
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", LOG_LEVEL="INFO")
     env.update({key: str(value) for key, value in settings.items()})
     return env
