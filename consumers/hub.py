@@ -77,7 +77,7 @@ class Hub:
             self._tasks = [loop.create_task(self._receive()), loop.create_task(self._refresh())]
 
     async def _receive(self) -> None:
-        delay = 0.5
+        delay = 0.1
         while True:
             try:
                 message = await self.layer.receive(self.channel)
@@ -87,9 +87,9 @@ class Hub:
                 metrics.layer_errors.inc()
                 logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)  # backoff
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, 5)
                 continue
-            delay = 0.5
+            delay = 0.1
             await self.broadcast(message)
 
     async def _refresh(self) -> None:

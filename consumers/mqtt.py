@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
@@ -16,6 +17,20 @@ from protocols.mqtt import AsyncMqttConsumer
 logger = logging.getLogger(__name__)
 
 REDELIVERY_WINDOW = timedelta(minutes=10)
+ROOM_RULES_SECONDS = 2.0  # how long a room's "takes MQTT" answer is kept: a change applies within this
+
+_takes_mqtt: dict[str, tuple[bool, float]] = {}  # room -> (answer, until)
+
+
+async def takes_mqtt(room: str) -> bool:
+    """``room_takes_mqtt``, asked once in a while rather than on every message of a busy device."""
+    answer, until = _takes_mqtt.get(room, (False, 0.0))
+    if until < time.monotonic():
+        answer = await database_sync_to_async(room_takes_mqtt)(room)
+        _takes_mqtt[room] = (answer, time.monotonic() + ROOM_RULES_SECONDS)
+        if len(_takes_mqtt) > 10_000:
+            _takes_mqtt.clear()
+    return answer
 
 
 class RoomMqttConsumer(AsyncMqttConsumer):
@@ -30,7 +45,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         try:
             post = parse_payload(payload)
             room = self.scope["route"]["kwargs"]["room"]
-            if not await database_sync_to_async(room_takes_mqtt)(room):
+            if not await takes_mqtt(room):
                 return await self.reject(f"room {room} takes no MQTT posts (not MQTT-open, no devices)")
             if not limits.allow("DEVICE", post.sender):
                 return await self.reject(f"rate limit: {limits.describe('DEVICE')} for {post.sender}")

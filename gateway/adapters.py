@@ -13,6 +13,7 @@ from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
 from . import health, metrics
+from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Adapters:
                 client_id=settings.MQTT_CLIENT_ID,
                 shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
+                claim=claim_once,
             )
             if mqtt
             else None

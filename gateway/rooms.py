@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
-from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from protocols.mqtt import DEFAULT_PUBLISH_CHANNEL
+from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
 from . import limits, metrics
 from .access import visible_rooms
@@ -91,6 +91,60 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+class _Post(NamedTuple):
+    text: str
+    sender: str
+    source: str
+    data: dict | None
+    key: str | None
+    digest: str | None
+
+
+class _RoomWriter:
+    """A room's posts, stored in batches: while one batch commits, the next one gathers. One transaction
+    (one row lock, one insert) serves every post that arrived meanwhile, in the order they arrived."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.loop = asyncio.get_running_loop()
+        self.waiting: list[tuple[_Post, asyncio.Future]] = []
+        self.busy = False
+
+    def submit(self, post: _Post) -> asyncio.Future:
+        future = self.loop.create_future()
+        self.waiting.append((post, future))
+        if not self.busy:
+            self.busy = True
+            self.loop.create_task(self._write())
+        return future
+
+    async def _write(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:BATCH_MAX], self.waiting[BATCH_MAX:]
+                try:
+                    stored = await database_sync_to_async(_store)(self.room, [post for post, _ in batch])
+                except Exception as exc:  # every post of the batch fails alike (no database, no such room)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                new = [event for event, is_new in stored if is_new]
+                if new:
+                    await _fan_out(self.room, new)
+                for (_, future), result in zip(batch, stored, strict=True):
+                    if not future.done():  # done: its poster gave up waiting (the message is stored all the same)
+                        future.set_result(result)
+        finally:
+            self.busy = False
+            if _writers.get(self.room) is self and not self.waiting:
+                del _writers[self.room]
+
+
+BATCH_MAX = 500
+_writers: dict[str, _RoomWriter] = {}
+
+
 async def post(
     room: str,
     text: Any,
@@ -112,65 +166,87 @@ async def post(
         raise InvalidMessage("structured data may not contain NUL characters")
     if not limits.allow("ROOM", room):
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
-    event, new = await database_sync_to_async(_store)(room, text, sender, source, data, key and key[:300], digest)
+    writer = _writers.get(room)
+    if writer is None or writer.loop is not asyncio.get_running_loop():
+        writer = _writers[room] = _RoomWriter(room)
+    event, new = await writer.submit(_Post(text, sender, source, data, key and key[:300], digest))
     if new:
         metrics.messages_in.labels(source).inc()
-        await _fan_out(event)
     return event
 
 
-def _store(
-    room: str, text: str, sender: str, source: str, data: dict | None, key: str | None, digest: str | None
-) -> tuple[dict, bool]:
+def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
+    """Store ``posts`` in one transaction: each one's message object, and whether it is new (not a retry)."""
     now = timezone.now()
     with transaction.atomic():
-        if settings.ROOMS_AUTO_CREATE:
-            room_row, _ = Room.objects.get_or_create(name=room)
-        elif (room_row := Room.objects.filter(name=room).first()) is None:
-            raise NoSuchRoom(f"no room {room} here")
-        room_row = Room.objects.select_for_update().get(pk=room_row.pk)  # ids and keys decided one at a time
-        if key is not None:
-            earlier = Message.objects.filter(room=room_row, key=key).first()
-            if earlier is not None:
-                return earlier.as_event(room), False
-        room_row.last_id += 1
-        room_row.last_activity = now
-        room_row.save(update_fields=["last_id", "last_activity"])
-        message = Message.objects.create(
-            room=room_row,
-            seq=room_row.last_id,
-            text=text,
-            sender=sender,
-            source=source,
-            data=data,
-            key=key,
-            digest=digest,
-            created_at=now,
-        )
-    return message.as_event(room), True
+        # The row lock hands out ids (and decides keys) one transaction at a time, in every process.
+        room_row = Room.objects.select_for_update().filter(name=room).first()
+        if room_row is None:
+            if not settings.ROOMS_AUTO_CREATE:
+                raise NoSuchRoom(f"no room {room} here")
+            Room.objects.get_or_create(name=room)
+            room_row = Room.objects.select_for_update().get(name=room)
+        keys = {post.key for post in posts if post.key is not None}
+        earlier = {m.key: m.as_event(room) for m in Message.objects.filter(room=room_row, key__in=keys)} if keys else {}
+        results: list[tuple[dict, bool]] = []
+        rows = []
+        for post in posts:
+            if post.key is not None and post.key in earlier:
+                results.append((earlier[post.key], False))
+                continue
+            room_row.last_id += 1
+            message = Message(
+                room=room_row,
+                seq=room_row.last_id,
+                text=post.text,
+                sender=post.sender,
+                source=post.source,
+                data=post.data,
+                key=post.key,
+                digest=post.digest,
+                created_at=now,
+            )
+            rows.append(message)
+            event = message.as_event(room)
+            if post.key is not None:
+                earlier[post.key] = event  # the same key twice in one batch: stored once
+            results.append((event, True))
+        if rows:
+            Message.objects.bulk_create(rows)
+            Room.objects.filter(pk=room_row.pk).update(last_id=room_row.last_id, last_activity=now)
+    return results
 
 
 def to_json(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
-async def _fan_out(event: dict) -> None:
+async def _fan_out(room: str, events: list[dict]) -> None:
+    """One layer message for the room's readers (each process's hub gets it once), and each message
+    to the MQTT adapters for the room's ``out`` topic."""
     layer = get_channel_layer()
-    text = to_json(event)  # serialised once for every subscriber
-    room = event["room"]
+    texts = [to_json(event) for event in events]  # serialised once for every reader
+    group = group_name(room)
     try:
-        group = group_name(room)
-        message = {"type": "room.messages", "group": group, "messages": [[event["id"], text]], "at": time.time()}
-        await layer.group_send(group, message)
-        await layer.send(
-            DEFAULT_PUBLISH_CHANNEL,
-            {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False},
+        messages = [[event["id"], text] for event, text in zip(events, texts, strict=True)]
+        await layer.group_send(
+            group, {"type": "room.messages", "group": group, "messages": messages, "at": time.time()}
         )
-    except ChannelFull:
-        logger.warning("No MQTT adapter is draining %r: %s not published", DEFAULT_PUBLISH_CHANNEL, out_topic(room))
+        for event, text in zip(events, texts, strict=True):
+            await layer.group_send(
+                DEFAULT_PUBLISH_GROUP,
+                {
+                    "type": "mqtt.publish",
+                    "topic": out_topic(room),
+                    "payload": text.encode(),
+                    "qos": 1,
+                    "retain": False,
+                    "key": f"{room}#{event['id']}",  # one adapter publishes it, however many hear it
+                },
+            )
     except Exception:
         metrics.layer_errors.inc()
-        logger.exception("Live delivery of %s#%s failed; readers will catch up from history", room, event["id"])
+        logger.exception("Live delivery of %s#%s.. failed; readers will catch up from history", room, events[0]["id"])
 
 
 def _history(room: str, after: int | None, before: int | None, limit: int) -> list[dict]:

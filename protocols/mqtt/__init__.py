@@ -2,6 +2,6 @@
 
 from .consumer import AsyncMqttConsumer
 from .routing import MqttTopicRouter, topic
-from .server import DEFAULT_PUBLISH_CHANNEL, MqttServer
+from .server import DEFAULT_PUBLISH_GROUP, MqttServer
 
-__all__ = ["AsyncMqttConsumer", "DEFAULT_PUBLISH_CHANNEL", "MqttServer", "MqttTopicRouter", "topic"]
+__all__ = ["AsyncMqttConsumer", "DEFAULT_PUBLISH_GROUP", "MqttServer", "MqttTopicRouter", "topic"]

@@ -3,9 +3,10 @@
 Like daphne owns HTTP connections, this owns one broker connection. Each inbound
 PUBLISH on a subscribed topic becomes one application instance (``mqtt`` scope,
 one ``mqtt.publish`` event); PUBACK waits for the instance's ``mqtt.ack``.
-Messages on one topic are handled in arrival order, topics run concurrently.
-Anything in the project can publish by sending ``mqtt.publish`` events to the
-channel-layer channel ``publish_channel``. See docs/mqtt.md.
+Instances for one topic start in arrival order, up to ``max_in_flight`` at once
+(so an application may store them in batches), and are acknowledged in arrival
+order; topics run concurrently. Anything in the project can publish by sending
+``mqtt.publish`` events to the channel-layer group ``publish_group``. See docs/mqtt.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -28,7 +30,7 @@ from .routing import MqttTopicRouter
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PUBLISH_CHANNEL = "mqtt-publish"
+DEFAULT_PUBLISH_GROUP = "mqtt-publish"
 
 
 class MqttServer(ProtocolServer):
@@ -47,7 +49,10 @@ class MqttServer(ProtocolServer):
         keepalive: int = 30,
         max_payload: int = 256 * 1024,
         application_timeout: float = 30.0,
-        publish_channel: str | None = DEFAULT_PUBLISH_CHANNEL,
+        max_in_flight: int = 100,
+        publish_group: str | None = DEFAULT_PUBLISH_GROUP,
+        claim: Callable[[dict], Awaitable[bool]] | None = None,
+        group_refresh: float = 60.0,
         channel_layer_alias: str = "default",
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -69,7 +74,10 @@ class MqttServer(ProtocolServer):
         self.keepalive = keepalive
         self.max_payload = max_payload
         self.application_timeout = application_timeout
-        self.publish_channel = publish_channel
+        self.max_in_flight = max_in_flight
+        self.publish_group = publish_group
+        self.claim = claim  # several adapters hear each event: the one whose claim succeeds publishes it
+        self.group_refresh = group_refresh
         self.channel_layer_alias = channel_layer_alias
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.connected = False
@@ -101,10 +109,8 @@ class MqttServer(ProtocolServer):
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()  # connected and subscribed
         self._runner = loop.create_task(self._connection_loop())
-        if self.publish_channel:
-            self._relay = loop.create_task(self._relay_channel())
-        else:
-            self._relay = None
+        channel = await self._join_publish_group()
+        self._relay = loop.create_task(self._relay_events(channel)) if channel else None
 
     @property
     def ready(self) -> bool:
@@ -195,11 +201,21 @@ class MqttServer(ProtocolServer):
     # Serving messages
 
     async def _drain(self, topic: str, queue: deque) -> None:
+        """Start the topic's messages in order, a window of them at once; acknowledge them in order."""
+        in_flight: deque[tuple[int, paho.MQTTMessage, asyncio.Task]] = deque()
+        loop = asyncio.get_running_loop()
         try:
-            while queue:
-                generation, message = queue.popleft()
-                await self.handle(message, generation)
+            while queue or in_flight:
+                while queue and len(in_flight) < self.max_in_flight:
+                    generation, message = queue.popleft()
+                    previous = in_flight[-1][2] if in_flight else None
+                    in_flight.append((generation, message, loop.create_task(self.serve(message, previous))))
+                generation, message, task = in_flight.popleft()
+                await task
+                self.acknowledge(message, generation)
         finally:
+            for _, _, task in in_flight:  # cancelled while serving: unacknowledged, so the broker resends
+                task.cancel()
             del self._queues[topic]
 
     def scope_for(self, message: paho.MQTTMessage) -> dict:
@@ -214,11 +230,12 @@ class MqttServer(ProtocolServer):
             "client_id": self.client_id,
         }
 
-    async def handle(self, message: paho.MQTTMessage, generation: int) -> None:
-        """Serve ``message`` until the application answers, then acknowledge it.
+    async def serve(self, message: paho.MQTTMessage, previous: asyncio.Task | None = None) -> None:
+        """Serve ``message`` until the application answers.
 
-        An application that fails (raises, times out) is run again with backoff: the message
-        is only acknowledged once it is safe, and later messages on its topic wait for it.
+        An application that fails (raises, times out) is run again with backoff, once the message
+        before it on the topic (``previous``) is served: retries go in arrival order. The message is
+        only acknowledged once it is safe, and acknowledgements of later messages wait for it.
         """
         if len(message.payload) > self.max_payload:
             reason = f"payload of {len(message.payload)} bytes over {self.max_payload}"
@@ -231,9 +248,14 @@ class MqttServer(ProtocolServer):
         else:
             delay = self.min_backoff
             while not await self._run(message):
+                if previous is not None:
+                    await asyncio.wait([previous])  # not cancelled with us: it is the topic's
+                    previous = None
                 logger.warning("Will serve the message on %s again in %.1fs", message.topic, delay)
                 await asyncio.sleep(delay)  # backoff before the retry
                 delay = min(delay * 2, self.max_backoff)
+
+    def acknowledge(self, message: paho.MQTTMessage, generation: int) -> None:
         if generation == self._generation and self.connected:
             self._client.ack(message.mid, message.qos)
         # else: the connection it came on is gone; a persistent session gets it again (keys dedupe it)
@@ -275,27 +297,59 @@ class MqttServer(ProtocolServer):
             payload = payload.encode()
         self._client.publish(event["topic"], payload, event.get("qos", 0), event.get("retain", False))
 
-    async def _relay_channel(self) -> None:
-        """Publish what the rest of the project sends to the channel ``publish_channel``."""
+    async def _join_publish_group(self) -> str | None:
+        """This adapter's channel, in the group ``publish_group`` (None: no layer, no relay)."""
         layer = get_channel_layer(self.channel_layer_alias)
-        if layer is None:
-            return
+        if layer is None or not self.publish_group:
+            return None
+        channel = await layer.new_channel("mqtt-relay")
+        try:
+            await layer.group_add(self.publish_group, channel)
+        except Exception as exc:  # the layer is down: the relay joins again later
+            logger.warning("Could not join %s (%s); will try again", self.publish_group, exc)
+        return channel
+
+    async def _relay_events(self, channel: str) -> None:
+        """Publish what the rest of the project sends to the group ``publish_group``."""
+        layer = get_channel_layer(self.channel_layer_alias)
+        refresher = asyncio.get_running_loop().create_task(self._stay_in_group(layer, channel))
         delay = self.min_backoff
+        try:
+            while True:
+                try:
+                    event = await layer.receive(channel)
+                    delay = self.min_backoff
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)  # backoff
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
+                await self._publish_event(event)
+        finally:
+            refresher.cancel()
+
+    async def _stay_in_group(self, layer: Any, channel: str) -> None:
+        """Join again now and then: memberships expire, and a restarted Redis forgot them."""
         while True:
+            await asyncio.sleep(self.group_refresh)
             try:
-                event = await layer.receive(self.publish_channel)
-                delay = self.min_backoff
-            except asyncio.CancelledError:
-                raise
+                await layer.group_add(self.publish_group, channel)
             except Exception as exc:
-                logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            if event.get("type") != "mqtt.publish":
-                logger.warning("Ignored %r on channel %s", event.get("type"), self.publish_channel)
-                continue
+                logger.warning("Could not join %s again (%s)", self.publish_group, exc)
+
+    async def _publish_event(self, event: dict) -> None:
+        if event.get("type") != "mqtt.publish":
+            logger.warning("Ignored %r sent to group %s", event.get("type"), self.publish_group)
+            return
+        try:
+            claimed = self.claim is None or await self.claim(event)
+        except Exception:  # rather twice than never
+            logger.exception("Could not claim an event from %s; publishing it anyway", self.publish_group)
+            claimed = True
+        if claimed:
             try:
                 self.publish(event)
             except (KeyError, TypeError, ValueError) as exc:  # a bad event must not end the relay
-                logger.warning("Could not publish an event from %s: %r", self.publish_channel, exc)
+                logger.warning("Could not publish an event from %s: %r", self.publish_group, exc)
