@@ -69,7 +69,7 @@ class RoomEventsConsumer(AsyncHttpConsumer):
         if message["type"] == "room.messages":
             for message_id, text in message["messages"]:
                 await self.stream.push(message_id, text)
-        elif message["type"] == "room.presence":
+        elif message["type"] == "room.presence" and self.stream.begun:  # before: the history comes first
             await self.send_body(f"event: presence\ndata: {message['text']}\n\n".encode(), more_body=True)
 
     async def deliver(self, message_id: int, text: str) -> None:

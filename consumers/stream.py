@@ -34,10 +34,11 @@ class RoomStream:
         self.last_sent = 0
         self.held: list[tuple[int, str]] | None = []  # None: live messages go straight through
         self.filler: asyncio.Task | None = None
+        self.begun = False
 
     async def begin(self, last_sent: int) -> None:
         """The reader has everything up to ``last_sent`` (from the history): go live."""
-        self.last_sent = last_sent
+        self.last_sent, self.begun = last_sent, True
         await self._release(fill_gaps=True)
 
     async def push(self, message_id: int, text: str) -> None:

@@ -75,7 +75,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message["type"] == "room.messages":
             for message_id, text in message["messages"]:
                 await self.stream.push(message_id, text)
-        elif message["type"] == "room.presence":
+        elif message["type"] == "room.presence" and self.stream.begun:  # before: the history comes first
             await self.send(text_data=message["text"])
 
     async def deliver(self, message_id: int, text: str) -> None:
