@@ -1,6 +1,7 @@
 """The one ASGI application: HTTP, WebSocket, MQTT and email scopes, each to its router."""
 
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -15,6 +16,11 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 _refused = [message for message in checks.run_checks(tags=["gateway"]) if message.is_serious()]
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
+
+if "twisted.internet.reactor" in sys.modules:  # served by daphne: its sockets send at once (gateway/writes.py)
+    from gateway.writes import install
+
+    install()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

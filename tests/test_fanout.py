@@ -1,0 +1,59 @@
+"""Room fan-out in one process: every reader gets every message once, in order, whatever the others do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+import websockets
+
+from tests.support import ahttp, join, launch_gateway, receive, unique
+
+MESSAGES = 1600
+TEXT = "x" * 3900  # 1600 of them: 6 MB, more than a stalled reader's socket buffers take (4 MB at most)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, mosquitto):
+    gateway = launch_gateway(tmp_path_factory.mktemp("gateway"), mosquitto, ROOM_RATE=0)
+    yield gateway
+    assert gateway.process.stop() == 0, gateway.process.output
+
+
+async def test_a_stalled_reader_gets_everything_in_order_and_holds_back_no_one(gateway):
+    """A reader that stops reading fills its socket: sends to it go partly through the kernel, partly
+    through the server's queue (gateway/writes.py); a reader beside it must not wait for it."""
+    room = unique("fan")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends fill up
+    sock.connect(("127.0.0.1", gateway.http_port))
+    sock.setblocking(False)
+    stalled = await websockets.connect(gateway.ws(room), sock=sock, max_queue=1, max_size=None)
+    assert json.loads(await stalled.recv())["type"] == "history"
+    readers = [(await join(gateway, room))[0] for _ in range(3)]
+    for start in range(0, MESSAGES, 50):
+        answers = await asyncio.gather(
+            *(
+                ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": f"{n} {TEXT}"})
+                for n in range(start, start + 50)
+            )
+        )
+        assert all(status == 201 for status, _ in answers), answers
+    try:
+        for reader in readers:  # each got all of them while the stalled one read nothing
+            ids = [(await receive(reader))["id"] for _ in range(MESSAGES)]
+            assert ids == list(range(1, MESSAGES + 1))
+        seen = []
+        async with asyncio.timeout(30):
+            while len(seen) < MESSAGES:
+                event = json.loads(await stalled.recv())
+                if event["type"] == "message":
+                    assert event["message"].endswith(TEXT)
+                    seen.append(event["id"])
+        assert seen == list(range(1, MESSAGES + 1))
+    finally:
+        await stalled.close()
+        for reader in readers:
+            await reader.close()
