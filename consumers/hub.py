@@ -9,6 +9,7 @@ call, in the hub's task. Messages sent to a group must say which group it was (`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
@@ -74,7 +75,11 @@ class Hub:
         if self.channel is None:
             self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._receive()), loop.create_task(self._refresh())]
+            # Contexts of their own, not the first reader's: they outlive it.
+            self._tasks = [
+                loop.create_task(self._receive(), context=contextvars.Context()),
+                loop.create_task(self._refresh(), context=contextvars.Context()),
+            ]
 
     async def _receive(self) -> None:
         delay = 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from datetime import timedelta
 
@@ -74,7 +75,7 @@ async def _update(change, room: str, *args) -> None:
         return
     task = _announcing.get(room)
     if task is None or task.done():  # done: left over from another event loop
-        _announcing[room] = asyncio.get_running_loop().create_task(_announce(room))
+        _announcing[room] = asyncio.get_running_loop().create_task(_announce(room), context=contextvars.Context())
 
 
 async def join(room: str, key: str, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import re
@@ -115,7 +116,9 @@ class _RoomWriter:
         self.waiting.append((post, future))
         if not self.busy:
             self.busy = True
-            self.loop.create_task(self._write())
+            # A context of its own: the poster's may be a Django request's, whose database thread ends
+            # with the request, while the writer goes on serving later posts.
+            self.loop.create_task(self._write(), context=contextvars.Context())
         return future
 
     async def _write(self) -> None:

@@ -57,3 +57,19 @@ async def test_a_stalled_reader_gets_everything_in_order_and_holds_back_no_one(g
         await stalled.close()
         for reader in readers:
             await reader.close()
+
+
+async def test_posts_from_many_requests_at_once_are_all_stored(gateway):
+    """Requests end while the room's writer goes on storing later ones' posts in later batches."""
+    room = unique("busy")
+
+    async def poster(n: int) -> list[int]:
+        ids = []
+        for k in range(20):
+            status, body = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": f"{n}.{k}"})
+            assert status == 201, body
+            ids.append(body["id"])
+        return ids
+
+    stored = sum(await asyncio.gather(*(poster(n) for n in range(20))), [])
+    assert sorted(stored) == list(range(1, 401))
