@@ -80,7 +80,7 @@ MIDDLEWARE = [
 if not DEBUG:
     # In development the gateway serves static files itself (config/asgi.py); in production
     # WhiteNoise serves what `manage.py collectstatic` gathered into STATIC_ROOT.
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    MIDDLEWARE.insert(1, "gateway.static.AsyncWhiteNoiseMiddleware")
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -100,12 +100,16 @@ TEMPLATES = [
     },
 ]
 
-# Connections are kept (and checked before reuse): opening one per query would dominate a busy gateway.
-DATABASES = {
-    "default": env.dj_db_url(
-        "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600, conn_health_checks=True
-    )
-}
+# Connections are reused: opening one per query would dominate a busy gateway. PostgreSQL gets a pool
+# per process (Django serves requests from threads that come and go, each of which would otherwise hold
+# a persistent connection of its own); SQLite keeps each thread's connection.
+DATABASES = {"default": env.dj_db_url("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A caller waits up to 2 s for a connection: longer means the database is down (mail gets 451 in time).
+    pool = {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", 10), "timeout": 2}
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = pool
+else:
+    DATABASES["default"].update(CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (runmqtt, runsmtp, daphne) may share one SQLite file:
     # take the write lock up front and wait for it rather than fail.
