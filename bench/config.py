@@ -1,0 +1,108 @@
+"""How big each scenario is: defaults for the full run, ``--quick`` for a run under a minute, flags for each.
+
+Every size can also be given in the environment as ``BENCH_<NAME>`` (``BENCH_SUBSCRIBERS=500``);
+flags win over the environment, which wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SCENARIOS = ("fanout", "ingest", "scaleout", "connections")
+TARGETS = ("gateway", "baseline")
+
+
+def _size(default: object, text: str) -> Any:
+    """A size with its help text (shown by --help)."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class Sizes:
+    subscribers: int = _size(1000, "WebSocket readers in the fan-out room")
+    client_processes: int = _size(2, "processes those readers are spread over")
+    ramp_start: int = _size(2000, "deliveries a second offered in the first step of the sustained phase")
+    ramp_factor: float = _size(1.5, "each step offers this many times the last")
+    ramp_max: int = _size(120_000, "no step above this")
+    ramp_refine: int = _size(1, "after the first failed step, this many steps halfway between it and the last good one")
+    ways_in: str = _size("http+mqtt", "how fan-out messages enter the gateway: http+mqtt (alternately), http or mqtt")
+    duration: float = _size(5.0, "seconds of each step of the sustained phase")
+    latency_load: int = _size(10_000, "deliveries a second offered in the fixed-load latency phase")
+    latency_duration: float = _size(10.0, "seconds of the fixed-load phase")
+    sample_every: int = _size(10, "one reader in this many records latencies")
+    connect_concurrency: int = _size(32, "WebSocket handshakes in progress at once, over all client processes")
+    mqtt_messages: int = _size(3000, "MQTT QoS 1 messages in the ingest scenario")
+    mails: int = _size(600, "mails in the ingest scenario")
+    smtp_sessions: int = _size(16, "parallel SMTP sessions")
+    idle_connections: int = _size(10_000, "idle WebSockets held on one server process")
+    idle_processes: int = _size(4, "client processes holding them")
+    idle_room_size: int = _size(10, "idle connections per room")
+    idle_budget: float = _size(240.0, "seconds to open them in; those not started by then are reported as missing")
+    drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
+    redis_db: int = _size(0, "Redis database; keys are under a prefix unique to the run either way")
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))  # fan-out and connections: which sides
+
+
+QUICK = {  # a smoke run under a minute: every scenario, small enough for the slowest side
+    "subscribers": 100,
+    "duration": 1.5,
+    "ramp_factor": 2.0,
+    "ramp_refine": 0,
+    "latency_duration": 1.0,
+    "mqtt_messages": 100,
+    "mails": 30,
+    "idle_connections": 200,
+    "idle_processes": 2,
+    "idle_budget": 30.0,
+    "drain_timeout": 30.0,
+}
+
+
+def parse(argv: list[str] | None = None) -> tuple[Sizes, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="make bench BENCH_ARGS=...", description="The gateway against stock Channels."
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run under a minute")
+    parser.add_argument("--results", default="bench/results", help="where the JSON goes (default: bench/results)")
+    for spec in fields(Sizes):
+        if spec.name in ("scenarios", "targets"):
+            continue
+        kind = type(spec.default)
+        parser.add_argument(
+            f"--{spec.name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            metavar=kind.__name__.upper(),
+            help=f"{spec.metadata['help']} (default: {spec.default}; quick: {QUICK.get(spec.name, spec.default)})",
+        )
+    parser.add_argument("--scenarios", default=None, help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "--targets", default=None, help="fan-out and connections against: gateway,baseline (default: both)"
+    )
+    arguments = parser.parse_args(argv)
+
+    sizes = Sizes()
+    if arguments.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0"):
+        for name, value in QUICK.items():
+            setattr(sizes, name, value)
+    for spec in fields(Sizes):
+        given = getattr(arguments, spec.name)
+        from_env = os.environ.get(f"BENCH_{spec.name.upper()}")
+        if given is None and from_env:
+            given = from_env
+        if given is None:
+            continue
+        if spec.name in ("scenarios", "targets"):
+            known = SCENARIOS if spec.name == "scenarios" else TARGETS
+            chosen = [name.strip() for name in str(given).split(",") if name.strip()]
+            unknown = set(chosen) - set(known)
+            if unknown:
+                parser.error(f"unknown {spec.name} {sorted(unknown)}: choose from {','.join(known)}")
+            setattr(sizes, spec.name, chosen)
+        else:
+            setattr(sizes, spec.name, type(getattr(Sizes(), spec.name))(given))
+    return sizes, arguments

@@ -1,0 +1,233 @@
+"""The results as a table (scenario | metric | gateway | baseline | ratio | target | met?) and as JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Sizes
+from .servers import ROOT
+
+MISSING = "-"
+
+
+@dataclass
+class Row:
+    scenario: str
+    metric: str
+    gateway: Any = None
+    baseline: Any = None
+    target: tuple[str, float] | None = None  # ("<=", 25.0)
+    unit: str = ""
+    digits: int = 0
+    check: bool = False  # a yes/no check (its target is "zero loss")
+
+    @property
+    def ratio(self) -> float | None:
+        numbers = [value for value in (self.gateway, self.baseline) if isinstance(value, int | float)]
+        if len(numbers) == 2 and not any(isinstance(value, bool) for value in numbers) and self.baseline:
+            return self.gateway / self.baseline
+        return None
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.check or isinstance(self.gateway, bool):
+            return self.gateway is True
+        if not isinstance(self.gateway, int | float):
+            return False  # no figure (an error, or loss): not met
+        operator, value = self.target
+        return self.gateway <= value if operator == "<=" else self.gateway >= value
+
+    def cells(self) -> list[str]:
+        target = MISSING
+        if self.target is not None:
+            operator, value = self.target
+            symbol = "≤" if operator == "<=" else "≥"
+            target = "zero loss" if self.check else f"{symbol} {self._number(value)}"
+        met = {None: "", True: "yes", False: "NO"}[self.met]
+        ratio = MISSING if self.ratio is None else f"{self.ratio:.2f}×"
+        return [self.scenario, self.metric, self._cell(self.gateway), self._cell(self.baseline), ratio, target, met]
+
+    def _cell(self, value: Any) -> str:
+        if value is None:
+            return MISSING
+        if isinstance(value, bool):
+            return "yes" if value else "NO"
+        if isinstance(value, int | float):
+            return self._number(value)
+        return str(value)
+
+    def _number(self, value: float) -> str:
+        text = f"{value:,.{self.digits}f}"
+        return f"{text} {self.unit}".rstrip()
+
+
+def _get(data: dict, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _lossless(data: dict, *path: str) -> bool | None:
+    return _get(data, *path, "check", "lossless")
+
+
+def _error(value: Any) -> str | None:
+    return f"error: {value['error']}" if isinstance(value, dict) and "error" in value else None
+
+
+def rows(results: dict, sizes: Sizes) -> list[Row]:
+    """The table's rows for whatever scenarios ran."""
+    table: list[Row] = []
+    if "fanout" in results:
+        gw, base = results["fanout"].get("gateway", {}), results["fanout"].get("baseline", {})
+        name = f"fan-out {sizes.subscribers} subs"
+        table += [
+            Row(name, "server CPU per delivery", _get(gw, "sustained", "cpu_us_per_delivery"),
+                _get(base, "sustained", "cpu_us_per_delivery"), ("<=", 25), "µs", 1),
+            Row(name, "deliveries/s sustained, zero loss", _get(gw, "sustained", "deliveries_per_s"),
+                _get(base, "sustained", "deliveries_per_s"), (">=", 40_000), "/s"),
+            Row(name, "  every message once, in order", _get(gw, "sustained", "lossless"),
+                _get(base, "sustained", "lossless"), ("==", 1), check=True),
+            Row(name, "  deliveries missing, first failed step", _missing(gw), _missing(base)),
+            Row(name, "  messages refused (HTTP errors), all steps", _refused(gw), _refused(base)),
+            Row(name, "  server cores used at that rate", _get(gw, "sustained", "server_cores"),
+                _get(base, "sustained", "server_cores"), None, "", 2),
+            Row(name, f"p99 latency @ {sizes.latency_load:,} deliveries/s", _get(gw, "fixed_load", "latency_ms", "p99"),
+                _get(base, "fixed_load", "latency_ms", "p99"), ("<=", 50), "ms", 1),
+            Row(name, "  p50 latency", _get(gw, "fixed_load", "latency_ms", "p50"),
+                _get(base, "fixed_load", "latency_ms", "p50"), None, "ms", 1),
+            Row(name, "  every message once, in order", _lossless(gw, "fixed_load"), _lossless(base, "fixed_load"),
+                ("==", 1), check=True),
+            Row(name, "joining: connect + settle", _sum(_get(gw, "join_s"), _get(gw, "join_settle_s")),
+                _sum(_get(base, "join_s"), _get(base, "join_settle_s")), None, "s", 1),
+        ]  # fmt: skip
+        for side, data in (("gateway", gw), ("baseline", base)):
+            if _error(data):
+                table.append(Row(name, f"{side} failed", "see warnings"))
+    if "ingest" in results:
+        data = results["ingest"]
+        table += [
+            Row("ingest", "MQTT QoS 1 stored+delivered", _get(data, "mqtt", "per_s"), None, (">=", 3000), "msg/s"),
+            Row("ingest", "  every message stored and delivered once", _lossless(data, "mqtt"), None, ("==", 1),
+                check=True),
+            Row("ingest", "  MQTT server CPU per message", _get(data, "mqtt", "server_cpu_us_per_message"), None,
+                None, "µs"),
+            Row("ingest", f"mail ({sizes.smtp_sessions} sessions) stored+delivered", _get(data, "email", "per_s"),
+                None, (">=", 200), "mail/s", 1),
+            Row("ingest", "  every mail stored and delivered once", _lossless(data, "email"), None, ("==", 1),
+                check=True),
+        ]  # fmt: skip
+        if _error(data):
+            table.append(Row("ingest", "failed", "see warnings"))
+    if "connections" in results:
+        gw, base = results["connections"].get("gateway", {}), results["connections"].get("baseline", {})
+        name = f"{sizes.idle_connections:,} idle WebSockets"
+        table += [
+            Row(name, "RSS per connection", _get(gw, "kb_per_connection"), _get(base, "kb_per_connection"),
+                ("<=", 20), "KB", 1),
+            Row(name, "  connections held", _get(gw, "held"), _get(base, "held"), (">=", sizes.idle_connections)),
+            Row(name, "  handshakes/s while connecting", _get(gw, "handshakes_per_s"), _get(base, "handshakes_per_s")),
+        ]  # fmt: skip
+        for side, data in (("gateway", gw), ("baseline", base)):
+            if _error(data):
+                table.append(Row(name, f"{side} failed", "see warnings"))
+    if "scaleout" in results:
+        data = results["scaleout"]
+        one, two = _get(data, "one_process"), _get(data, "two_processes", "sustained", "deliveries_per_s")
+        table += [
+            Row("scale-out", "deliveries/s, 1 ASGI process", one, None, None, "/s"),
+            Row("scale-out", "deliveries/s, 2 ASGI processes", two, None, None, "/s"),
+            Row("scale-out", "  2 processes ÷ 1", two / one if one and two else None, None, (">=", 1.6), "×", 2),
+        ]
+        if _error(data) or _error(_get(data, "two_processes")):
+            table.append(Row("scale-out", "failed", "see warnings"))
+    return table
+
+
+def _refused(data: dict) -> int | None:
+    steps, fixed = _get(data, "sustained", "refused"), _get(data, "fixed_load", "check", "refused")
+    return None if steps is None else steps + (fixed or 0)
+
+
+def _missing(data: dict) -> int | None:
+    return _get(data, "sustained", "first_failure", "check", "missing")
+
+
+def _sum(*values: float | None) -> float | None:
+    return None if any(value is None for value in values) else sum(values)  # type: ignore[arg-type]
+
+
+def render(table: list[Row]) -> str:
+    header = ["scenario", "metric", "gateway", "baseline", "ratio", "target", "met?"]
+    lines = [header] + [row.cells() for row in table]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    right = {2, 3, 4}
+
+    def format_line(line: list[str]) -> str:
+        cells = [
+            cell.rjust(width) if n in right else cell.ljust(width)
+            for n, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([format_line(header), rule, *(format_line(line) for line in lines[1:])])
+
+
+def environment() -> dict:
+    def version(module: str) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(module)
+        except PackageNotFoundError:
+            return "?"
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        )
+    except OSError:
+        commit, dirty = "?", None
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "commit": commit,
+        "dirty_tree": dirty,
+        "packages": {
+            name: version(name) for name in ("django", "channels", "channels-redis", "daphne", "redis", "psutil")
+        },
+    }
+
+
+def write_json(
+    path: Path, sizes: Sizes, results: dict, table: list[Row], warnings: list[str], started: str, completed: bool
+) -> None:
+    document = {
+        "started": started,
+        "completed": completed,  # false: interrupted, or a scenario failed
+        "sizes": asdict(sizes),
+        "environment": environment(),
+        "results": results,
+        "table": [{**asdict(row), "ratio": row.ratio, "met": row.met} for row in table],
+        "warnings": warnings,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")

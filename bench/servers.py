@@ -1,0 +1,351 @@
+"""The servers under test and what they need, started and stopped here; their CPU and memory sampled here.
+
+Everything is the bench's own: a fresh PostgreSQL database, a throwaway Mosquitto on a free port,
+Redis keys under a unique prefix (deleted at the end), free ports. ``Cleanup`` undoes each step in
+reverse order, whatever happened, so no process outlives a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import getpass
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+POSTGRES_ADMIN_USERS = ("postgres", "root")
+PR_SET_PDEATHSIG = 1
+logger = logging.getLogger("bench")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+class Cleanup:
+    """Undo steps, newest first, each one even when another fails."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def add(self, name: str, step: Callable[[], object]) -> None:
+        self._steps.append((name, step))
+
+    def close(self) -> None:
+        while self._steps:
+            name, step = self._steps.pop()
+            try:
+                step()
+            except Exception as exc:  # keep undoing the rest
+                logger.warning("cleanup of %s failed: %r", name, exc)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the bench itself dies, even by SIGKILL (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class ServerProcess:
+    """A server in its own process; its output goes to a log file (a pipe nobody reads could stall it)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self, cleanup: Cleanup) -> ServerProcess:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        cleanup.add(self.name, self.stop)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def wait_for_output(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}) before {text!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} never printed {text!r} in {timeout}s:\n{self.tail()}")
+            time.sleep(0.05)  # polling a log file, with a deadline
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, as a service manager would; SIGKILL if that does not end it."""
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop on SIGTERM in %ss: killed", self.name, timeout)
+            self.popen.kill()
+            self.popen.wait()
+
+
+def wait_for_port(port: int, alive: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if not alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listening on port {port}") from None
+            time.sleep(0.05)
+
+
+def wait_for_http(url: str, process: ServerProcess, timeout: float = 60) -> None:
+    """Until ``url`` answers 200 (the gateway's /healthz: listening, database and Redis reachable)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError) as exc:
+            last = exc
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited ({process.popen.returncode}):\n{process.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} not serving {url} after {timeout}s ({last!r}):\n{process.tail()}")
+        time.sleep(0.1)
+
+
+# Services the servers need
+
+
+def create_database(cleanup: Cleanup) -> str:
+    """A fresh PostgreSQL database for this run (dropped at the end); its URL."""
+    import psycopg
+
+    errors = []
+    for user in POSTGRES_ADMIN_USERS:
+        admin = f"dbname=test host=127.0.0.1 port=5432 user={user}"
+        try:
+            psycopg.connect(admin, connect_timeout=5).close()
+        except psycopg.OperationalError as exc:
+            errors.append(f"{user}: {exc}")
+            continue
+        name = unique("bench_")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+        def drop(admin: str = admin, name: str = name) -> None:
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        cleanup.add(f"database {name}", drop)
+        return f"postgres://{user}@127.0.0.1:5432/{name}"
+    raise RuntimeError("PostgreSQL on 127.0.0.1:5432 accepts neither postgres nor root:\n" + "\n".join(errors))
+
+
+def forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete this run's channel-layer keys (and only those: the prefix is unique to the run)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
+def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess]:
+    """A throwaway anonymous Mosquitto on a free port; its URL.
+
+    Its queue per client is raised from 1000 to 1,000,000 messages: the ingest scenario publishes
+    faster than the adapter takes them, and the broker must not be what loses them.
+    """
+    port = free_port()
+    config = log_dir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous true\n"
+        "max_queued_messages 1000000\npersistence false\n"
+    )
+    process = ServerProcess("mosquitto", ["mosquitto", "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
+    wait_for_port(port, process.alive)
+    return f"mqtt://127.0.0.1:{port}", process
+
+
+# The gateway
+
+
+def gateway_env(database_url: str, redis_url: str, prefix: str, mqtt_url: str, **settings: object) -> dict[str, str]:
+    """The production profile (DEBUG off, checks satisfied), rate limits off, a small join history."""
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL", "MQTT_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        PYTHONUNBUFFERED="1",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        CHANNEL_LAYER_PREFIX=prefix,
+        MQTT_URL=mqtt_url,
+        WEBSOCKET_RATE="0",
+        DEVICE_RATE="0",
+        ROOM_RATE="0",
+        MAIL_SENDER_RATE="0",
+        HISTORY_ON_JOIN="1",
+    )
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+def run_python(env: dict[str, str], *args: str) -> str:
+    """Run ``python ARGS`` from the project root to completion (a management command, a bench module); its
+    output, or an error with everything it printed."""
+    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def start_gateway_daphne(name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path) -> tuple[int, ServerProcess]:
+    """``daphne config.asgi:application`` on a free port, returned once /healthz says ok."""
+    port = free_port()
+    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    process = ServerProcess(name, argv, env, log_dir).start(cleanup)
+    wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+    return port, process
+
+
+def start_adapter(command: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, ready: str) -> ServerProcess:
+    """``manage.py runmqtt`` or ``runsmtp``, returned once it says ``ready``."""
+    process = ServerProcess(command, [PYTHON, "manage.py", command], env, log_dir).start(cleanup)
+    process.wait_for_output(ready)
+    process.wait_for_output("Quit with Ctrl-C.")
+    return process
+
+
+# The baseline
+
+
+def start_baseline_daphne(
+    name: str, redis_url: str, prefix: str, cleanup: Cleanup, log_dir: Path
+) -> tuple[int, ServerProcess]:
+    """The tutorial chat under daphne on a free port, returned once it accepts connections."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("REDIS_", "DATABASE_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="bench.baseline.settings",
+        PYTHONUNBUFFERED="1",
+        BASELINE_REDIS_URL=redis_url,
+        BASELINE_CHANNEL_PREFIX=prefix,
+    )
+    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.baseline.asgi:application"]
+    process = ServerProcess(name, argv, env, log_dir).start(cleanup)
+    wait_for_port(port, process.alive)
+    return port, process
+
+
+# Sampling
+
+
+def _processes(pids: Iterable[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            found.append(process)
+            found.extend(process.children(recursive=True))
+    return found
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time of these processes (and their children, and all their threads)."""
+    total = 0.0
+    for process in _processes(pids):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    result = {}
+    for pid in pids:
+        result[pid] = cpu_seconds([pid])
+    return result
+
+
+def rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+def named_pids(name: str) -> list[int]:
+    """PIDs of the machine's processes called ``name`` (redis-server, postgres), for information only."""
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == name]
+
+
+def wait_until_idle(pids: list[int], *, below: float = 0.03, interval: float = 0.5, timeout: float = 300) -> float:
+    """Wait until these processes use less than ``below`` of a core over ``interval``; the seconds waited.
+
+    After many joins or leaves the servers keep working for a while (presence announcements, group
+    cleanup): measuring before they are done would charge that work to the next phase.
+    """
+    started = time.monotonic()
+    before = cpu_seconds(pids)
+    while time.monotonic() - started < timeout:
+        time.sleep(interval)
+        after = cpu_seconds(pids)
+        if (after - before) / interval < below:
+            break
+        before = after
+    return time.monotonic() - started
