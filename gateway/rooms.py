@@ -225,8 +225,8 @@ def to_json(event: dict) -> str:
 
 
 async def _fan_out(room: str, events: list[dict]) -> None:
-    """One layer message for the room's readers (each process's hub gets it once), and each message
-    to the MQTT adapters for the room's ``out`` topic."""
+    """One layer message for the room's readers (each process's hub gets it once), and one to the MQTT
+    adapters with the batch's publications to the room's ``out`` topic."""
     layer = get_channel_layer()
     texts = [to_json(event) for event in events]  # serialised once for every reader
     group = group_name(room)
@@ -235,18 +235,15 @@ async def _fan_out(room: str, events: list[dict]) -> None:
         await layer.group_send(
             group, {"type": "room.messages", "group": group, "messages": messages, "at": time.time()}
         )
-        for event, text in zip(events, texts, strict=True):
-            await layer.group_send(
-                DEFAULT_PUBLISH_GROUP,
-                {
-                    "type": "mqtt.publish",
-                    "topic": out_topic(room),
-                    "payload": text.encode(),
-                    "qos": 1,
-                    "retain": False,
-                    "key": f"{room}#{event['id']}",  # one adapter publishes it, however many hear it
-                },
-            )
+        publications = [
+            {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False}
+            for text in texts
+        ]
+        # One adapter publishes the batch, however many hear it: the key names it.
+        key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
+        await layer.group_send(
+            DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
+        )
     except Exception:
         metrics.layer_errors.inc()
         logger.exception("Live delivery of %s#%s.. failed; readers will catch up from history", room, events[0]["id"])

@@ -73,11 +73,17 @@ async def test_anything_can_publish_through_the_group(mosquitto):
         layer = get_channel_layer()
         await layer.group_send(group, {"type": "mqtt.publish", "payload": b"no topic"})  # refused, relay goes on
         await layer.group_send(group, {"type": "mqtt.publish", "topic": topic, "payload": b"hi", "qos": 1})
-        [message] = await asyncio.to_thread(listener.wait, 1)
+        many = [
+            {"topic": topic, "payload": b"one", "qos": 1},
+            {"payload": b"no topic"},
+            {"topic": topic, "payload": "two"},
+        ]
+        await layer.group_send(group, {"type": "mqtt.publish.many", "messages": many})
+        messages = await asyncio.to_thread(listener.wait, 3)
     finally:
         await server.stop()
         listener.close()
-    assert message.payload == b"hi"
+    assert [message.payload for message in messages] == [b"hi", b"one", b"two"]
 
 
 async def test_a_failing_application_is_run_again_until_the_message_is_safe(mosquitto):

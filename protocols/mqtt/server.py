@@ -340,16 +340,25 @@ class MqttServer(ProtocolServer):
                 logger.warning("Could not join %s again (%s)", self.publish_group, exc)
 
     async def _publish_event(self, event: dict) -> None:
-        if event.get("type") != "mqtt.publish":
-            logger.warning("Ignored %r sent to group %s", event.get("type"), self.publish_group)
+        """``mqtt.publish``, or ``mqtt.publish.many`` with a list of them in ``messages`` (one layer
+        message and one claim for a whole batch)."""
+        kind = event.get("type")
+        if kind == "mqtt.publish":
+            publications = [event]
+        elif kind == "mqtt.publish.many" and isinstance(event.get("messages"), list):
+            publications = event["messages"]
+        else:
+            logger.warning("Ignored %r sent to group %s", kind, self.publish_group)
             return
         try:
             claimed = self.claim is None or await self.claim(event)
         except Exception:  # rather twice than never
             logger.exception("Could not claim an event from %s; publishing it anyway", self.publish_group)
             claimed = True
-        if claimed:
+        if not claimed:
+            return
+        for publication in publications:
             try:
-                self.publish(event)
-            except (KeyError, TypeError, ValueError) as exc:  # a bad event must not end the relay
+                self.publish(publication)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a bad one must not end the relay
                 logger.warning("Could not publish an event from %s: %r", self.publish_group, exc)
