@@ -110,6 +110,7 @@ class _RoomWriter:
         self.loop = asyncio.get_running_loop()
         self.waiting: list[tuple[_Post, asyncio.Future]] = []
         self.busy = False
+        self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
 
     def submit(self, post: _Post) -> asyncio.Future:
         future = self.loop.create_future()
@@ -118,7 +119,7 @@ class _RoomWriter:
             self.busy = True
             # A context of its own: the poster's may be a Django request's, whose database thread ends
             # with the request, while the writer goes on serving later posts.
-            self.loop.create_task(self._write(), context=contextvars.Context())
+            self.task = self.loop.create_task(self._write(), context=contextvars.Context())
         return future
 
     async def _write(self) -> None:
