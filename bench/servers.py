@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.support import wait_for_port  # the tests' own: a port's first accept, with a deadline
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 POSTGRES_ADMIN_USERS = ("postgres", "root")
@@ -127,18 +129,6 @@ class ServerProcess:
             logger.warning("%s did not stop on SIGTERM in %ss: killed", self.name, timeout)
             self.popen.kill()
             self.popen.wait()
-
-
-def wait_for_port(port: int, alive: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if not alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listening on port {port}") from None
-            time.sleep(0.05)
 
 
 def wait_for_http(url: str, process: ServerProcess, timeout: float = 60) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +19,25 @@ async def reached(room: str, history: list[dict], after: int | None) -> int:
     if history:
         return history[-1]["id"]
     return after if after is not None else await rooms.last_id(room)
+
+
+_readings: dict[tuple[str, int], asyncio.Task] = {}
+
+
+async def read_missed(room: str, after: int) -> list[tuple[int, str]]:
+    """The (id, JSON text) of the room's messages after id ``after``. A message lost on the layer is
+    missed by every reader of the room in this process at once: they share one reading, serialised once."""
+    key = (room, after)
+    reading = _readings.get(key)
+    if reading is None or reading.get_loop() is not asyncio.get_running_loop():
+
+        async def read() -> list[tuple[int, str]]:
+            messages = await rooms.history(room, after=after, limit=rooms.CATCH_UP_LIMIT)
+            return [(message["id"], rooms.to_json(message)) for message in messages]
+
+        reading = _readings[key] = asyncio.get_running_loop().create_task(read(), context=contextvars.Context())
+        reading.add_done_callback(lambda done: _readings.pop(key, None) if _readings.get(key) is done else None)
+    return await asyncio.shield(reading)  # one reader leaving does not cancel the others' reading
 
 
 class RoomStream:
@@ -62,14 +82,14 @@ class RoomStream:
 
     async def _read_missed(self) -> None:
         try:
-            missed = await rooms.history(self.room, after=self.last_sent, limit=rooms.CATCH_UP_LIMIT)
+            missed = await read_missed(self.room, self.last_sent)
         except Exception:  # the database is away: deliver what is here rather than nothing
             logger.exception("Could not read %s's history after #%s", self.room, self.last_sent)
             missed = []
-        for message in missed:
-            if message["id"] > self.last_sent:
-                self.last_sent = message["id"]
-                await self.deliver(message["id"], rooms.to_json(message))
+        for message_id, text in missed:
+            if message_id > self.last_sent:
+                self.last_sent = message_id
+                await self.deliver(message_id, text)
         await self._release(fill_gaps=bool(missed))  # no progress: no second reading
 
     async def _release(self, fill_gaps: bool) -> None:
