@@ -17,8 +17,8 @@ _refused = [message for message in checks.run_checks(tags=["gateway"]) if messag
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
 
-if "twisted.internet.reactor" in sys.modules:  # served by daphne: its sockets send at once (gateway/writes.py)
-    from gateway.writes import install
+if "twisted.internet.reactor" in sys.modules:  # under daphne: write-through, frames made once (gateway/daphne_io.py)
+    from gateway.daphne_io import install
 
     install()
 

@@ -10,6 +10,7 @@ from channels.generic.http import AsyncHttpConsumer
 from gateway import access, metrics, rooms
 
 from .hub import get_hub
+from .outgoing import Outbox, Outgoing
 from .params import after_id
 from .stream import RoomStream, reached
 
@@ -41,7 +42,6 @@ class RoomEventsConsumer(AsyncHttpConsumer):
             body = rooms.to_json({"type": "error", "error": verdict.value}).encode()
             await self.send_response(status, body, headers=[(b"Content-Type", b"application/json")])
             return
-        self.group = rooms.group_name(self.room)
         after = after_id(self.scope)
         await self.send_headers(
             headers=[
@@ -51,13 +51,13 @@ class RoomEventsConsumer(AsyncHttpConsumer):
             ]
         )
         await self.send_body(b"retry: 2000\n\n", more_body=True)
+        self.outbox = Outbox(self._send_event)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        await self.hub.join(self.group, self)  # before reading the history: nothing falls between
+        await self.hub.join(self.room, self)  # before reading the history: nothing falls between
         missed = [] if after is None else await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
-        for message in missed:
-            await self.deliver(message["id"], rooms.to_json(message))
-        await self.stream.begin(await reached(self.room, missed, after))
+        self.deliver([Outgoing(message["id"], rooms.to_json(message)) for message in missed])
+        self.stream.begin(await reached(self.room, missed, after))
         self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
 
     async def _keepalive(self) -> None:
@@ -65,21 +65,26 @@ class RoomEventsConsumer(AsyncHttpConsumer):
             await asyncio.sleep(KEEPALIVE_SECONDS)
             await self.send_body(b": keepalive\n\n", more_body=True)
 
-    async def group_event(self, message: dict) -> None:
-        if message["type"] == "room.messages":
-            for message_id, text in message["messages"]:
-                await self.stream.push(message_id, text)
-        elif message["type"] == "room.presence" and self.stream.begun:  # before: the history comes first
-            await self.send_body(f"event: presence\ndata: {message['text']}\n\n".encode(), more_body=True)
+    def take_messages(self, items: list[Outgoing]) -> None:
+        self.stream.push(items)
 
-    async def deliver(self, message_id: int, text: str) -> None:
-        await self.send_body(event_frame(message_id, text), more_body=True)
-        DELIVERIES.inc()
+    def take_presence(self, item: Outgoing) -> None:
+        if self.stream.begun:  # before: the history comes first
+            self.outbox.put(f"event: presence\ndata: {item.text}\n\n".encode())
+
+    def deliver(self, items: list[Outgoing]) -> None:
+        for item in items:
+            self.outbox.put(event_frame(item.id, item.text))
+        DELIVERIES.inc(len(items))
+
+    async def _send_event(self, event: bytes) -> None:
+        await self.send_body(event, more_body=True)
 
     async def disconnect(self) -> None:
         if hasattr(self, "hub"):
-            self.hub.leave(self.group, self)
+            self.hub.leave(self.room, self)
             self.stream.close()
+            self.outbox.close()
         keepalive = getattr(self, "keepalive", None)
         if keepalive is not None:
             keepalive.cancel()

@@ -1,9 +1,9 @@
-"""One channel-layer subscription per group per process, broadcast to that process's readers.
+"""One channel-layer subscription per room per process, broadcast to that process's readers.
 
 Stock Channels gives every reader a channel of its own, so a message to a room of N readers costs N
 layer messages, N consumer dispatches and N thread-pool hops. Here the process holds one channel and
-joins each group once: a group message arrives once, and every local reader is handed it with a plain
-call, in the hub's task. Messages sent to a group must say which group it was (``"group"``).
+joins each room's group once: a batch of room messages arrives once, is put in id order once (gaps
+read from the history once), and every local reader is handed it with a plain call, in the hub's task.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from gateway import metrics
+from gateway import metrics, rooms
+
+from .outgoing import Outgoing
+from .stream import RoomStream
 
 logger = logging.getLogger(__name__)
 
@@ -26,50 +29,87 @@ CHANNEL_PREFIX = "hub"  # the layer's capacity setting for "hub.*" channels is t
 
 
 class Reader(Protocol):
-    async def group_event(self, message: dict) -> None:
-        """A message to a group this reader joined. Runs in the hub's task: it must not wait on anything
-        slow (a reader that needs the database hands that to a task of its own)."""
+    """A room's reader. Both calls run in the hub's task and must not wait on anything: a reader that
+    needs to (a database read, a slow socket) hands that to a task of its own."""
+
+    def take_messages(self, items: list[Outgoing]) -> None:
+        """Room messages, in id order with no gap since the previous call, ids possibly before the
+        reader's own start (its ``RoomStream`` drops those)."""
+
+    def take_presence(self, item: Outgoing) -> None:
+        """Who is in the room now (``item.text`` is the presence object as JSON)."""
+
+
+class Audience:
+    """A room's readers in this process, and the room's live messages put in order once for all of them."""
+
+    __slots__ = ("room", "readers", "stream")
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.readers: set[Reader] = set()
+        self.stream = RoomStream(room, self.deliver)  # held until the hub knows where the room stands
+
+    def deliver(self, items: list[Outgoing]) -> None:
+        for reader in tuple(self.readers):  # a reader may leave meanwhile
+            try:
+                reader.take_messages(items)
+            except Exception:  # one broken reader must not cost the others the message
+                logger.exception("A reader of %s failed on messages #%s..", self.room, items[0].id)
+
+    def presence(self, item: Outgoing) -> None:
+        for reader in tuple(self.readers):
+            try:
+                reader.take_presence(item)
+            except Exception:
+                logger.exception("A reader of %s failed on presence", self.room)
 
 
 class Hub:
-    """This process's readers of groups, behind one channel of the layer."""
+    """This process's readers of rooms, behind one channel of the layer."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        self.readers: dict[str, set[Reader]] = {}
+        self.audiences: dict[str, Audience] = {}  # by group name
         self.channel: str | None = None
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
 
-    async def join(self, group: str, reader: Reader) -> None:
-        """From now on ``reader`` gets the group's messages."""
-        readers = self.readers.get(group)
-        if readers is None:
+    async def join(self, room: str, reader: Reader) -> None:
+        """From now on ``reader`` gets the room's messages: those stored after this returns, at least."""
+        group = rooms.group_name(room)
+        audience = self.audiences.get(group)
+        if audience is None or not audience.stream.begun:  # not begun: another reader is joining it
             async with self._membership:
-                if (readers := self.readers.get(group)) is None:
+                if (audience := self.audiences.get(group)) is None:
                     await self._start()
-                    await self.layer.group_add(group, self.channel)
-                    readers = self.readers[group] = set()
-        readers.add(reader)
+                    audience = self.audiences[group] = Audience(room)  # holds what arrives meanwhile
+                    try:
+                        await self.layer.group_add(group, self.channel)
+                        # Stored after this: heard on the layer. Up to it: in every new reader's history.
+                        audience.stream.begin(await rooms.last_id(room))
+                    except BaseException:
+                        del self.audiences[group]
+                        raise
+        audience.readers.add(reader)
 
-    def leave(self, group: str, reader: Reader) -> None:
+    def leave(self, room: str, reader: Reader) -> None:
         """The group itself is left at the next refresh that finds it empty: a reader who reconnects at
         once (a page reload) finds it still joined."""
-        readers = self.readers.get(group)
-        if readers is not None:
-            readers.discard(reader)
+        audience = self.audiences.get(rooms.group_name(room))
+        if audience is not None:
+            audience.readers.discard(reader)
 
-    async def broadcast(self, message: dict) -> None:
-        readers = self.readers.get(message.get("group", ""))
-        if not readers:
+    def broadcast(self, message: dict) -> None:
+        audience = self.audiences.get(message.get("group", ""))
+        if audience is None:
             return
-        for reader in tuple(readers):  # readers may leave meanwhile
-            try:
-                await reader.group_event(message)
-            except Exception:  # one broken reader must not cost the others the message
-                logger.exception("A reader of %s failed on a %s", message["group"], message.get("type"))
-        if "at" in message:
+        kind = message.get("type")
+        if kind == "room.messages":
+            audience.stream.push([Outgoing(message_id, text) for message_id, text in message["messages"]])
             metrics.fanout_seconds.observe(time.time() - message["at"])
+        elif kind == "room.presence":
+            audience.presence(Outgoing(0, message["text"]))
 
     async def _start(self) -> None:
         if self.channel is None:
@@ -95,20 +135,24 @@ class Hub:
                 delay = min(delay * 2, 5)
                 continue
             delay = 0.1
-            await self.broadcast(message)
+            try:
+                self.broadcast(message)
+            except Exception:  # a malformed message must not end the hub
+                logger.exception("Could not broadcast a %r", message.get("type"))
 
     async def _refresh(self) -> None:
         """Join the groups again now and then: memberships expire, and a restarted Redis forgot them.
-        What readers missed meanwhile, their ``RoomStream`` fills in from the history."""
+        What was missed meanwhile, the room's stream reads from the history when the next message comes."""
         while True:
             await asyncio.sleep(settings.GROUP_REFRESH_SECONDS)
             async with self._membership:
-                for group, readers in list(self.readers.items()):
+                for group, audience in list(self.audiences.items()):
                     try:
-                        if readers:
+                        if audience.readers:
                             await self.layer.group_add(group, self.channel)
                         else:
-                            del self.readers[group]
+                            del self.audiences[group]
+                            audience.stream.close()
                             await self.layer.group_discard(group, self.channel)
                     except Exception:  # the layer is down: try again next time
                         logger.warning("Could not refresh group %s", group, exc_info=True)

@@ -1,17 +1,25 @@
-"""A room's messages to one reader, in id order and each once, whatever the layer did on the way."""
+"""A room's messages in id order and each once, whatever the layer did on the way.
+
+Used twice: once per room in each process's hub (consumers/hub.py), which puts the layer's batches in
+order for all the room's readers there at once, and once per reader, for where that reader's history
+ends and live messages begin.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from gateway import rooms
 
+from .outgoing import Outgoing
+
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[int, str], Awaitable[None]]
+# Messages in id order, without gaps unless the history could not be read; it must not wait on anything.
+Deliver = Callable[[list[Outgoing]], None]
 
 
 async def reached(room: str, history: list[dict], after: int | None) -> int:
@@ -24,16 +32,16 @@ async def reached(room: str, history: list[dict], after: int | None) -> int:
 _readings: dict[tuple[str, int], asyncio.Task] = {}
 
 
-async def read_missed(room: str, after: int) -> list[tuple[int, str]]:
-    """The (id, JSON text) of the room's messages after id ``after``. A message lost on the layer is
-    missed by every reader of the room in this process at once: they share one reading, serialised once."""
+async def read_missed(room: str, after: int) -> list[Outgoing]:
+    """The room's messages after id ``after``. Everyone who missed the same messages in this process
+    (the hub, or readers whose catch-up ended at the same id) shares one reading, serialised once."""
     key = (room, after)
     reading = _readings.get(key)
     if reading is None or reading.get_loop() is not asyncio.get_running_loop():
 
-        async def read() -> list[tuple[int, str]]:
+        async def read() -> list[Outgoing]:
             messages = await rooms.history(room, after=after, limit=rooms.CATCH_UP_LIMIT)
-            return [(message["id"], rooms.to_json(message)) for message in messages]
+            return [Outgoing(message["id"], rooms.to_json(message)) for message in messages]
 
         reading = _readings[key] = asyncio.get_running_loop().create_task(read(), context=contextvars.Context())
         reading.add_done_callback(lambda done: _readings.pop(key, None) if _readings.get(key) is done else None)
@@ -41,44 +49,43 @@ async def read_missed(room: str, after: int) -> list[tuple[int, str]]:
 
 
 class RoomStream:
-    """Decides what a reader gets next. Ids in a room are contiguous, so a live message whose id is
-    not the next one means something went missing (a layer that dropped it, a Redis restart, another
-    process's message still on its way): what is missing is read from the history, in order, in a task
-    of the stream's own, while live messages wait their turn.
+    """Decides what is delivered next. Ids in a room are contiguous, so a message whose id is not the
+    next one means something is missing (a layer that dropped it, a Redis restart, another process's
+    message still on its way): what is missing is read from the history, in order, in a task of the
+    stream's own, while later messages wait their turn.
 
-    Live messages are held from the start until ``begin()`` says what the reader already has.
+    Messages are held from the start until ``begin()`` says where delivery starts. Everything here is
+    synchronous but the history reading: a batch that is next in line goes straight to ``deliver``.
     """
+
+    __slots__ = ("room", "deliver", "last_sent", "held", "filler", "begun")
 
     def __init__(self, room: str, deliver: Deliver) -> None:
         self.room, self.deliver = room, deliver
         self.last_sent = 0
-        self.held: list[tuple[int, str]] | None = []  # None: live messages go straight through
+        self.held: list[Outgoing] | None = []  # None: messages go straight through
         self.filler: asyncio.Task | None = None
         self.begun = False
 
-    async def begin(self, last_sent: int) -> None:
-        """The reader has everything up to ``last_sent`` (from the history): go live."""
+    def begin(self, last_sent: int) -> None:
+        """Everything up to ``last_sent`` is had already (from the history): go live."""
         self.last_sent, self.begun = last_sent, True
-        await self._release(fill_gaps=True)
+        self._release(fill_gaps=True)
 
-    async def push(self, message_id: int, text: str) -> None:
-        """A live message, as the layer brought it."""
-        if self.held is not None:
-            self.held.append((message_id, text))
-        elif message_id == self.last_sent + 1:
-            self.last_sent = message_id
-            await self.deliver(message_id, text)
-        elif message_id > self.last_sent:
-            self.held = [(message_id, text)]
-            self._fill()
-        # else: already sent (history, a filled gap, or a late duplicate)
+    def push(self, items: list[Outgoing]) -> None:
+        """Messages as the layer brought them (a batch, in id order)."""
+        if self.held is None and items[0].id == self.last_sent + 1 and items[-1].id == self.last_sent + len(items):
+            self.last_sent = items[-1].id  # the usual case: the next batch, whole
+            self.deliver(items)
+        elif self.held is not None:
+            self.held.extend(items)
+        else:
+            self.held = list(items)
+            self._release(fill_gaps=True)
 
     def close(self) -> None:
         if self.filler is not None:
             self.filler.cancel()
-
-    def _fill(self) -> None:
-        self.filler = asyncio.get_running_loop().create_task(self._read_missed())
 
     async def _read_missed(self) -> None:
         try:
@@ -86,21 +93,32 @@ class RoomStream:
         except Exception:  # the database is away: deliver what is here rather than nothing
             logger.exception("Could not read %s's history after #%s", self.room, self.last_sent)
             missed = []
-        for message_id, text in missed:
-            if message_id > self.last_sent:
-                self.last_sent = message_id
-                await self.deliver(message_id, text)
-        await self._release(fill_gaps=bool(missed))  # no progress: no second reading
+        self.filler = None
+        self._send([item for item in missed if item.id > self.last_sent])
+        self._release(fill_gaps=bool(missed))  # no progress: no second reading
 
-    async def _release(self, fill_gaps: bool) -> None:
-        """Deliver the held messages in order (new ones join the queue meanwhile). A gap is read from
-        the history, unless a reading has just failed: then what is here is delivered anyway."""
-        while self.held:
-            message_id, text = self.held[0]
-            if message_id > self.last_sent + 1 and fill_gaps:
-                return self._fill()
-            del self.held[0]
-            if message_id > self.last_sent:
-                self.last_sent = message_id
-                await self.deliver(message_id, text)
+    def _release(self, fill_gaps: bool) -> None:
+        """Deliver the held messages in order; a gap is read from the history, unless a reading has just
+        failed: then what is here is delivered anyway."""
+        held, run = sorted(self.held or (), key=_id), []
+        for position, item in enumerate(held):
+            following = run[-1].id if run else self.last_sent
+            if item.id <= following:
+                continue  # had already (history, a filled gap, or a late duplicate)
+            if item.id > following + 1 and fill_gaps:
+                self._send(run)
+                self.held = held[position:]
+                self.filler = asyncio.get_running_loop().create_task(self._read_missed())
+                return
+            run.append(item)
+        self._send(run)
         self.held = None
+
+    def _send(self, run: list[Outgoing]) -> None:
+        if run:
+            self.last_sent = run[-1].id
+            self.deliver(run)
+
+
+def _id(item: Outgoing) -> int:
+    return item.id

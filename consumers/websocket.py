@@ -9,8 +9,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 
 from gateway import access, limits, metrics, presence, rooms
+from gateway.daphne_io import FRAMES_EXTENSION
 
 from .hub import get_hub
+from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
 from .stream import RoomStream, reached
 
@@ -21,7 +23,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """Join a room: history first (``?after=<id>`` to catch up), then live messages.
 
     Live messages come from the process's hub (one layer subscription per room per process), so the
-    consumer needs no channel of its own and each delivery is a plain call, with no dispatch."""
+    consumer needs no channel of its own and each delivery is a plain call, with no dispatch. Where the
+    server offers it (daphne, as config.asgi sets it up), the frames, made once for all readers, are
+    written to the socket at once; elsewhere they go through ``websocket.send`` in order."""
 
     channel_layer_alias = None
 
@@ -29,26 +33,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room = self.scope["url_route"]["kwargs"]["room"]
         if await access.averdict(self.room, await access.scope_user(self.scope)) is not access.Verdict.OK:
             return await self.close()  # the handshake is refused with 403
-        self.group = rooms.group_name(self.room)
         after = after_id(self.scope)
         await self.accept()
+        writer = self.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+        self.write_frames = writer["write"] if writer else None
+        self.outbox = None if writer else Outbox(self._send_text)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        await self.hub.join(self.group, self)  # before reading the history: nothing falls between
+        await self.hub.join(self.room, self)  # before reading the history: nothing falls between
         self.key = f"{self.hub.channel}#{id(self):x}"  # this connection, for presence and rate limits
         metrics.connections.labels("websocket").inc()
         limit = settings.HISTORY_ON_JOIN if after is None else rooms.CATCH_UP_LIMIT
         messages = await rooms.history(self.room, after=after, limit=limit)
         await self.send_json({"type": "history", "messages": messages})
-        await self.stream.begin(await reached(self.room, messages, after))
+        self.stream.begin(await reached(self.room, messages, after))
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
         await presence.join(self.room, self.key, name)
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "hub"):
             return
-        self.hub.leave(self.group, self)
+        self.hub.leave(self.room, self)
         self.stream.close()
+        if self.outbox is not None:
+            self.outbox.close()
         if hasattr(self, "key"):
             metrics.connections.labels("websocket").dec()
             await presence.leave(self.room, self.key)
@@ -71,16 +79,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except rooms.InvalidMessage as exc:
             await self.error(str(exc), ref)
 
-    async def group_event(self, message: dict) -> None:
-        if message["type"] == "room.messages":
-            for message_id, text in message["messages"]:
-                await self.stream.push(message_id, text)
-        elif message["type"] == "room.presence" and self.stream.begun:  # before: the history comes first
-            await self.send(text_data=message["text"])
+    def take_messages(self, items: list[Outgoing]) -> None:
+        self.stream.push(items)
 
-    async def deliver(self, message_id: int, text: str) -> None:
+    def take_presence(self, item: Outgoing) -> None:
+        if self.stream.begun:  # before: the history comes first
+            self.write([item])
+
+    def deliver(self, items: list[Outgoing]) -> None:
+        self.write(items)
+        DELIVERIES.inc(len(items))
+
+    def write(self, items: list[Outgoing]) -> None:
+        if self.write_frames is not None:
+            self.write_frames(frames(items))
+        else:
+            for item in items:
+                self.outbox.put(item.text)
+
+    async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
-        DELIVERIES.inc()
 
     async def error(self, text: str, ref: str | None = None) -> None:
         metrics.rejects.labels("websocket").inc()

@@ -24,7 +24,7 @@ def gateway(tmp_path_factory, mosquitto):
 
 async def test_a_stalled_reader_gets_everything_in_order_and_holds_back_no_one(gateway):
     """A reader that stops reading fills its socket: sends to it go partly through the kernel, partly
-    through the server's queue (gateway/writes.py); a reader beside it must not wait for it."""
+    through the server's queue (gateway/daphne_io.py); a reader beside it must not wait for it."""
     room = unique("fan")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends fill up
