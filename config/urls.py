@@ -10,7 +10,6 @@ urlpatterns = [
     path("chat/", views.chat_index, name="chat-index"),
     path("chat/<room:room>/", views.chat_room, name="chat-room"),
     path("api/rooms/", api.room_index, name="api-rooms"),
-    path("api/rooms/<room:room>/messages", api.room_messages, name="api-room-messages"),
     path("healthz", api.healthz, name="healthz"),
     path("metrics", api.prometheus, name="metrics"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -9,11 +9,14 @@ from protocols.smtp import EmailToRouter, address
 
 from .email import RoomEmailConsumer
 from .events import RoomEventsConsumer
+from .http import RoomMessagesConsumer
 from .mqtt import RoomMqttConsumer
 from .websocket import ChatConsumer, RefuseConsumer
 
-# Streaming HTTP served by consumers; everything else goes on to Django's views.
+# The event stream and the busy message endpoint are served by consumers; everything else goes on to
+# Django's views.
 http_urlpatterns = [
+    path("api/rooms/<room:room>/messages", AuthMiddlewareStack(RoomMessagesConsumer.as_asgi())),
     path("api/rooms/<room:room>/events", AuthMiddlewareStack(RoomEventsConsumer.as_asgi())),
 ]
 

@@ -174,6 +174,9 @@ async def test_http_api_bad_requests(gateway):
     assert (await ahttp("GET", f"{url}?after=abc"))[0] == 400
     assert (await ahttp("POST", f"{gateway.http}/api/rooms/bad.room!/messages", {"message": "x"}))[0] == 404
     assert (await ahttp("GET", f"{gateway.http}/chat/bad.room!/"))[0] == 404
+    assert (await ahttp("DELETE", url)) == (405, {"type": "error", "error": "use GET or POST"})
+    status, body = await ahttp("POST", url, raw=b'{"message": "' + b"x" * 3_000_000 + b'"}')
+    assert status == 413 and "over 2621440 bytes" in body["error"]
     assert (await ahttp("POST", url, {"message": "fine"}))[0] == 201
     assert [m["message"] for m in await history(gateway, room)] == ["fine"]
 

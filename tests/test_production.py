@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import websockets
 
-from tests.support import PYTHON, ROOT, Process, free_port, gateway_env, manage, migrate, receive
+from tests.support import PYTHON, ROOT, Process, ahttp, free_port, gateway_env, manage, migrate, receive
 
 SECRET = "a-production-secret-that-is-certainly-long-enough"
 
@@ -68,3 +68,10 @@ async def test_websocket_from_a_foreign_origin_is_refused(production_daphne):
     assert refusal.value.response.status_code == 403
     async with websockets.connect(url, origin=f"http://127.0.0.1:{production_daphne}", open_timeout=10) as ws:
         assert (await receive(ws, "history"))["messages"] == []
+
+
+async def test_the_message_api_answers_only_for_allowed_hosts(production_daphne):
+    posted = await ahttp("POST", f"http://127.0.0.1:{production_daphne}/api/rooms/lobby/messages", {"message": "hi"})
+    assert posted[0] == 201
+    refused = await ahttp("POST", f"http://localhost:{production_daphne}/api/rooms/lobby/messages", {"message": "x"})
+    assert refused == (400, {"type": "error", "error": "the Host header is not one of ALLOWED_HOSTS"})
