@@ -22,13 +22,12 @@ if "twisted.internet.reactor" in sys.modules:  # served by daphne: its sockets s
 
     install()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from consumers.lean import WebsocketAuthStack  # noqa: E402
 from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
 
@@ -37,8 +36,9 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
         ),
-        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
+        # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
+        "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
         "mqtt": mqtt_router,
         "email": email_router,
         "lifespan": lifespan,

@@ -11,13 +11,14 @@ from django.conf import settings
 from gateway import access, limits, metrics, presence, rooms
 
 from .hub import get_hub
+from .lean import DirectDispatch
 from .params import after_id
 from .stream import RoomStream, reached
 
 DELIVERIES = metrics.deliveries.labels("websocket")
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     """Join a room: history first (``?after=<id>`` to catch up), then live messages.
 
     Live messages come from the process's hub (one layer subscription per room per process), so the
