@@ -21,6 +21,9 @@ if "twisted.internet.reactor" in sys.modules:  # served by daphne: its sockets s
     from gateway.writes import install
 
     install()
+    from gateway import footprint  # and it keeps less per connection
+
+    footprint.install()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
