@@ -2,7 +2,8 @@
 
 An idle WebSocket costs memory for as long as it stays open, in every connection. Three things daphne
 and its libraries keep per connection were most of what did not come from the application
-(about 7 KB of the ~24 KB an idle connection held, measured with tracemalloc):
+(about 8 KB of the ~24 KB an idle connection held once the application's share was trimmed,
+measured with tracemalloc):
 
 - **The input queue.** daphne gives every connection an ``asyncio.Queue`` (three deques and an
   ``asyncio.Event`` with a fourth: about 3.2 KB, even when empty). It is only ever asked to
