@@ -17,18 +17,18 @@ _refused = [message for message in checks.run_checks(tags=["gateway"]) if messag
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
 
-if "twisted.internet.reactor" in sys.modules:  # under daphne: write-through, frames made once (gateway/daphne_io.py)
-    from gateway.daphne_io import install
+if "twisted.internet.reactor" in sys.modules:  # under daphne:
+    from gateway import daphne_io, footprint
 
-    install()
+    footprint.install()  # less kept per connection (it replaces create_application, which the next one wraps)
+    daphne_io.install()  # write-through, and frames made once for every reader
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from consumers.lean import WebsocketAuthStack  # noqa: E402
 from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
 
@@ -37,8 +37,9 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
         ),
-        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
+        # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
+        "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
         "mqtt": mqtt_router,
         "email": email_router,
         "lifespan": lifespan,

@@ -10,6 +10,7 @@ from channels.generic.http import AsyncHttpConsumer
 from gateway import access, metrics, rooms
 
 from .hub import get_hub
+from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing
 from .params import after_id
 from .stream import RoomStream, reached
@@ -24,7 +25,7 @@ def event_frame(message_id: int, data: str) -> bytes:
     return f"id: {message_id}\nevent: message\ndata: {data}\n\n".encode()
 
 
-class RoomEventsConsumer(AsyncHttpConsumer):
+class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
     """Stream the room: with ``Last-Event-ID`` (or ``?after=``) first what was missed, then live messages."""
 
     channel_layer_alias = None  # live messages come from the process's hub

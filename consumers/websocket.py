@@ -12,6 +12,7 @@ from gateway import access, limits, metrics, presence, rooms
 from gateway.daphne_io import FRAMES_EXTENSION
 
 from .hub import get_hub
+from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
 from .stream import RoomStream, reached
@@ -19,7 +20,7 @@ from .stream import RoomStream, reached
 DELIVERIES = metrics.deliveries.labels("websocket")
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     """Join a room: history first (``?after=<id>`` to catch up), then live messages.
 
     Live messages come from the process's hub (one layer subscription per room per process), so the

@@ -45,7 +45,14 @@ def _snapshot(room: str) -> dict:
 
 
 def _join(room: str, key: str, name: str) -> None:
-    Presence.objects.update_or_create(channel_name=key, defaults={"room": room, "name": name})
+    # update_or_create() in one statement (INSERT ... ON CONFLICT DO UPDATE), not a transaction of five:
+    # each join waits for this in the process's one database thread.
+    Presence.objects.bulk_create(
+        [Presence(channel_name=key, room=room, name=name)],
+        update_conflicts=True,
+        unique_fields=["channel_name"],
+        update_fields=["room", "name"],
+    )
 
 
 def _leave(room: str, key: str) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from gateway import presence
+from gateway.models import Presence
 from tests.support import apublish, join, receive, unique
 
 
@@ -28,3 +32,18 @@ async def test_presence_follows_joins_leaves_and_devices(gateway):
     assert all(d["last_seen"].endswith("Z") for d in event["devices"])
     await alice.close()
     await carol.close()
+
+
+@pytest.mark.django_db
+def test_joining_again_with_a_key_moves_that_row():
+    """One row per connection key, as update_or_create kept it: a key seen again takes the new room and
+    name, and keeps when it first joined."""
+    presence._join("first", "hub.x#1", "alice")
+    joined = Presence.objects.get(channel_name="hub.x#1").joined_at
+    presence._join("second", "hub.x#1", "bob")
+    presence._join("second", "hub.x#2", "carol")
+    rows = Presence.objects.order_by("channel_name").values_list("channel_name", "room", "name")
+    assert list(rows) == [("hub.x#1", "second", "bob"), ("hub.x#2", "second", "carol")]
+    assert Presence.objects.get(channel_name="hub.x#1").joined_at == joined
+    presence._leave("second", "hub.x#1")
+    assert list(Presence.objects.values_list("channel_name", flat=True)) == ["hub.x#2"]

@@ -1,0 +1,181 @@
+"""Less of daphne's per-connection state kept for the life of a WebSocket (daphne 4.2, autobahn, Twisted).
+
+An idle WebSocket costs memory for as long as it stays open, in every connection. Three things daphne
+and its libraries keep per connection were most of what did not come from the application
+(about 8 KB of the ~24 KB an idle connection held once the application's share was trimmed,
+measured with tracemalloc):
+
+- **The input queue.** daphne gives every connection an ``asyncio.Queue`` (three deques and an
+  ``asyncio.Event`` with a fourth: about 3.2 KB, even when empty). It is only ever asked to
+  ``put_nowait()`` and ``get()``; ``InputQueue`` does just that, FIFO, with asyncio.Queue's
+  cancellation rules, and holds nothing while empty and no one waits.
+- **Autobahn's options, copied into each connection.** ``WebSocketProtocol._connectionMade`` copies the
+  factory's ~30 protocol options into every instance unless the class already has them. That
+  pushed each connection's ``__dict__`` to ~100 attributes, a hash table of 3.3 KB where 70 need
+  1.6 KB. Here each factory's connections get a protocol subclass holding the options as class
+  attributes, rebuilt when the factory's options change, so connections read the same values.
+- **The HTTP request the connection started as.** daphne upgrades a connection from Twisted's
+  ``HTTPChannel``, which stays registered as the TCP transport's producer, holding its
+  ``Request`` (headers twice, the body buffer, addresses): about 2 KB. After the upgrade the
+  channel's pause and resume change nothing (it is mid-request, so it never pauses the socket),
+  and nothing else reads it, so once the handshake is over it is unregistered. (It also no longer
+  delays a close after a full send buffer, which a paused producer did.) The opening handshake's
+  raw request and response text are let go at the same time.
+
+``install()`` is called from ``config.asgi`` under daphne (with ``gateway.writes``); it is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from functools import partial
+from types import FunctionType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_installed = False
+
+
+class InputQueue:
+    """The part of ``asyncio.Queue`` daphne uses for a connection's events: unbounded, FIFO,
+    ``put_nowait()`` from daphne and ``get()`` from the application, several getters served in turn.
+    Nothing is allocated while it is empty and nobody waits. (It is always true, as a Queue is: daphne
+    tests ``if self.application_queue:``.)"""
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: collections.deque | None = None
+        self._getters: list[asyncio.Future] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._wakeup_next()
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:  # as asyncio.Queue.get: pass a wake-up it cannot take on to the next getter
+                getter.cancel()
+                if self._getters is not None and getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wakeup_next()
+                raise
+            finally:
+                if not self._getters:
+                    self._getters = None
+        return self.get_nowait()
+
+    def _wakeup_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not self._getters:
+            self._getters = None
+
+    def __repr__(self) -> str:
+        return f"<InputQueue at {id(self):#x} items={self.qsize()} getters={len(self._getters or ())}>"
+
+
+def create_application(self: Any, protocol: Any, scope: dict) -> InputQueue | None:
+    """daphne 4.2's ``Server.create_application``, with an ``InputQueue`` for ``asyncio.Queue``."""
+    assert "application_instance" not in self.connections[protocol]
+    input_queue = InputQueue()
+    scope.setdefault("asgi", {"version": "3.0"})
+    application_instance = self.application(
+        scope=scope,
+        receive=input_queue.get,
+        send=partial(self.handle_reply, protocol),
+    )
+    if protocol not in self.connections:
+        return None
+    self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+        application_instance,
+        loop=asyncio.get_event_loop(),
+    )
+    return input_queue
+
+
+def _lean_protocol(base: type) -> type:
+    from twisted.internet import tcp
+    from twisted.web.http import HTTPChannel
+
+    class LeanWebSocketProtocol(base):
+        """daphne's ``WebSocketProtocol``; the options are class attributes (see ``_protocol_for``)."""
+
+        def onOpen(self) -> None:
+            # The handshake is over: let go of what only it needed (module docstring).
+            transport = self.transport
+            if isinstance(transport, tcp.Connection) and isinstance(transport.producer, HTTPChannel):
+                transport.unregisterProducer()
+            self.http_request_data = self.http_response_data = None
+            super().onOpen()
+
+    return LeanWebSocketProtocol
+
+
+def _protocol_for(factory: Any, lean: type) -> type:
+    """A subclass of ``lean`` with the factory's current options as class attributes: autobahn then
+    finds them on the class instead of copying them into every connection. (A function option, such
+    as ``perMessageCompressionAccept``, is kept as a static method: called unbound, as when copied.)"""
+    cached = factory.__dict__.get("_lean_protocol")
+    if cached is not None and all(getattr(factory, name) is value for name, value in cached._lean_options.items()):
+        return cached
+    options = {name: getattr(factory, name) for name in lean.CONFIG_ATTRS}
+    attributes = {
+        name: staticmethod(value) if isinstance(value, FunctionType) else value for name, value in options.items()
+    }
+    cached = type(lean.__name__, (lean,), {**attributes, "_lean_options": options, "__module__": __name__})
+    factory._lean_protocol = cached
+    return cached
+
+
+def install() -> None:
+    """Patch daphne's ``Server.create_application`` and ``WebSocketFactory.buildProtocol``. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    import daphne
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+    if not daphne.__version__.startswith("4.2."):  # create_application is a copy of 4.2's
+        logger.warning("gateway.footprint not installed: written for daphne 4.2, found %s", daphne.__version__)
+        return
+    Server.create_application = create_application
+    lean = _lean_protocol(WebSocketProtocol)
+    build = WebSocketFactory.buildProtocol
+
+    def buildProtocol(self: Any, addr: Any) -> Any:
+        self.protocol = _protocol_for(self, lean)
+        return build(self, addr)
+
+    WebSocketFactory.buildProtocol = buildProtocol
+    _installed = True

@@ -1,0 +1,155 @@
+"""gateway/footprint.py: daphne's input queue, autobahn's options on the class, the upgraded HTTP channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from autobahn.websocket.protocol import WebSocketServerProtocol
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+from gateway.footprint import InputQueue, _lean_protocol, _protocol_for
+from tests.support import ROOT
+
+
+async def test_input_queue_is_fifo_and_waits():
+    queue = InputQueue()
+    assert queue  # daphne tests `if self.application_queue:`
+    assert queue.empty() and queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert await getter == 1
+    assert queue.qsize() == 1 and await queue.get() == 2
+    assert queue.empty() and queue._items is None and queue._getters is None  # nothing held while idle
+
+
+async def test_input_queue_serves_getters_in_turn_and_passes_on_a_wake_up_it_cannot_take():
+    queue = InputQueue()
+    first, second, third = (asyncio.ensure_future(queue.get()) for _ in range(3))
+    await asyncio.sleep(0)
+    first.cancel()  # cancelled while waiting: takes nothing
+    await asyncio.sleep(0)
+    queue.put_nowait("a")
+    second.cancel()  # woken for "a", cancelled before it ran: "a" goes to the next getter
+    await asyncio.sleep(0)
+    assert first.cancelled() and second.cancelled()
+    assert await third == "a"
+    assert queue.empty() and queue._getters is None
+
+
+async def test_input_queue_matches_asyncio_queue():
+    for queue in (InputQueue(), asyncio.Queue()):
+        got = []
+
+        async def reader(name, queue=queue, got=got):
+            got.append((name, await queue.get()))
+
+        readers = [asyncio.ensure_future(reader(n)) for n in range(3)]
+        await asyncio.sleep(0)
+        for item in "xyz":
+            queue.put_nowait(item)
+        await asyncio.gather(*readers)
+        assert got == [(0, "x"), (1, "y"), (2, "z")]
+
+
+def test_options_live_on_the_class_not_in_each_connection():
+    factory = WebSocketFactory(None, server="daphne")
+    factory.setProtocolOptions(autoPingTimeout=30, openHandshakeTimeout=5, maxFramePayloadSize=65536)
+    lean = _lean_protocol(WebSocketProtocol)
+    cls = _protocol_for(factory, lean)
+    assert issubclass(cls, WebSocketProtocol) and _protocol_for(factory, lean) is cls  # one class per option set
+    for name in WebSocketServerProtocol.CONFIG_ATTRS:
+        assert getattr(cls(), name) == getattr(factory, name), name
+    accept = cls().perMessageCompressionAccept  # a function option is not bound to the connection
+    assert accept([]) is None
+    factory.setProtocolOptions(maxFramePayloadSize=1024)  # new options: a new class for new connections
+    changed = _protocol_for(factory, lean)
+    assert changed is not cls and changed.maxFramePayloadSize == 1024 and cls.maxFramePayloadSize == 65536
+
+
+SCRIPT = """
+import asyncio, json, sys, threading
+import daphne.server  # the asyncio reactor
+from daphne.server import Server
+from twisted.internet import reactor
+from autobahn.websocket.protocol import WebSocketServerProtocol
+from consumers.outgoing import text_frame
+from gateway import daphne_io, footprint
+
+footprint.install(); footprint.install(); daphne_io.install()  # as config.asgi does, twice over
+events = []
+
+async def app(scope, receive, send):
+    frames = scope.get("extensions", {}).get(daphne_io.FRAMES_EXTENSION)
+    while True:
+        event = await receive()
+        events.append(event["type"])
+        if event["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif event["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": event["text"] * 2})
+            if frames:  # the extension, beside the ASGI send
+                frames["write"](text_frame(event["text"] * 3))
+            else:
+                await send({"type": "websocket.send", "text": "no frames extension"})
+        elif event["type"] == "websocket.disconnect":
+            return
+
+server = Server(app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0)
+report = {}
+
+def client():
+    from websockets.sync.client import connect
+    while not server.listening_addresses:
+        pass
+    host, port = server.listening_addresses[0]
+    with connect(f"ws://{host}:{port}/ws/") as ws:
+        ws.send("hi")
+        report["echo"] = [ws.recv(timeout=5), ws.recv(timeout=5)]
+        reactor.callFromThread(inspect)
+        report["inspected"] = done.wait(5)
+    reactor.callLater(0.5, reactor.stop)
+
+def inspect():
+    (protocol,) = [p for p in server.connections if isinstance(p, WebSocketServerProtocol)]
+    report["queue"] = type(protocol.application_queue).__name__
+    report["copied options"] = sorted(set(WebSocketServerProtocol.CONFIG_ATTRS) & set(vars(protocol)))
+    report["producer"] = repr(protocol.transport.producer)
+    report["handshake text"] = [protocol.http_request_data, protocol.http_response_data]
+    done.set()
+
+done = threading.Event()
+threading.Thread(target=client, daemon=True).start()
+server.run()
+report["events"] = events
+print(json.dumps(report))
+"""
+
+
+def test_under_daphne(tmp_path):
+    """A real daphne with the patches (gateway/footprint.py and gateway/daphne_io.py): the WebSocket
+    works, written to through ``websocket.send`` and the frames extension, and keeps none of what it
+    no longer needs."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {
+        "echo": ["hihi", "hihihi"],
+        "inspected": True,
+        "queue": "InputQueue",
+        "copied options": [],
+        "producer": "None",
+        "handshake text": [None, None],
+        "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
+    }

@@ -1,0 +1,148 @@
+"""consumers/lean.py: the one-step WebSocket auth stack is Channels' stack in effect; direct dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from channels.auth import AuthMiddlewareStack
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import override_settings
+
+from consumers.lean import DirectDispatch, WebsocketAuthStack
+
+pytestmark = pytest.mark.django_db(transaction=True)  # dispatch closes old database connections
+
+
+def scope_of(headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "websocket", "path": "/ws/", "headers": headers, "query_string": b"", "subprotocols": []}
+
+
+async def run(stack_of, headers: list[tuple[bytes, bytes]]) -> tuple[dict | None, dict]:
+    """The scope the inner application got (None: it was not called) and the first message sent."""
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(scope)
+        await send({"type": "websocket.close", "code": 4000})
+
+    with override_settings(ALLOWED_HOSTS=["example.com"]):
+        stack = stack_of(inner)
+    communicator = ApplicationCommunicator(stack, scope_of(headers))
+    await communicator.send_input({"type": "websocket.connect"})
+    sent = await communicator.receive_output(5)
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1006})
+    await communicator.wait(5)
+    return (seen[0] if seen else None), sent
+
+
+def channels_stack(inner):
+    return AllowedHostsOriginValidator(AuthMiddlewareStack(inner))
+
+
+def summary(scope: dict) -> dict:
+    user = scope["user"]
+    return {
+        "keys": sorted(scope),
+        "cookies": scope["cookies"],
+        "session_key": scope["session"].session_key,
+        "user": (type(user._wrapped).__name__, user.pk, user.is_authenticated),
+    }
+
+
+def session_cookie(user: User) -> bytes:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return f"theme=dark; sessionid={session.session_key}".encode()
+
+
+async def test_the_stack_gives_what_channels_stack_gives():
+    alice = await User.objects.acreate_user("alice-lean", password="pw")
+    cookie = await asyncio.to_thread(session_cookie, alice)
+    origin = (b"origin", b"http://example.com")
+    cases = {
+        "anonymous": [origin],
+        "logged in": [origin, (b"cookie", cookie)],
+        "stale session": [origin, (b"cookie", b"sessionid=abcdefghijklmnopqrstuvwxyz012345")],
+        "bad session key": [origin, (b"cookie", b"sessionid=x")],
+    }
+    for case, headers in cases.items():
+        ours, ours_sent = await run(WebsocketAuthStack, headers)
+        theirs, theirs_sent = await run(channels_stack, headers)
+        assert summary(ours) == summary(theirs), case
+        assert ours_sent == theirs_sent == {"type": "websocket.close", "code": 4000}, case
+    assert summary(ours)["user"][0] == "AnonymousUser"
+    logged_in, _ = await run(WebsocketAuthStack, cases["logged in"])
+    assert logged_in["user"].pk == alice.pk and logged_in["cookies"]["theme"] == "dark"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"origin", b"http://evil.example")], [], [(b"origin", b"http://example.com.evil")]],
+    ids=["other site", "no origin", "lookalike"],
+)
+async def test_the_stack_refuses_foreign_origins_as_channels_does(headers):
+    ours, ours_sent = await run(WebsocketAuthStack, headers)
+    theirs, theirs_sent = await run(channels_stack, headers)
+    assert ours is None and theirs is None
+    assert ours_sent == theirs_sent and ours_sent["type"] == "websocket.close"
+
+
+async def test_the_stack_is_for_websockets_only():
+    with pytest.raises(ValueError, match="non-WebSocket"):
+        await WebsocketAuthStack(None)({"type": "http", "headers": []}, None, None)
+
+
+class Recorder(DirectDispatch, AsyncWebsocketConsumer):
+    channel_layer_alias = None
+    events: list
+
+    async def connect(self):
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        self.events.append(text_data)
+        if text_data == "stop":
+            raise StopConsumer
+
+
+async def test_direct_dispatch_in_order_in_one_task():
+    Recorder.events = []
+    communicator = ApplicationCommunicator(Recorder.as_asgi(), scope_of([]))
+    await communicator.send_input({"type": "websocket.connect"})
+    assert await communicator.receive_output(5) == {"type": "websocket.accept", "subprotocol": None}
+    before = len(asyncio.all_tasks())
+    for number in range(5):
+        await communicator.send_input({"type": "websocket.receive", "text": str(number)})
+    await asyncio.sleep(0.05)
+    assert Recorder.events == ["0", "1", "2", "3", "4"]
+    assert len(asyncio.all_tasks()) == before  # no task per receive
+    await communicator.send_input({"type": "websocket.receive", "text": "stop"})
+    await communicator.wait(5)  # StopConsumer ends the application
+    assert Recorder.events[-1] == "stop"
+
+
+class LayerRecorder(DirectDispatch, AsyncWebsocketConsumer):
+    """With a channel layer, the consumer runs as Channels runs it: it has a channel of its own."""
+
+    async def connect(self):
+        await self.accept()
+        await self.send(text_data=self.channel_name)
+
+
+async def test_direct_dispatch_leaves_consumers_with_a_layer_alone():
+    communicator = ApplicationCommunicator(LayerRecorder.as_asgi(), scope_of([]))
+    await communicator.send_input({"type": "websocket.connect"})
+    assert (await communicator.receive_output(5))["type"] == "websocket.accept"
+    assert (await communicator.receive_output(5))["text"].startswith("specific.")
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+    await communicator.wait(5)
