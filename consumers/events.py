@@ -55,10 +55,10 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.outbox = Outbox(self._send_event)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        await self.hub.join(self.room, self)  # before reading the history: nothing falls between
+        joined_at = await self.hub.join(self.room, self)  # before reading the history: nothing falls between
         missed = [] if after is None else await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
         self.deliver([Outgoing(message["id"], rooms.to_json(message)) for message in missed])
-        self.stream.begin(await reached(self.room, missed, after))
+        self.stream.begin(reached(missed, after, joined_at))
         self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
 
     async def _keepalive(self) -> None:

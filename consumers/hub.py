@@ -75,8 +75,9 @@ class Hub:
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
 
-    async def join(self, room: str, reader: Reader) -> None:
-        """From now on ``reader`` gets the room's messages: those stored after this returns, at least."""
+    async def join(self, room: str, reader: Reader) -> int:
+        """From now on ``reader`` gets the room's messages: every one after the id returned (the last one
+        this process has passed on), in order."""
         group = rooms.group_name(room)
         audience = self.audiences.get(group)
         if audience is None or not audience.stream.begun:  # not begun: another reader is joining it
@@ -92,6 +93,7 @@ class Hub:
                         del self.audiences[group]
                         raise
         audience.readers.add(reader)
+        return audience.stream.last_sent
 
     def leave(self, room: str, reader: Reader) -> None:
         """The group itself is left at the next refresh that finds it empty: a reader who reconnects at

@@ -41,13 +41,13 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.outbox = None if writer else Outbox(self._send_text)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        await self.hub.join(self.room, self)  # before reading the history: nothing falls between
+        joined_at = await self.hub.join(self.room, self)  # before reading the history: nothing falls between
         self.key = f"{self.hub.channel}#{id(self):x}"  # this connection, for presence and rate limits
         metrics.connections.labels("websocket").inc()
         limit = settings.HISTORY_ON_JOIN if after is None else rooms.CATCH_UP_LIMIT
         messages = await rooms.history(self.room, after=after, limit=limit)
         await self.send_json({"type": "history", "messages": messages})
-        self.stream.begin(await reached(self.room, messages, after))
+        self.stream.begin(reached(messages, after, joined_at))
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
         await presence.join(self.room, self.key, name)
 
