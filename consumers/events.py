@@ -13,7 +13,7 @@ from .hub import get_hub
 from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing
 from .params import after_id
-from .stream import RoomStream, reached
+from .stream import RoomStream
 
 DELIVERIES = metrics.deliveries.labels("sse")
 
@@ -55,10 +55,10 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.outbox = Outbox(self._send_event)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        joined_at = await self.hub.join(self.room, self)  # before reading the history: nothing falls between
-        missed = [] if after is None else await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
-        self.deliver([Outgoing(message["id"], rooms.to_json(message)) for message in missed])
-        self.stream.begin(reached(missed, after, joined_at))
+        audience = await self.hub.join(self.room, self)
+        missed, start = ([], audience.last_id) if after is None else await audience.catch_up(after)
+        self.deliver(missed)
+        self.stream.begin(start)
         self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
 
     async def _keepalive(self) -> None:

@@ -13,6 +13,7 @@ import contextvars
 import logging
 import time
 import weakref
+from collections import deque
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -41,16 +42,36 @@ class Reader(Protocol):
 
 
 class Audience:
-    """A room's readers in this process, and the room's live messages put in order once for all of them."""
+    """A room's readers in this process, the room's live messages put in order once for all of them, and
+    the newest of those messages, which a reader joining (or catching up a little) is sent from here
+    rather than from the database: exactly what was passed on up to now, so nothing falls between."""
 
-    __slots__ = ("room", "readers", "stream")
+    __slots__ = ("room", "readers", "stream", "recent")
 
-    def __init__(self, room: str) -> None:
+    def __init__(self, room: str, keep: int) -> None:
         self.room = room
         self.readers: set[Reader] = set()
         self.stream = RoomStream(room, self.deliver)  # held until the hub knows where the room stands
+        self.recent: deque[Outgoing] = deque(maxlen=keep)
+
+    @property
+    def last_id(self) -> int:
+        """The last message passed on to the readers (every one up to it, in order)."""
+        return self.stream.last_sent
+
+    async def catch_up(self, after: int) -> tuple[list[Outgoing], int]:
+        """For a reader who has just joined and has had every message up to id ``after``: the messages
+        after it, and the id its live messages follow. From the newest ones kept here when they reach
+        back far enough, else from the history (read after joining, so nothing falls between)."""
+        if after >= self.last_id:
+            return [], after
+        if self.recent and self.recent[0].id <= after + 1:
+            return [item for item in self.recent if item.id > after], self.last_id
+        messages = await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
+        return [Outgoing(m["id"], rooms.to_json(m)) for m in messages], messages[-1]["id"] if messages else after
 
     def deliver(self, items: list[Outgoing]) -> None:
+        self.recent.extend(items)
         for reader in tuple(self.readers):  # a reader may leave meanwhile
             try:
                 reader.take_messages(items)
@@ -75,25 +96,27 @@ class Hub:
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
 
-    async def join(self, room: str, reader: Reader) -> int:
-        """From now on ``reader`` gets the room's messages: every one after the id returned (the last one
-        this process has passed on), in order."""
+    async def join(self, room: str, reader: Reader) -> Audience:
+        """From now on ``reader`` gets the room's messages: every one after the audience's ``last_id``
+        at the moment this returns, in order."""
         group = rooms.group_name(room)
         audience = self.audiences.get(group)
         if audience is None or not audience.stream.begun:  # not begun: another reader is joining it
             async with self._membership:
                 if (audience := self.audiences.get(group)) is None:
                     await self._start()
-                    audience = self.audiences[group] = Audience(room)  # holds what arrives meanwhile
-                    try:
+                    audience = self.audiences[group] = Audience(room, settings.HISTORY_ON_JOIN)
+                    try:  # (the audience holds what arrives meanwhile)
                         await self.layer.group_add(group, self.channel)
-                        # Stored after this: heard on the layer. Up to it: in every new reader's history.
-                        audience.stream.begin(await rooms.last_id(room))
+                        # Stored after this: heard on the layer. Up to it: in the database.
+                        last_id, newest = await rooms.newest(room, settings.HISTORY_ON_JOIN)
+                        audience.recent.extend(Outgoing(message["id"], rooms.to_json(message)) for message in newest)
+                        audience.stream.begin(last_id)
                     except BaseException:
                         del self.audiences[group]
                         raise
         audience.readers.add(reader)
-        return audience.stream.last_sent
+        return audience
 
     def leave(self, room: str, reader: Reader) -> None:
         """The group itself is left at the next refresh that finds it empty: a reader who reconnects at

@@ -22,14 +22,6 @@ logger = logging.getLogger(__name__)
 Deliver = Callable[[list[Outgoing]], None]
 
 
-def reached(history: list[dict], after: int | None, joined_at: int) -> int:
-    """The id a reader has reached once sent ``history``, read after id ``after`` (or the newest) once it
-    had joined the hub at id ``joined_at``: the history holds everything up to its last id."""
-    if history:
-        return history[-1]["id"]
-    return after if after is not None else joined_at
-
-
 _readings: dict[tuple[str, int], asyncio.Task] = {}
 
 

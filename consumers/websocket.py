@@ -6,7 +6,6 @@ import json
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
-from django.conf import settings
 
 from gateway import access, limits, metrics, presence, rooms
 from gateway.daphne_io import FRAMES_EXTENSION
@@ -15,7 +14,7 @@ from .hub import get_hub
 from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
-from .stream import RoomStream, reached
+from .stream import RoomStream
 
 DELIVERIES = metrics.deliveries.labels("websocket")
 
@@ -41,13 +40,15 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.outbox = None if writer else Outbox(self._send_text)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
-        joined_at = await self.hub.join(self.room, self)  # before reading the history: nothing falls between
+        audience = await self.hub.join(self.room, self)
         self.key = f"{self.hub.channel}#{id(self):x}"  # this connection, for presence and rate limits
         metrics.connections.labels("websocket").inc()
-        limit = settings.HISTORY_ON_JOIN if after is None else rooms.CATCH_UP_LIMIT
-        messages = await rooms.history(self.room, after=after, limit=limit)
-        await self.send_json({"type": "history", "messages": messages})
-        self.stream.begin(reached(messages, after, joined_at))
+        if after is None:  # the newest messages, as the hub keeps them: no database read
+            history, start = list(audience.recent), audience.last_id
+        else:
+            history, start = await audience.catch_up(after)
+        self.write([Outgoing(0, history_json(history))])
+        self.stream.begin(start)
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
         await presence.join(self.room, self.key, name)
 
@@ -107,6 +108,11 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=rooms.to_json(content))
+
+
+def history_json(items: list[Outgoing]) -> str:
+    """``{"type": "history", "messages": [...]}`` from messages serialised already."""
+    return '{"type": "history", "messages": [' + ", ".join(item.text for item in items) + "]}"
 
 
 class RefuseConsumer(WebsocketConsumer):

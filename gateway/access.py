@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from .answers import RecentAnswers
 from .models import ApiToken, Room
 
 
@@ -19,19 +20,33 @@ class Verdict(Enum):
 
 
 def verdict(room: str, user) -> Verdict:
+    if user is None or not user.is_authenticated:
+        return _decide(room, None, False)
+    return _decide(room, user.pk, user.is_staff)
+
+
+def _decide(room: str, user_id: int | None, is_staff: bool) -> Verdict:
     row = Room.objects.filter(name=room).first()
     if row is None:
         return Verdict.OK if settings.ROOMS_AUTO_CREATE else Verdict.MISSING
     if row.public:
         return Verdict.OK
-    if user is None or not user.is_authenticated:
+    if user_id is None:
         return Verdict.LOGIN
-    if user.is_staff or row.members.filter(pk=user.pk).exists():
+    if is_staff or row.members.filter(pk=user_id).exists():
         return Verdict.OK
     return Verdict.FORBIDDEN
 
 
-averdict = database_sync_to_async(verdict)
+RULES_SECONDS = 2.0  # how long a verdict is kept: a change of a room's access applies within this
+_verdicts = RecentAnswers(database_sync_to_async(_decide), RULES_SECONDS)
+
+
+async def averdict(room: str, user) -> Verdict:
+    """``verdict``, as decided in the last ``RULES_SECONDS`` for this room and user."""
+    if user is None or not user.is_authenticated:
+        return await _verdicts(room, None, False)
+    return await _verdicts(room, user.pk, user.is_staff)
 
 
 def visible_rooms(user):

@@ -267,10 +267,14 @@ async def history(room: str, *, after: int | None = None, before: int | None = N
     return await database_sync_to_async(_history)(room, after, before, limit)
 
 
-async def last_id(room: str) -> int:
-    """The id of the room's newest message (0 when it has none)."""
-    found = await Room.objects.filter(name=room).values_list("last_id", flat=True).afirst()
-    return found or 0
+def _newest(room: str, limit: int) -> tuple[int, list[dict]]:
+    last = Room.objects.filter(name=room).values_list("last_id", flat=True).first() or 0
+    return last, _history(room, None, last + 1, limit) if limit > 0 else []
+
+
+async def newest(room: str, limit: int) -> tuple[int, list[dict]]:
+    """The id of the room's newest message (0 when it has none) and up to ``limit`` messages up to it."""
+    return await database_sync_to_async(_newest)(room, limit)
 
 
 def _stored_recently(room: str, digest: str, within: timedelta) -> bool:

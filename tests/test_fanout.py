@@ -73,3 +73,23 @@ async def test_posts_from_many_requests_at_once_are_all_stored(gateway):
 
     stored = sum(await asyncio.gather(*(poster(n) for n in range(20))), [])
     assert sorted(stored) == list(range(1, 401))
+
+
+async def test_readers_joining_and_catching_up_near_and_far_get_everything_once(gateway):
+    """The hub keeps a room's newest messages (HISTORY_ON_JOIN, 50): a join, and a catch-up that far
+    back, is served from them; a catch-up further back reads the history. Each gets every message once."""
+    room = unique("keep")
+    early, _ = await join(gateway, room)  # the room's audience in this process exists from here on
+    for n in range(1, 121):
+        assert (await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": f"m{n}"}))[0] == 201
+    assert [(await receive(early))["id"] for _ in range(120)] == list(range(1, 121))
+    joined, newest = await join(gateway, room)
+    near, near_history = await join(gateway, room, "?after=100")
+    far, far_history = await join(gateway, room, "?after=10")
+    assert [m["id"] for m in newest] == list(range(71, 121))
+    assert [m["id"] for m in near_history] == list(range(101, 121))
+    assert [m["id"] for m in far_history] == list(range(11, 121))
+    assert (await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "m121"}))[0] == 201
+    for ws in (early, joined, near, far):
+        assert (await receive(ws))["id"] == 121
+        await ws.close()
