@@ -46,13 +46,14 @@ class Audience:
     the newest of those messages, which a reader joining (or catching up a little) is sent from here
     rather than from the database: exactly what was passed on up to now, so nothing falls between."""
 
-    __slots__ = ("room", "readers", "stream", "recent")
+    __slots__ = ("room", "readers", "stream", "recent", "opening")
 
     def __init__(self, room: str, keep: int) -> None:
         self.room = room
         self.readers: set[Reader] = set()
         self.stream = RoomStream(room, self.deliver)  # held until the hub knows where the room stands
         self.recent: deque[Outgoing] = deque(maxlen=keep)
+        self.opening: asyncio.Task | None = None  # the first reading of where the room stands
 
     @property
     def last_id(self) -> int:
@@ -101,22 +102,35 @@ class Hub:
         at the moment this returns, in order."""
         group = rooms.group_name(room)
         audience = self.audiences.get(group)
-        if audience is None or not audience.stream.begun:  # not begun: another reader is joining it
-            async with self._membership:
-                if (audience := self.audiences.get(group)) is None:
-                    await self._start()
-                    audience = self.audiences[group] = Audience(room, settings.HISTORY_ON_JOIN)
-                    try:  # (the audience holds what arrives meanwhile)
-                        await self.layer.group_add(group, self.channel)
-                        # Stored after this: heard on the layer. Up to it: in the database.
-                        last_id, newest = await rooms.newest(room, settings.HISTORY_ON_JOIN)
-                        audience.recent.extend(Outgoing(message["id"], rooms.to_json(message)) for message in newest)
-                        audience.stream.begin(last_id)
-                    except BaseException:
-                        del self.audiences[group]
-                        raise
+        if audience is None:  # (nothing awaited before it is in place: one audience per room)
+            audience = self.audiences[group] = Audience(room, settings.HISTORY_ON_JOIN)
+            loop = asyncio.get_running_loop()
+            audience.opening = loop.create_task(self._open(group, audience), context=contextvars.Context())
         audience.readers.add(reader)
+        if not audience.stream.begun:  # its opening, shared by everyone who joins meanwhile
+            try:
+                await asyncio.shield(audience.opening)
+            except BaseException:
+                audience.readers.discard(reader)
+                raise
         return audience
+
+    async def _open(self, group: str, audience: Audience) -> None:
+        """Join the room's group, then read where the room stands: stored after the group was joined,
+        heard on the layer (and held meanwhile); up to it, here."""
+        try:
+            async with self._membership:  # joining the layer's group, never beside a refresh leaving it
+                if self.audiences.get(group) is not audience:
+                    raise RuntimeError(f"{group} was left before it was joined")
+                await self._start()
+                await self.layer.group_add(group, self.channel)
+            last_id, newest = await rooms.newest(audience.room, settings.HISTORY_ON_JOIN)
+        except BaseException:
+            if self.audiences.get(group) is audience:
+                del self.audiences[group]  # the next reader tries again
+            raise
+        audience.recent.extend(Outgoing(message["id"], rooms.to_json(message)) for message in newest)
+        audience.stream.begin(last_id)
 
     def leave(self, room: str, reader: Reader) -> None:
         """The group itself is left at the next refresh that finds it empty: a reader who reconnects at
@@ -176,7 +190,7 @@ class Hub:
                         if audience.readers:
                             await self.layer.group_add(group, self.channel)
                         else:
-                            del self.audiences[group]
+                            self.audiences.pop(group, None)
                             audience.stream.close()
                             await self.layer.group_discard(group, self.channel)
                     except Exception:  # the layer is down: try again next time

@@ -6,12 +6,15 @@ import asyncio
 import contextvars
 import logging
 from datetime import timedelta
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from .batches import Batches
 from .models import Message, Presence
 from .rooms import SENDER_MAX_LENGTH, group_name, to_json
 
@@ -44,19 +47,34 @@ def _snapshot(room: str) -> dict:
     }
 
 
-def _join(room: str, key: str, name: str) -> None:
-    # update_or_create() in one statement (INSERT ... ON CONFLICT DO UPDATE), not a transaction of five:
-    # each join waits for this in the process's one database thread.
-    Presence.objects.bulk_create(
-        [Presence(channel_name=key, room=room, name=name)],
-        update_conflicts=True,
-        unique_fields=["channel_name"],
-        update_fields=["room", "name"],
-    )
+class _Change(NamedTuple):
+    room: str
+    key: str  # the connection's
+    name: str | None  # None: it left
 
 
-def _leave(room: str, key: str) -> None:
-    Presence.objects.filter(channel_name=key).delete()
+def _write(changes: list[_Change]) -> list[None]:
+    """Every join and leave of a moment in one transaction: an upsert (update_or_create's rows, a
+    key's ``joined_at`` kept) and a delete. Presence is a courtesy, so on PostgreSQL the commit does
+    not wait for the disk (``synchronous_commit`` off): a crash may forget the last moment's changes,
+    and the rows of a crashed process linger anyway."""
+    last = {change.key: change for change in changes}  # a key's last change is the one that counts
+    joins = [Presence(channel_name=c.key, room=c.room, name=c.name) for c in last.values() if c.name is not None]
+    leaves = [c.key for c in last.values() if c.name is None]
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        if joins:
+            Presence.objects.bulk_create(
+                joins, update_conflicts=True, unique_fields=["channel_name"], update_fields=["room", "name"]
+            )
+        if leaves:
+            Presence.objects.filter(channel_name__in=leaves).delete()
+    return [None] * len(changes)
+
+
+_changes: Batches[_Change, None] = Batches(database_sync_to_async(_write))
 
 
 async def _announce(room: str) -> None:
@@ -73,13 +91,14 @@ async def _announce(room: str) -> None:
         logger.exception("Presence update failed in room %s", room)
 
 
-async def _update(change, room: str, *args) -> None:
+async def _update(change: _Change) -> None:
     # Presence is a courtesy: failing to count someone must never cost them the room.
     try:
-        await database_sync_to_async(change)(room, *args)
+        await _changes.submit(change)
     except Exception:
-        logger.exception("Presence update failed in room %s", room)
+        logger.exception("Presence update failed in room %s", change.room)
         return
+    room = change.room
     task = _announcing.get(room)
     if task is None or task.done():  # done: left over from another event loop
         _announcing[room] = asyncio.get_running_loop().create_task(_announce(room), context=contextvars.Context())
@@ -87,8 +106,8 @@ async def _update(change, room: str, *args) -> None:
 
 async def join(room: str, key: str, name: str) -> None:
     """Count this connection (``key``: unique to it) in the room, and tell everyone there."""
-    await _update(_join, room, key, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous")
+    await _update(_Change(room, key, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous"))
 
 
 async def leave(room: str, key: str) -> None:
-    await _update(_leave, room, key)
+    await _update(_Change(room, key, None))

@@ -93,3 +93,15 @@ async def test_readers_joining_and_catching_up_near_and_far_get_everything_once(
     for ws in (early, joined, near, far):
         assert (await receive(ws))["id"] == 121
         await ws.close()
+
+
+async def test_readers_joining_a_new_room_at_once_all_hear_it(gateway):
+    """The first reader of a room in a process opens it (joins the group, reads where the room stands);
+    those who come meanwhile wait for that one opening."""
+    room = unique("crowd")
+    readers = await asyncio.gather(*(join(gateway, room) for _ in range(20)))
+    assert all(history == [] for _, history in readers)
+    assert (await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "hello all"}))[0] == 201
+    for ws, _ in readers:
+        assert (await receive(ws))["message"] == "hello all"
+        await ws.close()

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import presence
 from gateway.models import Presence
+from gateway.presence import _Change as Change
 from tests.support import apublish, join, receive, unique
 
 
@@ -35,15 +36,18 @@ async def test_presence_follows_joins_leaves_and_devices(gateway):
 
 
 @pytest.mark.django_db
-def test_joining_again_with_a_key_moves_that_row():
-    """One row per connection key, as update_or_create kept it: a key seen again takes the new room and
-    name, and keeps when it first joined."""
-    presence._join("first", "hub.x#1", "alice")
+def test_joins_and_leaves_are_written_as_update_or_create_would_keep_them():
+    """One row per connection key: a key seen again takes the new room and name, and keeps when it first
+    joined; in one batch, a key's last change is the one that counts."""
+    presence._write([Change("first", "hub.x#1", "alice")])
     joined = Presence.objects.get(channel_name="hub.x#1").joined_at
-    presence._join("second", "hub.x#1", "bob")
-    presence._join("second", "hub.x#2", "carol")
+    presence._write([Change("second", "hub.x#1", "bob"), Change("second", "hub.x#2", "carol")])
     rows = Presence.objects.order_by("channel_name").values_list("channel_name", "room", "name")
     assert list(rows) == [("hub.x#1", "second", "bob"), ("hub.x#2", "second", "carol")]
     assert Presence.objects.get(channel_name="hub.x#1").joined_at == joined
-    presence._leave("second", "hub.x#1")
+    presence._write(
+        [Change("second", "hub.x#1", None), Change("second", "hub.x#3", "dan"), Change("second", "hub.x#3", None)]
+    )
     assert list(Presence.objects.values_list("channel_name", flat=True)) == ["hub.x#2"]
+    presence._write([Change("second", "hub.x#2", None), Change("third", "hub.x#2", "erin")])  # left, came back
+    assert list(Presence.objects.values_list("channel_name", "room", "name")) == [("hub.x#2", "third", "erin")]

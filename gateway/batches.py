@@ -1,0 +1,46 @@
+"""Writes gathered into batches: while one batch is being written, what is handed in meanwhile waits
+for the next, so a burst costs a few writes (and database-thread trips) instead of one each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batches(Generic[Item, Result]):
+    """``await batches.submit(item)``: ``item``'s result once ``write`` (a list of items in, a list of
+    results in the same order out) has written the batch it went in. A batch that fails fails each of
+    its items with the same exception."""
+
+    def __init__(self, write: Callable[[list[Item]], Awaitable[list[Result]]], most: int = 500) -> None:
+        self.write, self.most = write, most
+        self.waiting: list[tuple[Item, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
+
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((item, future))
+        if self.task is None or self.task.done():
+            # A context of its own: the first submitter's may be a request's, which ends before the batches.
+            self.task = loop.create_task(self._run(), context=contextvars.Context())
+        return future
+
+    async def _run(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[: self.most], self.waiting[self.most :]
+            try:
+                results = await self.write([item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():  # done: its submitter stopped waiting (the item is written all the same)
+                    future.set_result(result)
