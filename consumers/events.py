@@ -8,9 +8,9 @@ import contextlib
 from channels.generic.http import AsyncHttpConsumer
 
 from gateway import access, metrics, rooms
+from protocols.consumer import DirectDispatch
 
 from .hub import get_hub
-from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing
 from .params import after_id
 from .stream import RoomStream

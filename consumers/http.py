@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import access, health, metrics, rooms
+from protocols.consumer import DirectDispatch
 
 MAX_PAGE = 500
 
@@ -27,7 +28,7 @@ async def _user(request: HttpRequest):
     return await access.token_user({b"authorization": request.headers.get("Authorization", "").encode()})
 
 
-class RoomMessagesConsumer(AsyncHttpConsumer):
+class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
     """``POST`` and ``GET /api/rooms/<room>/messages``: the API's busy endpoint, served as a consumer.
 
     As a Django view every request went through Django's request cycle under ASGI: a thread started

@@ -1,4 +1,4 @@
-"""What a long-lived connection keeps: the WebSocket middleware stack and dispatch, made lean.
+"""What a long-lived WebSocket keeps: its middleware stack, made lean.
 
 A WebSocket (or an event stream) lives for hours, and whatever its application instance holds is held
 that long, by every connection. In Channels' stock stack most of that is left over from the handshake:
@@ -8,9 +8,8 @@ that long, by every connection. In Channels' stock stack most of that is left ov
   them) a copy of the scope of their own. ``WebsocketAuthStack`` does the same checks and puts the same
   ``cookies``, ``session`` and ``user`` in the scope, in one frame and one copy.
 - A consumer's ``await_many_dispatch`` runs every ``receive()`` in a task of its own and waits for it with
-  ``asyncio.wait`` (futures, callbacks, a set), even when there is only one thing to receive from.
-  ``DirectDispatch`` awaits ``receive()`` in the connection's own task when the consumer has no channel
-  layer (``channel_layer_alias = None``: its live messages come from the hub).
+  ``asyncio.wait`` (futures, callbacks, a set), even when there is only one thing to receive from:
+  the gateway's consumers, whose live messages come from the hub, use ``protocols.consumer.DirectDispatch``.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlparse
 
-from asgiref.sync import async_to_sync
 from channels.auth import UserLazyObject, get_user
-from channels.exceptions import StopConsumer
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from django.conf import settings
 from django.http import parse_cookie
@@ -85,25 +82,3 @@ class WebsocketAuthStack:
         else:
             scope["user"]._wrapped = await get_user(scope)
         return scope
-
-
-class DirectDispatch:
-    """A consumer mixin: with no channel layer, ``receive()`` is awaited in the connection's own task.
-
-    Channels' ``AsyncConsumer.__call__`` then runs ``await_many_dispatch([receive], dispatch)``, which
-    wraps each ``receive()`` in a task and waits for it with ``asyncio.wait``: the same events, dispatched
-    one after the other in the same order, with several objects per connection kept the while. With a
-    channel layer, the consumer is run as Channels runs it.
-    """
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if self.channel_layer_alias is not None:
-            return await super().__call__(scope, receive, send)
-        self.scope = scope
-        self.channel_layer = None
-        self.base_send = async_to_sync(send) if self._sync else send
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass

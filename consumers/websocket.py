@@ -9,9 +9,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
 from gateway import access, limits, metrics, presence, rooms
 from gateway.daphne_io import FRAMES_EXTENSION
+from protocols.consumer import DirectDispatch
 
 from .hub import get_hub
-from .lean import DirectDispatch
 from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
 from .stream import RoomStream

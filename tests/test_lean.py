@@ -15,7 +15,8 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import override_settings
 
-from consumers.lean import DirectDispatch, WebsocketAuthStack
+from consumers.lean import WebsocketAuthStack
+from protocols.consumer import DirectDispatch
 
 pytestmark = pytest.mark.django_db(transaction=True)  # dispatch closes old database connections
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
+from ..consumer import DirectDispatch
 
-class AsyncEmailConsumer(AsyncConsumer):
-    """Override ``receive(content)`` (the raw RFC 5322 bytes) and answer ``accept()`` or ``reject()``."""
+
+class AsyncEmailConsumer(DirectDispatch, AsyncConsumer):
+    """Override ``receive(content)`` (the raw RFC 5322 bytes) and answer ``accept()`` or ``reject()``.
+
+    Its one event is dispatched directly (``protocols.consumer.DirectDispatch``): do database work
+    through ``channels.db.database_sync_to_async``."""
 
     channel_layer_alias = None  # one instance per mail: no channel-layer channel of its own
 
