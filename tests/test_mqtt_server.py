@@ -9,7 +9,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from consumers.mqtt import RoomMqttConsumer
-from protocols.mqtt import MqttServer
+from protocols.mqtt import AsyncMqttConsumer, MqttServer
 from tests.support import MqttListener, apublish, unique
 
 
@@ -45,7 +45,6 @@ async def test_publish_becomes_a_scope_and_event(mosquitto):
     assert event == {"type": "mqtt.publish", "payload": b"\x00\x01 bytes"}
 
 
-@pytest.mark.django_db  # consumers close stale database connections on every event
 async def test_retained_replay_is_marked_and_not_posted(mosquitto):
     room = unique()
     topic = f"rooms/{room}/in"
@@ -112,3 +111,56 @@ async def test_a_failing_application_is_run_again_until_the_message_is_safe(mosq
 
 async def test_stop_before_start_is_harmless(mosquitto):
     await MqttServer(Recorder(), mosquitto, topics=["x/#"], publish_group=None).stop()
+
+
+async def test_a_second_receive_waits_until_the_application_timeout(mosquitto):
+    base = unique("timeout")
+    attempts: list[str] = []
+
+    async def greedy(scope, receive, send):  # asks for a second event on its first try
+        await receive()
+        attempts.append("received")
+        if len(attempts) == 1:
+            await receive()  # never returns: the instance is cancelled at the timeout
+            attempts.append("second receive returned")
+        await send({"type": "mqtt.ack"})
+        attempts.append("acked")
+
+    server = await served(
+        greedy, mosquitto, topics=[f"{base}/#"], publish_group=None, application_timeout=0.2, min_backoff=0.05
+    )
+    try:
+        await apublish(mosquitto, f"{base}/a", b"x")
+        async with asyncio.timeout(10):
+            while "acked" not in attempts:
+                await asyncio.sleep(0.02)  # polling a list with a deadline
+    finally:
+        await server.stop()
+    assert attempts == ["received", "received", "acked"]
+
+
+class Answering(AsyncMqttConsumer):
+    async def receive(self, payload: bytes) -> None:
+        if payload == b"fail":
+            raise RuntimeError("database unavailable")
+        await self.ack()
+
+
+async def test_a_consumer_reaches_the_database_thread_only_after_a_failure(monkeypatch):
+    closes: list[bool] = []
+
+    async def counted() -> None:
+        closes.append(True)
+
+    monkeypatch.setattr("protocols.mqtt.consumer.aclose_old_connections", counted)
+    communicator = ApplicationCommunicator(Answering.as_asgi(), {"type": "mqtt", "topic": "a"})
+    await communicator.send_input({"type": "mqtt.publish", "payload": b"fine"})
+    assert await communicator.receive_output(5) == {"type": "mqtt.ack"}
+    await communicator.wait(5)  # returned after its one message
+    assert closes == []
+
+    communicator = ApplicationCommunicator(Answering.as_asgi(), {"type": "mqtt", "topic": "a"})
+    await communicator.send_input({"type": "mqtt.publish", "payload": b"fail"})
+    with pytest.raises(RuntimeError):
+        await communicator.wait(5)
+    assert closes == [True]  # stale connections closed before the adapter's retry

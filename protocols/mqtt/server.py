@@ -276,12 +276,19 @@ class MqttServer(ProtocolServer):
             else:
                 raise ValueError(f"Unknown event type for mqtt scope: {kind!r}")
 
-        events: asyncio.Queue = asyncio.Queue()
-        events.put_nowait({"type": "mqtt.publish", "payload": message.payload})
+        event: dict | None = {"type": "mqtt.publish", "payload": message.payload}
+
+        async def receive() -> dict:
+            nonlocal event
+            if event is None:  # one event per instance: a second receive waits for the timeout
+                await asyncio.get_running_loop().create_future()
+            given, event = event, None
+            return given
+
         try:
-            await asyncio.wait_for(
-                self.application(self.scope_for(message), events.get, send), self.application_timeout
-            )
+            # The instance runs in this task (the message's): no task of its own for the timeout.
+            async with asyncio.timeout(self.application_timeout):
+                await self.application(self.scope_for(message), receive, send)
         except Exception:
             logger.exception("MQTT application failed on %s", message.topic)
             return answer is not None
