@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 ROOM_NAME = re.compile(f"{ROOM_NAME_REGEX}\\Z")
 SENDER_MAX_LENGTH = 200
 CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the last id it saw
+SOURCES = frozenset(Message.Source.values)  # the enum's .values builds a new list on every use
 
 
 class InvalidMessage(ValueError):
@@ -76,7 +77,7 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     if not isinstance(sender, str):
         raise InvalidMessage("'sender' must be text")
     sender = sender.strip()[:SENDER_MAX_LENGTH] or "anonymous"
-    if source not in Message.Source.values:
+    if source not in SOURCES:
         raise InvalidMessage(f"unknown source {source!r}")
     # NUL cannot be stored (PostgreSQL refuses it in text): shown as the replacement character.
     return text.replace("\x00", "\ufffd"), sender.replace("\x00", "\ufffd")

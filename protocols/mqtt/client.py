@@ -3,6 +3,11 @@
 paho does the protocol; the event loop tells it when its socket is readable or
 writable, and calls ``loop_misc`` for keepalive. Paho may open the socket in an
 executor thread (its connect is blocking), so socket callbacks hop to the loop.
+
+paho reads a packet with three ``recv`` calls (type, length, rest) and only one packet (or as
+many as it has messages in flight) per readable event, and writes each packet with a ``send``
+of its own. ``BufferedClient`` reads what the socket has in one ``recv`` and handles every packet
+in it in that event, and writes everything paho queued in one ``send``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,83 @@ def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, s
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, not {url!r}")
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
     if parts.username:
         client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
     if parts.scheme == "mqtts":
         client.tls_set()
     return client, parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+READ_SIZE = 65536  # bytes asked of the socket at once
+
+
+class BufferedClient(paho.Client):
+    """A paho client that reads and writes its socket in large pieces (paho 2.2's socket methods).
+
+    Reads: one ``recv`` fills a buffer, paho's small reads are served from it, and ``loop_read``
+    goes on until the buffer is used up (the event loop would not call it again for bytes that
+    have left the socket). Writes: paho's packets go into a buffer and leave in one ``send`` at
+    the end of ``loop_write``; what the socket does not take waits for the next writable event.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_buffer = b""
+        self._read_at = 0
+        self._write_buffer = bytearray()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_at >= len(self._read_buffer):
+            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when there is nothing: paho waits
+            if len(data) <= bufsize:
+                return data  # b"" is the end of the connection
+            self._read_buffer, self._read_at = data, 0
+        start = self._read_at
+        self._read_at = start + bufsize
+        return self._read_buffer[start : self._read_at]
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == paho.MQTTErrorCode.MQTT_ERR_SUCCESS and self._read_at < len(self._read_buffer):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if self._sock is None:
+            raise ConnectionError("self._sock is None")
+        self._write_buffer += buf
+        return len(buf)
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        rc = super()._packet_write()  # every queued packet into the buffer
+        if rc == paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = self._flush()
+        return rc
+
+    def _flush(self) -> paho.MQTTErrorCode:
+        while self._write_buffer and self._sock is not None:
+            try:
+                sent = super()._sock_send(self._write_buffer)
+            except BlockingIOError:
+                return paho.MQTTErrorCode.MQTT_ERR_AGAIN  # the rest goes at the next writable event
+            except OSError:
+                return paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
+            del self._write_buffer[:sent]
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def want_write(self) -> bool:
+        return bool(self._write_buffer) or super().want_write()
+
+    def _sock_close(self) -> None:
+        if self._sock is not None and self._write_buffer:
+            try:  # what paho wrote before closing (a DISCONNECT) still leaves, if the socket takes it now
+                self._flush()
+            except Exception:  # closing anyway
+                pass
+        self._read_buffer, self._read_at = b"", 0
+        self._write_buffer.clear()
+        super()._sock_close()
 
 
 class AsyncioDriver:

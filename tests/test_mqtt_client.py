@@ -1,0 +1,80 @@
+"""The adapter's paho client reads and writes its socket in large pieces, and loses nothing doing so."""
+
+from __future__ import annotations
+
+import socket
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocols.mqtt.client import BufferedClient
+
+
+def publish_packet(mid: int, payload: bytes, topic: bytes = b"a/b") -> bytes:
+    """A QoS 1 PUBLISH as a broker sends it."""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
+    return bytes([0x32, len(body)]) + body
+
+
+class Recording(socket.socket):
+    """One end of a socket pair that counts its send calls."""
+
+    sends = 0
+
+    def send(self, data, *args):
+        type(self).sends += 1
+        return super().send(data, *args)
+
+
+def connected_client() -> tuple[BufferedClient, socket.socket, list]:
+    ours, broker = socket.socketpair()
+    sock = Recording(fileno=ours.detach())
+    sock.setblocking(False)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True)
+    client._sock = sock  # as paho's connect leaves it
+    client.on_socket_register_write = client.on_socket_unregister_write = lambda *args: None  # an event loop's
+    received: list[paho.MQTTMessage] = []
+    client.on_message = lambda c, u, message: received.append(message)
+    return client, broker, received
+
+
+def test_every_packet_a_read_brings_is_handled_in_that_read():
+    client, broker, received = connected_client()
+    packets = b"".join(publish_packet(mid, f"m{mid}".encode()) for mid in range(1, 201))
+    broker.sendall(packets[:-3])  # the last packet arrives in two pieces
+    client.loop_read()
+    assert [m.payload for m in received] == [f"m{mid}".encode() for mid in range(1, 200)]
+    broker.sendall(packets[-3:])
+    client.loop_read()
+    assert received[-1].payload == b"m200" and received[-1].mid == 200 and len(received) == 200
+    broker.close()
+    assert client.loop_read() != paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # the end of the connection is seen
+
+
+def test_queued_packets_leave_in_one_send():
+    client, broker, _ = connected_client()
+    Recording.sends = 0
+    for mid in (1, 2, 3):
+        client.ack(mid, 1)
+    assert client.want_write()
+    client.loop_write()
+    assert Recording.sends == 1 and not client.want_write()
+    assert broker.recv(100) == b"".join(bytes([0x40, 2, 0, mid]) for mid in (1, 2, 3))  # three PUBACKs
+
+
+def test_what_the_socket_does_not_take_waits_for_the_next_writable_event():
+    client, broker, _ = connected_client()
+    client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    broker.setblocking(False)
+    payload = b"x" * 200_000
+    client.publish("big", payload, qos=0)
+    client.loop_write()
+    assert client.want_write()  # the rest is still in the buffer
+    received = bytearray()
+    while client.want_write() or len(received) < len(payload):
+        client.loop_write()
+        try:
+            received += broker.recv(65536)
+        except BlockingIOError:
+            pass
+    assert received.endswith(payload)
