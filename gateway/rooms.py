@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
 from . import limits, metrics
 from .access import visible_rooms
-from .models import ROOM_NAME_REGEX, Message, Room
+from .models import ROOM_NAME_REGEX, Message, Room, message_event
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,15 @@ async def post(
 def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
     """Store ``posts`` in one transaction: each one's message object, and whether it is new (not a retry)."""
     now = timezone.now()
+    if connection.vendor == "postgresql" and all(post.key is None for post in posts):
+        stored = _store_at_once(room, posts, now)
+        if stored is not None:
+            return stored
+    return _store_in_transaction(room, posts, now)
+
+
+def _store_in_transaction(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]]:
+    """Any database, keys or not: the row lock, the keys already stored, one insert, the room's new last id."""
     with transaction.atomic():
         # The row lock hands out ids (and decides keys) one transaction at a time, in every process.
         room_row = Room.objects.select_for_update().filter(name=room).first()
@@ -220,6 +229,59 @@ def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
             Message.objects.bulk_create(rows)
             Room.objects.filter(pk=room_row.pk).update(last_id=room_row.last_id, last_activity=now)
     return results
+
+
+def _insert_statement() -> str:
+    quote = connection.ops.quote_name
+    rooms, messages = quote(Room._meta.db_table), quote(Message._meta.db_table)
+    room, seq, text, sender, source, data, created_at, digest = (
+        quote(Message._meta.get_field(name).column)
+        for name in ("room", "seq", "text", "sender", "source", "data", "created_at", "digest")
+    )
+    last_id, last_activity, name = (quote(Room._meta.get_field(f).column) for f in ("last_id", "last_activity", "name"))
+    pk = quote(Room._meta.pk.column)
+    return f"""
+        WITH room AS (
+            UPDATE {rooms} SET {last_id} = {last_id} + %(count)s, {last_activity} = %(now)s WHERE {name} = %(room)s
+            RETURNING {pk} AS id, {last_id} - %(count)s AS before
+        )
+        INSERT INTO {messages} ({room}, {seq}, {text}, {sender}, {source}, {data}, {created_at}, {digest})
+        SELECT room.id, room.before + post.n, post.text, post.sender, post.source, post.data::jsonb, %(now)s,
+               post.digest
+        FROM room, unnest(%(texts)s::text[], %(senders)s::text[], %(sources)s::text[], %(data)s::text[],
+                          %(digests)s::text[]) WITH ORDINALITY AS post(text, sender, source, data, digest, n)
+        RETURNING {seq}
+    """
+
+
+_INSERT: list[str] = []  # the statement, built on first use (the models' tables and columns)
+
+
+def _store_at_once(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]] | None:
+    """PostgreSQL, posts without keys: one statement (one round trip, its own transaction) that takes
+    the room's row lock, hands out the ids and inserts every post. None when there is no such room."""
+    if not _INSERT:
+        _INSERT.append(_insert_statement())
+    parameters = {
+        "count": len(posts),
+        "now": now,
+        "room": room,
+        "texts": [post.text for post in posts],
+        "senders": [post.sender for post in posts],
+        "sources": [post.source for post in posts],
+        "data": [None if post.data is None else json.dumps(post.data) for post in posts],
+        "digests": [post.digest for post in posts],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT[0], parameters)
+        seqs = [seq for (seq,) in cursor.fetchall()]
+    if not seqs:
+        return None  # the room is not there (yet): the general path creates it, or refuses
+    first = min(seqs)
+    return [
+        (message_event(room, first + n, post.text, post.sender, post.source, now, post.data), True)
+        for n, post in enumerate(posts)
+    ]
 
 
 def to_json(event: dict) -> str:
