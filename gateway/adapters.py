@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,6 +112,20 @@ def _redacted(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
+GC_THRESHOLD = (10_000, 10, 10)  # Python's default collects the young generation every 700 new objects
+
+
+def settle_heap() -> None:
+    """Once started: what start-up made (Django, the apps, the modules) lives as long as the process, so
+    the garbage collector stops scanning it (``gc.freeze``), and collects the young objects less often.
+    Without this, under load (a thousand MQTT messages in flight, each with its task, its paho message
+    and its relay publication), a full collection walking every object of the process came about every
+    half second, and collections took a tenth of the adapter's time."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 async def run_until_signalled(adapters: Adapters, title: str) -> None:
     """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly."""
     import signal
@@ -120,6 +135,7 @@ async def run_until_signalled(adapters: Adapters, title: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await adapters.start()
+    settle_heap()
     print("\n".join([title, *adapters.banner(), "Quit with Ctrl-C."]), flush=True)
     await stopping.wait()
     await adapters.stop()
