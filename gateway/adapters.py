@@ -43,6 +43,7 @@ class Adapters:
                 client_id=settings.MQTT_CLIENT_ID,
                 shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
+                max_in_flight=settings.MQTT_MAX_IN_FLIGHT,
                 claim=claim_once,
             )
             if mqtt

@@ -20,3 +20,12 @@ def test_settle_heap_freezes_what_start_up_made():
         gc.unfreeze()
         gc.set_threshold(*threshold)
     assert any(found is made_at_start_up for found in gc.get_objects(generation=2))
+
+
+def test_the_mqtt_window_comes_from_the_settings(settings):
+    from consumers.routing import mqtt_router
+    from gateway.adapters import Adapters
+
+    settings.MQTT_MAX_IN_FLIGHT = 7
+    adapter = Adapters(mqtt_router, smtp=False).mqtt
+    assert adapter.max_in_flight == 7

@@ -105,6 +105,9 @@ class MqttServer(ProtocolServer):
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.max_queued_messages_set(10_000)
+        # Publications go out at once, however many await their PUBACK: paho's default of 20 in flight
+        # would hold the relay's batches back, and walk the queue again on every PUBACK.
+        self._client.max_inflight_messages_set(0)
         self._driver = AsyncioDriver(self._client, loop)
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()  # connected and subscribed
