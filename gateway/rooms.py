@@ -134,12 +134,14 @@ class _RoomWriter:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                new = [event for event, is_new in stored if is_new]
-                if new:
-                    await _fan_out(self.room, new)
+                # Stored: the posters have their answers now (an MQTT device its PUBACK), while the batch
+                # goes out to the room; the next batch waits for that, so readers get them in order.
                 for (_, future), result in zip(batch, stored, strict=True):
                     if not future.done():  # done: its poster gave up waiting (the message is stored all the same)
                         future.set_result(result)
+                new = [event for event, is_new in stored if is_new]
+                if new:
+                    await _fan_out(self.room, new)
         finally:
             self.busy = False
             if _writers.get(self.room) is self and not self.waiting:
@@ -160,7 +162,8 @@ async def post(
     key: str | None = None,
     digest: str | None = None,
 ) -> dict:
-    """Validate, store, then deliver to the room; returns the stored message object.
+    """Validate, store, then deliver to the room; returns the stored message object once it is
+    stored (its delivery to the room's readers may still be under way).
 
     Once stored the message is accepted: live delivery is best effort, and readers who
     missed it catch up from the history. With a ``key`` already stored in the room
