@@ -79,3 +79,28 @@ def test_posts_without_keys_are_stored_in_one_statement_as_the_general_path_stor
     assert result["last_id"] == 7 and result["digest_found"]  # a redelivery is recognised by its digest
     assert result["missing"] is None  # no such room: the general path decides (creates it here)
     assert result["created"][0][0]["id"] == 1 and result["created"][0][0]["room"] == "made-on-first-use"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_post_is_answered_once_stored_before_its_fan_out_and_batches_reach_readers_in_order(monkeypatch):
+    import asyncio
+
+    from gateway import rooms
+
+    fanned: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def slow_fan_out(room: str, events: list[dict]) -> None:
+        await release.wait()  # the room's readers are slow to reach
+        fanned.append([event["id"] for event in events])
+
+    monkeypatch.setattr(rooms, "_fan_out", slow_fan_out)
+    first = await rooms.post("slow-readers", "one", sender="a", source="http")  # answered before its fan-out
+    assert first["id"] == 1 and fanned == []
+    writer = rooms._writers["slow-readers"]  # still fanning the first one out
+    second = asyncio.ensure_future(rooms.post("slow-readers", "two", sender="a", source="http"))
+    release.set()
+    async with asyncio.timeout(10):
+        assert (await second)["id"] == 2
+        await writer.task
+    assert fanned == [[1], [2]]
