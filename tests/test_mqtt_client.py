@@ -78,3 +78,25 @@ def test_what_the_socket_does_not_take_waits_for_the_next_writable_event():
         except BlockingIOError:
             pass
     assert received.endswith(payload)
+
+
+def test_a_puback_releases_its_publication_with_or_without_a_callback():
+    client, broker, _ = connected_client()
+    first = client.publish("out", b"one", qos=1)
+    second = client.publish("out", b"two", qos=1)
+    client.loop_write()
+    broker.sendall(bytes([0x40, 2]) + first.mid.to_bytes(2, "big"))
+    client.loop_read()
+    assert first.is_published() and not second.is_published() and list(client._out_messages) == [second.mid]
+    heard = []
+    client.on_publish = lambda c, userdata, mid, reason_code, properties: heard.append((mid, reason_code.is_failure))
+    broker.sendall(bytes([0x40, 2]) + second.mid.to_bytes(2, "big") + bytes([0x40, 2, 0xFF, 0xFF]))  # and a stray one
+    client.loop_read()
+    assert second.is_published() and not client._out_messages and heard == [(second.mid, False)]
+
+
+def test_a_malformed_packet_ends_the_connection():
+    client, broker, received = connected_client()
+    broker.sendall(publish_packet(1, b"fine") + publish_packet(2, b"no topic", topic=b""))
+    assert client.loop_read() != paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [m.payload for m in received] == [b"fine"]

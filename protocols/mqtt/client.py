@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.exception import MalformedPacket
 
 
 def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, str, int]:
@@ -39,10 +40,12 @@ READ_SIZE = 65536  # bytes asked of the socket at once
 class BufferedClient(paho.Client):
     """A paho client that reads and writes its socket in large pieces (paho 2.2's socket methods).
 
-    Reads: one ``recv`` fills a buffer, paho's small reads are served from it, and ``loop_read``
-    goes on until the buffer is used up (the event loop would not call it again for bytes that
-    have left the socket). Writes: paho's packets go into a buffer and leave in one ``send`` at
-    the end of ``loop_write``; what the socket does not take waits for the next writable event.
+    Reads: one ``recv`` fills a buffer, each whole packet in it is taken in one piece (otherwise
+    paho's small reads are served from the buffer), and ``loop_read`` goes on until the buffer is
+    used up (the event loop would not call it again for bytes that have left the socket). A 3.1.1
+    PUBACK for one of its publications is handled without the reason code and properties objects
+    paho makes for it. Writes: paho's packets go into a buffer and leave in one ``send`` at the end
+    of ``loop_write``; what the socket does not take waits for the next writable event.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -60,6 +63,67 @@ class BufferedClient(paho.Client):
         start = self._read_at
         self._read_at = start + bufsize
         return self._read_buffer[start : self._read_at]
+
+    def _packet_read(self) -> paho.MQTTErrorCode:
+        """A whole packet waiting in the buffer is taken in one piece; anything else (a packet that
+        began in an earlier read, one not all here yet, an empty buffer) goes paho's way."""
+        if self._in_packet["command"] != 0:
+            return super()._packet_read()
+        buffer, at = self._read_buffer, self._read_at
+        end = len(buffer)
+        length, multiplier, position = 0, 1, at + 1
+        while True:  # the remaining length: 1 to 4 bytes, 7 bits each
+            if position >= end or position - at > 4:
+                return super()._packet_read()
+            byte = buffer[position]
+            position += 1
+            length += (byte & 127) * multiplier
+            if not byte & 128:
+                break
+            multiplier *= 128
+        if position + length > end:
+            return super()._packet_read()
+        self._read_at = position + length
+        self._in_packet = {
+            "command": buffer[at],
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": length,
+            "packet": buffer[position : position + length],
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0,
+            "have_remaining": 0,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": 0,
+            "packet": bytearray(b""),
+            "to_process": 0,
+            "pos": 0,
+        }
+        with self._msgtime_mutex:
+            self._last_bytes_received = paho.time_func()
+        return rc
+
+    def _handle_pubackcomp(self, cmd) -> paho.MQTTErrorCode:
+        """An MQTT 3.1.1 PUBACK or PUBCOMP is a packet id and nothing else: without an ``on_publish``
+        callback there is no reason code or properties to make (paho makes both, for every one)."""
+        packet = self._in_packet["packet"]
+        if self._protocol == paho.MQTTv5 or len(packet) != 2 or self.on_publish is not None:
+            return super()._handle_pubackcomp(cmd)
+        mid = packet[0] << 8 | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, None, None)  # only on_publish would look at the last two
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
         rc = super().loop_read(max_packets)
