@@ -13,7 +13,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health, metrics
+from . import health, metrics, publishing
 from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class Adapters:
                     "No MQTT broker answered at %s: started an embedded one there", _redacted(settings.MQTT_URL)
                 )
             await self.mqtt.start()
+            publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             health.probes["mqtt"] = self._mqtt_health
         if self.smtp:
@@ -89,6 +90,8 @@ class Adapters:
         if self.smtp:
             await self.smtp.stop()
         if self.mqtt:
+            if publishing.local_adapter is self.mqtt:
+                publishing.local_adapter = None
             await self.mqtt.stop()
         if self.broker is not None:
             await self.broker.shutdown()

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
-from . import limits, metrics
+from . import limits, metrics, publishing
 from .access import visible_rooms
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
 
@@ -292,8 +292,9 @@ def to_json(event: dict) -> str:
 
 
 async def _fan_out(room: str, events: list[dict]) -> None:
-    """One layer message for the room's readers (each process's hub gets it once), and one to the MQTT
-    adapters with the batch's publications to the room's ``out`` topic."""
+    """One layer message for the room's readers (each process's hub gets it once), and the batch's
+    publications to the room's ``out`` topic: through this process's own MQTT adapter when it has a
+    connected one, else as one layer message to the adapters' group."""
     layer = get_channel_layer()
     texts = [to_json(event) for event in events]  # serialised once for every reader
     group = group_name(room)
@@ -306,11 +307,12 @@ async def _fan_out(room: str, events: list[dict]) -> None:
             {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False}
             for text in texts
         ]
-        # One adapter publishes the batch, however many hear it: the key names it.
-        key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
-        await layer.group_send(
-            DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
-        )
+        if not publishing.publish_here(publications):  # no adapter of our own: one of the group's
+            # One adapter publishes the batch, however many hear it: the key names it.
+            key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
+            await layer.group_send(
+                DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
+            )
     except Exception:
         metrics.layer_errors.inc()
         logger.exception("Live delivery of %s#%s.. failed; readers will catch up from history", room, events[0]["id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
@@ -164,3 +165,33 @@ async def test_a_consumer_reaches_the_database_thread_only_after_a_failure(monke
     with pytest.raises(RuntimeError):
         await communicator.wait(5)
     assert closes == [True]  # stale connections closed before the adapter's retry
+
+
+async def test_an_adapter_publishes_what_its_own_process_stores_without_the_group(mosquitto, monkeypatch):
+    from gateway import publishing, rooms
+
+    room = unique()
+    listener = MqttListener(mosquitto, rooms.out_topic(room))
+    server = await served(Recorder(), mosquitto, topics=[], publish_group="mqtt-publish")
+    layer = get_channel_layer()
+    sent_to: list[str] = []
+    group_send = layer.group_send
+
+    async def recorded(group, message):
+        sent_to.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recorded)
+    monkeypatch.setattr(publishing, "local_adapter", server)
+    try:
+        await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])
+        messages = await asyncio.to_thread(listener.wait, 1)
+        assert sent_to == [rooms.group_name(room)]  # the readers' group only: no layer trip, no claim
+        server._stopping = True  # stopping (or disconnected): the group's adapters take it
+        await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "there"}])
+        assert sent_to[1:] == [rooms.group_name(room), "mqtt-publish"]
+    finally:
+        server._stopping = False
+        await server.stop()
+        listener.close()
+    assert [json.loads(message.payload)["message"] for message in messages] == ["here"]
