@@ -100,3 +100,32 @@ def test_a_malformed_packet_ends_the_connection():
     broker.sendall(publish_packet(1, b"fine") + publish_packet(2, b"no topic", topic=b""))
     assert client.loop_read() != paho.MQTTErrorCode.MQTT_ERR_SUCCESS
     assert [m.payload for m in received] == [b"fine"]
+
+
+def test_publishes_arrive_with_their_flags_and_bytes_whichever_way_they_are_read():
+    client, broker, received = connected_client()
+    topic = b"rooms/lobby/in"
+    qos0 = bytes([0x30, 2 + len(topic) + 2]) + len(topic).to_bytes(2, "big") + topic + b"q0"
+    retained_dup = bytearray(publish_packet(7, b"again", topic=topic))
+    retained_dup[0] |= 0x08 | 0x01  # DUP and RETAIN
+    broker.sendall(publish_packet(6, b"first", topic=topic) + qos0 + bytes(retained_dup))
+    client.loop_read()  # the first is read paho's way (an empty buffer), the others in one piece
+    assert [(m.topic, m.mid, m.qos, m.dup, m.retain, m.payload) for m in received] == [
+        ("rooms/lobby/in", 6, 1, False, False, b"first"),
+        ("rooms/lobby/in", 0, 0, False, False, b"q0"),
+        ("rooms/lobby/in", 7, 1, True, True, b"again"),
+    ]
+    assert all(type(m.payload) is bytes for m in received)
+
+
+def test_a_qos_2_publish_is_left_to_paho():
+    client, broker, received = connected_client()
+    packet = bytearray(publish_packet(9, b"exactly once"))
+    packet[0] = 0x34  # QoS 2
+    broker.sendall(bytes(packet))
+    client.loop_read()
+    client.loop_write()
+    assert received == [] and broker.recv(4) == bytes([0x50, 2, 0, 9])  # PUBREC; delivered on PUBREL
+    broker.sendall(bytes([0x62, 2, 0, 9]))  # PUBREL
+    client.loop_read()
+    assert [m.payload for m in received] == [b"exactly once"]

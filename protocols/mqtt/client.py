@@ -37,6 +37,20 @@ def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, s
 READ_SIZE = 65536  # bytes asked of the socket at once
 
 
+class InboundMessage(paho.MQTTMessage):
+    """An ``MQTTMessage`` as it arrived, without the publish-tracking ``info`` (a lock and a
+    condition) that paho makes for every message and only uses for its own publications."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int, topic: bytes, qos: int, dup: bool, retain: bool, payload: bytes) -> None:
+        self.timestamp = paho.time_func()
+        self.state = paho.mqtt_ms_invalid
+        self.mid, self._topic, self.qos, self.dup, self.retain, self.payload = mid, topic, qos, dup, retain, payload
+        self.info = None
+        self.properties = None
+
+
 class BufferedClient(paho.Client):
     """A paho client that reads and writes its socket in large pieces (paho 2.2's socket methods).
 
@@ -112,6 +126,30 @@ class BufferedClient(paho.Client):
         with self._msgtime_mutex:
             self._last_bytes_received = paho.time_func()
         return rc
+
+    def _handle_publish(self) -> paho.MQTTErrorCode:
+        """An MQTT 3.1.1 PUBLISH at QoS 0 or 1, read straight from the packet into an ``InboundMessage``
+        (QoS 2, MQTT 5 and anything malformed go paho's way)."""
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        topic_end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
+        payload_at = topic_end + (2 if qos else 0)
+        if self._protocol == paho.MQTTv5 or qos == 2 or topic_end <= 2 or len(packet) < payload_at:
+            return super()._handle_publish()
+        mid = packet[topic_end] << 8 | packet[topic_end + 1] if qos else 0
+        payload = packet[payload_at:]
+        message = InboundMessage(
+            mid,
+            bytes(packet[2:topic_end]),
+            qos,
+            bool(header & 0x08),
+            bool(header & 0x01),
+            payload if isinstance(payload, bytes) else bytes(payload),
+        )
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_pubackcomp(self, cmd) -> paho.MQTTErrorCode:
         """An MQTT 3.1.1 PUBACK or PUBCOMP is a packet id and nothing else: without an ``on_publish``
