@@ -249,10 +249,9 @@ def _insert_statement() -> str:
             RETURNING {pk} AS id, {last_id} - %(count)s AS before
         )
         INSERT INTO {messages} ({room}, {seq}, {text}, {sender}, {source}, {data}, {created_at}, {digest})
-        SELECT room.id, room.before + post.n, post.text, post.sender, post.source, post.data::jsonb, %(now)s,
-               post.digest
-        FROM room, unnest(%(texts)s::text[], %(senders)s::text[], %(sources)s::text[], %(data)s::text[],
-                          %(digests)s::text[]) WITH ORDINALITY AS post(text, sender, source, data, digest, n)
+        SELECT room.id, room.before + post.n, post.text, post.sender, post.source, post.data, %(now)s, post.digest
+        FROM room, json_to_recordset(%(posts)s::json)
+            AS post(n bigint, text text, sender text, source text, data jsonb, digest text)
         RETURNING {seq}
     """
 
@@ -265,16 +264,15 @@ def _store_at_once(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]
     the room's row lock, hands out the ids and inserts every post. None when there is no such room."""
     if not _INSERT:
         _INSERT.append(_insert_statement())
-    parameters = {
-        "count": len(posts),
-        "now": now,
-        "room": room,
-        "texts": [post.text for post in posts],
-        "senders": [post.sender for post in posts],
-        "sources": [post.source for post in posts],
-        "data": [None if post.data is None else json.dumps(post.data) for post in posts],
-        "digests": [post.digest for post in posts],
-    }
+    # The posts as one JSON document (the C encoder makes it; PostgreSQL takes it apart), not one
+    # array per column, which the driver would quote element by element in Python.
+    document = json.dumps(
+        [
+            {"n": n, "text": p.text, "sender": p.sender, "source": p.source, "data": p.data, "digest": p.digest}
+            for n, p in enumerate(posts, 1)
+        ]
+    )
+    parameters = {"count": len(posts), "now": now, "room": room, "posts": document}
     with connection.cursor() as cursor:
         cursor.execute(_INSERT[0], parameters)
         seqs = [seq for (seq,) in cursor.fetchall()]

@@ -20,7 +20,7 @@ django.setup()
 from django.db import connection
 from django.utils import timezone
 from gateway import rooms
-from gateway.models import Room
+from gateway.models import Message, Room
 
 Room.objects.create(name="both")
 posts = [
@@ -45,6 +45,7 @@ print(json.dumps({
     "history": rooms._history("both", 0, None, 100),
     "last_id": Room.objects.get(name="both").last_id,
     "digest_found": rooms._stored_recently("both", "d" * 64, timedelta(minutes=1)),
+    "null_data_seqs": list(Message.objects.filter(room__name="both", data__isnull=True).values_list("seq", flat=True)),
 }))
 """
 
@@ -76,6 +77,7 @@ def test_posts_without_keys_are_stored_in_one_statement_as_the_general_path_stor
     # What the one statement returned is what the database now holds, to the millisecond.
     assert result["history"][:3] == at_once and result["history"][3:6] == general
     assert result["keyed"][0][0]["id"] == 7 and result["history"][6] == result["keyed"][0][0]
+    assert sorted(result["null_data_seqs"]) == [1, 3, 4, 6, 7]  # SQL NULL, as the general path stores no data
     assert result["last_id"] == 7 and result["digest_found"]  # a redelivery is recognised by its digest
     assert result["missing"] is None  # no such room: the general path decides (creates it here)
     assert result["created"][0][0]["id"] == 1 and result["created"][0][0]["room"] == "made-on-first-use"
