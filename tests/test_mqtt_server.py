@@ -195,3 +195,44 @@ async def test_an_adapter_publishes_what_its_own_process_stores_without_the_grou
         await server.stop()
         listener.close()
     assert [json.loads(message.payload)["message"] for message in messages] == ["here"]
+
+
+async def test_an_instance_past_its_timeout_is_cancelled_and_the_message_served_again(mosquitto, caplog):
+    base = unique("slow")
+    tries: list[str] = []
+
+    async def slow_then_fine(scope, receive, send):
+        await receive()
+        if not tries:
+            tries.append("slow")
+            try:
+                await asyncio.Event().wait()  # stuck: the watchdog cancels it at the timeout
+            except asyncio.CancelledError:
+                tries.append("cancelled")
+                raise
+        tries.append("acked")
+        await send({"type": "mqtt.ack"})
+
+    async def stubborn(scope, receive, send):  # swallows the cancellation, answers anyway
+        await receive()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            tries.append(f"stubborn, still cancelling: {asyncio.current_task().cancelling()}")
+        await send({"type": "mqtt.ack"})
+        tries.append("stubborn acked")
+
+    for application, topic, done in ((slow_then_fine, f"{base}/a", "acked"), (stubborn, f"{base}/b", "stubborn acked")):
+        server = await served(
+            application, mosquitto, topics=[topic], publish_group=None, application_timeout=0.2, min_backoff=0.05
+        )
+        try:
+            await apublish(mosquitto, topic, b"x")
+            async with asyncio.timeout(10):
+                while done not in tries:
+                    await asyncio.sleep(0.02)  # polling a list with a deadline
+        finally:
+            await server.stop()
+        assert not server._deadlines and not server._expired
+    assert tries == ["slow", "cancelled", "acked", "stubborn, still cancelling: 1", "stubborn acked"]
+    assert f"MQTT application failed on {base}/a: no answer within 0.2s" in caplog.text

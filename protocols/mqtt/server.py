@@ -87,6 +87,9 @@ class MqttServer(ProtocolServer):
         self._generation = 0  # bumps on every (re)connection: acks never cross connections
         self._queues: dict[str, deque] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._deadlines: dict[asyncio.Task, float] = {}  # instances running -> when they time out
+        self._expired: set[asyncio.Task] = set()  # instances the watchdog cancelled
+        self._watchdog: asyncio.Task | None = None
         self._runner: asyncio.Task | None = None
         self._relay: asyncio.Task | None = None
         self._driver: AsyncioDriver | None = None
@@ -139,6 +142,8 @@ class MqttServer(ProtocolServer):
                 await asyncio.wait_for(self._lost.wait(), 2)
             except TimeoutError:
                 pass
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._driver is not None:  # None: stop() after a start that never happened
             self._driver.close()
 
@@ -288,16 +293,51 @@ class MqttServer(ProtocolServer):
             given, event = event, None
             return given
 
+        # The instance runs in this task (the message's). Its deadline is kept in a table that one
+        # watchdog looks through, rather than a timer of its own (a timer per message costs more).
+        task = asyncio.current_task()
+        self._deadlines[task] = asyncio.get_running_loop().time() + self.application_timeout
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         try:
-            # The instance runs in this task (the message's): no task of its own for the timeout.
-            async with asyncio.timeout(self.application_timeout):
-                await self.application(self.scope_for(message), receive, send)
+            await self.application(self.scope_for(message), receive, send)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # not the watchdog's: stopping
+            self._expired.discard(task)
+            if task.uncancel() > 0:
+                raise  # stopping as well: that wins
+            logger.error(
+                "MQTT application failed on %s: no answer within %.1fs", message.topic, self.application_timeout
+            )
+            return answer is not None
         except Exception:
             logger.exception("MQTT application failed on %s", message.topic)
             return answer is not None
+        finally:
+            del self._deadlines[task]
+            if task in self._expired:  # the application swallowed the watchdog's cancellation
+                self._expired.discard(task)
+                task.uncancel()
         if answer is None:
             logger.error("MQTT application gave no ack or reject for a message on %s; acknowledging", message.topic)
         return True
+
+    async def _watch(self) -> None:
+        """Cancel the instances that run past their deadline; a tenth of ``application_timeout``
+        (at most a second) between looks. Ends when no instance runs."""
+        interval = min(1.0, self.application_timeout / 10)
+        loop = asyncio.get_running_loop()
+        try:
+            while self._deadlines:
+                await asyncio.sleep(interval)
+                now = loop.time()
+                for task, deadline in list(self._deadlines.items()):
+                    if deadline <= now and task not in self._expired:
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
 
     # Publishing
 
