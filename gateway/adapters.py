@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health, metrics
+from . import health, metrics, publishing
 from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Adapters:
                 client_id=settings.MQTT_CLIENT_ID,
                 shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
+                max_in_flight=settings.MQTT_MAX_IN_FLIGHT,
                 claim=claim_once,
             )
             if mqtt
@@ -72,6 +74,7 @@ class Adapters:
                     "No MQTT broker answered at %s: started an embedded one there", _redacted(settings.MQTT_URL)
                 )
             await self.mqtt.start()
+            publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             health.probes["mqtt"] = self._mqtt_health
         if self.smtp:
@@ -87,6 +90,8 @@ class Adapters:
         if self.smtp:
             await self.smtp.stop()
         if self.mqtt:
+            if publishing.local_adapter is self.mqtt:
+                publishing.local_adapter = None
             await self.mqtt.stop()
         if self.broker is not None:
             await self.broker.shutdown()
@@ -111,6 +116,20 @@ def _redacted(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
+GC_THRESHOLD = (10_000, 10, 10)  # Python's default collects the young generation every 700 new objects
+
+
+def settle_heap() -> None:
+    """Once started: what start-up made (Django, the apps, the modules) lives as long as the process, so
+    the garbage collector stops scanning it (``gc.freeze``), and collects the young objects less often.
+    Without this, under load (a thousand MQTT messages in flight, each with its task, its paho message
+    and its relay publication), a full collection walking every object of the process came about every
+    half second, and collections took a tenth of the adapter's time."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 async def run_until_signalled(adapters: Adapters, title: str) -> None:
     """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly."""
     import signal
@@ -120,6 +139,7 @@ async def run_until_signalled(adapters: Adapters, title: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await adapters.start()
+    settle_heap()
     print("\n".join([title, *adapters.banner(), "Quit with Ctrl-C."]), flush=True)
     await stopping.wait()
     await adapters.stop()

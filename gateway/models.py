@@ -104,18 +104,23 @@ class Message(models.Model):
 
     def as_event(self, room_name: str) -> dict:
         """The contract's message object."""
-        event = {
-            "type": "message",
-            "id": self.seq,
-            "room": room_name,
-            "message": self.text,
-            "sender": self.sender,
-            "source": self.source,
-            "ts": self.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        if self.data is not None:
-            event["data"] = self.data
-        return event
+        return message_event(room_name, self.seq, self.text, self.sender, self.source, self.created_at, self.data)
+
+
+def message_event(room: str, seq: int, text: str, sender: str, source: str, created_at, data) -> dict:
+    """The contract's message object for a stored message's fields."""
+    event = {
+        "type": "message",
+        "id": seq,
+        "room": room,
+        "message": text,
+        "sender": sender,
+        "source": source,
+        "ts": created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if data is not None:
+        event["data"] = data
+    return event
 
 
 class Presence(models.Model):

@@ -14,21 +14,22 @@ from typing import Any, NamedTuple
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
-from . import limits, metrics
+from . import limits, metrics, publishing
 from .access import visible_rooms
-from .models import ROOM_NAME_REGEX, Message, Room
+from .models import ROOM_NAME_REGEX, Message, Room, message_event
 
 logger = logging.getLogger(__name__)
 
 ROOM_NAME = re.compile(f"{ROOM_NAME_REGEX}\\Z")
 SENDER_MAX_LENGTH = 200
 CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the last id it saw
+SOURCES = frozenset(Message.Source.values)  # the enum's .values builds a new list on every use
 
 
 class InvalidMessage(ValueError):
@@ -76,7 +77,7 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     if not isinstance(sender, str):
         raise InvalidMessage("'sender' must be text")
     sender = sender.strip()[:SENDER_MAX_LENGTH] or "anonymous"
-    if source not in Message.Source.values:
+    if source not in SOURCES:
         raise InvalidMessage(f"unknown source {source!r}")
     # NUL cannot be stored (PostgreSQL refuses it in text): shown as the replacement character.
     return text.replace("\x00", "\ufffd"), sender.replace("\x00", "\ufffd")
@@ -133,12 +134,14 @@ class _RoomWriter:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                new = [event for event, is_new in stored if is_new]
-                if new:
-                    await _fan_out(self.room, new)
+                # Stored: the posters have their answers now (an MQTT device its PUBACK), while the batch
+                # goes out to the room; the next batch waits for that, so readers get them in order.
                 for (_, future), result in zip(batch, stored, strict=True):
                     if not future.done():  # done: its poster gave up waiting (the message is stored all the same)
                         future.set_result(result)
+                new = [event for event, is_new in stored if is_new]
+                if new:
+                    await _fan_out(self.room, new)
         finally:
             self.busy = False
             if _writers.get(self.room) is self and not self.waiting:
@@ -159,7 +162,8 @@ async def post(
     key: str | None = None,
     digest: str | None = None,
 ) -> dict:
-    """Validate, store, then deliver to the room; returns the stored message object.
+    """Validate, store, then deliver to the room; returns the stored message object once it is
+    stored (its delivery to the room's readers may still be under way).
 
     Once stored the message is accepted: live delivery is best effort, and readers who
     missed it catch up from the history. With a ``key`` already stored in the room
@@ -182,6 +186,15 @@ async def post(
 def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
     """Store ``posts`` in one transaction: each one's message object, and whether it is new (not a retry)."""
     now = timezone.now()
+    if connection.vendor == "postgresql" and all(post.key is None for post in posts):
+        stored = _store_at_once(room, posts, now)
+        if stored is not None:
+            return stored
+    return _store_in_transaction(room, posts, now)
+
+
+def _store_in_transaction(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]]:
+    """Any database, keys or not: the row lock, the keys already stored, one insert, the room's new last id."""
     with transaction.atomic():
         # The row lock hands out ids (and decides keys) one transaction at a time, in every process.
         room_row = Room.objects.select_for_update().filter(name=room).first()
@@ -221,13 +234,65 @@ def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
     return results
 
 
+def _insert_statement() -> str:
+    quote = connection.ops.quote_name
+    rooms, messages = quote(Room._meta.db_table), quote(Message._meta.db_table)
+    room, seq, text, sender, source, data, created_at, digest = (
+        quote(Message._meta.get_field(name).column)
+        for name in ("room", "seq", "text", "sender", "source", "data", "created_at", "digest")
+    )
+    last_id, last_activity, name = (quote(Room._meta.get_field(f).column) for f in ("last_id", "last_activity", "name"))
+    pk = quote(Room._meta.pk.column)
+    return f"""
+        WITH room AS (
+            UPDATE {rooms} SET {last_id} = {last_id} + %(count)s, {last_activity} = %(now)s WHERE {name} = %(room)s
+            RETURNING {pk} AS id, {last_id} - %(count)s AS before
+        )
+        INSERT INTO {messages} ({room}, {seq}, {text}, {sender}, {source}, {data}, {created_at}, {digest})
+        SELECT room.id, room.before + post.n, post.text, post.sender, post.source, post.data, %(now)s, post.digest
+        FROM room, json_to_recordset(%(posts)s::json)
+            AS post(n bigint, text text, sender text, source text, data jsonb, digest text)
+        RETURNING {seq}
+    """
+
+
+_INSERT: list[str] = []  # the statement, built on first use (the models' tables and columns)
+
+
+def _store_at_once(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]] | None:
+    """PostgreSQL, posts without keys: one statement (one round trip, its own transaction) that takes
+    the room's row lock, hands out the ids and inserts every post. None when there is no such room."""
+    if not _INSERT:
+        _INSERT.append(_insert_statement())
+    # The posts as one JSON document (the C encoder makes it; PostgreSQL takes it apart), not one
+    # array per column, which the driver would quote element by element in Python.
+    document = json.dumps(
+        [
+            {"n": n, "text": p.text, "sender": p.sender, "source": p.source, "data": p.data, "digest": p.digest}
+            for n, p in enumerate(posts, 1)
+        ]
+    )
+    parameters = {"count": len(posts), "now": now, "room": room, "posts": document}
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT[0], parameters)
+        seqs = [seq for (seq,) in cursor.fetchall()]
+    if not seqs:
+        return None  # the room is not there (yet): the general path creates it, or refuses
+    first = min(seqs)
+    return [
+        (message_event(room, first + n, post.text, post.sender, post.source, now, post.data), True)
+        for n, post in enumerate(posts)
+    ]
+
+
 def to_json(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
 async def _fan_out(room: str, events: list[dict]) -> None:
-    """One layer message for the room's readers (each process's hub gets it once), and one to the MQTT
-    adapters with the batch's publications to the room's ``out`` topic."""
+    """One layer message for the room's readers (each process's hub gets it once), and the batch's
+    publications to the room's ``out`` topic: through this process's own MQTT adapter when it has a
+    connected one, else as one layer message to the adapters' group."""
     layer = get_channel_layer()
     texts = [to_json(event) for event in events]  # serialised once for every reader
     group = group_name(room)
@@ -240,11 +305,12 @@ async def _fan_out(room: str, events: list[dict]) -> None:
             {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False}
             for text in texts
         ]
-        # One adapter publishes the batch, however many hear it: the key names it.
-        key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
-        await layer.group_send(
-            DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
-        )
+        if not publishing.publish_here(publications):  # no adapter of our own: one of the group's
+            # One adapter publishes the batch, however many hear it: the key names it.
+            key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
+            await layer.group_send(
+                DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
+            )
     except Exception:
         metrics.layer_errors.inc()
         logger.exception("Live delivery of %s#%s.. failed; readers will catch up from history", room, events[0]["id"])

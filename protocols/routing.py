@@ -76,14 +76,30 @@ class PatternRouter:
 
     scope_key = ""
 
+    CACHE_SIZE = 10_000  # values whose resolution is remembered (a busy adapter sees the same topics again)
+
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        self._resolved: dict[str, tuple[Any, dict[str, Any]] | None] = {}
 
     def normalize(self, value: str) -> str:
         return value
 
     def resolve(self, value: str) -> tuple[Any, dict[str, Any]] | None:
-        """The application for ``value`` and its captured parameters, or None."""
+        """The application for ``value`` and its captured parameters, or None.
+
+        Answers are remembered per value (converters are pure functions of the text), up to
+        ``CACHE_SIZE`` values; after that the memory starts again."""
+        try:
+            found = self._resolved[value]
+        except KeyError:
+            found = self._match(value)
+            if len(self._resolved) >= self.CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[value] = found
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(self, value: str) -> tuple[Any, dict[str, Any]] | None:
         value = self.normalize(value)
         for route in self.routes:
             found = route.pattern.match(value)

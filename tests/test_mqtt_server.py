@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from consumers.mqtt import RoomMqttConsumer
-from protocols.mqtt import MqttServer
+from protocols.mqtt import AsyncMqttConsumer, MqttServer
 from tests.support import MqttListener, apublish, unique
 
 
@@ -45,7 +46,6 @@ async def test_publish_becomes_a_scope_and_event(mosquitto):
     assert event == {"type": "mqtt.publish", "payload": b"\x00\x01 bytes"}
 
 
-@pytest.mark.django_db  # consumers close stale database connections on every event
 async def test_retained_replay_is_marked_and_not_posted(mosquitto):
     room = unique()
     topic = f"rooms/{room}/in"
@@ -112,3 +112,127 @@ async def test_a_failing_application_is_run_again_until_the_message_is_safe(mosq
 
 async def test_stop_before_start_is_harmless(mosquitto):
     await MqttServer(Recorder(), mosquitto, topics=["x/#"], publish_group=None).stop()
+
+
+async def test_a_second_receive_waits_until_the_application_timeout(mosquitto):
+    base = unique("timeout")
+    attempts: list[str] = []
+
+    async def greedy(scope, receive, send):  # asks for a second event on its first try
+        await receive()
+        attempts.append("received")
+        if len(attempts) == 1:
+            await receive()  # never returns: the instance is cancelled at the timeout
+            attempts.append("second receive returned")
+        await send({"type": "mqtt.ack"})
+        attempts.append("acked")
+
+    server = await served(
+        greedy, mosquitto, topics=[f"{base}/#"], publish_group=None, application_timeout=0.2, min_backoff=0.05
+    )
+    try:
+        await apublish(mosquitto, f"{base}/a", b"x")
+        async with asyncio.timeout(10):
+            while "acked" not in attempts:
+                await asyncio.sleep(0.02)  # polling a list with a deadline
+    finally:
+        await server.stop()
+    assert attempts == ["received", "received", "acked"]
+
+
+class Answering(AsyncMqttConsumer):
+    async def receive(self, payload: bytes) -> None:
+        if payload == b"fail":
+            raise RuntimeError("database unavailable")
+        await self.ack()
+
+
+async def test_a_consumer_reaches_the_database_thread_only_after_a_failure(monkeypatch):
+    closes: list[bool] = []
+
+    async def counted() -> None:
+        closes.append(True)
+
+    monkeypatch.setattr("protocols.mqtt.consumer.aclose_old_connections", counted)
+    communicator = ApplicationCommunicator(Answering.as_asgi(), {"type": "mqtt", "topic": "a"})
+    await communicator.send_input({"type": "mqtt.publish", "payload": b"fine"})
+    assert await communicator.receive_output(5) == {"type": "mqtt.ack"}
+    await communicator.wait(5)  # returned after its one message
+    assert closes == []
+
+    communicator = ApplicationCommunicator(Answering.as_asgi(), {"type": "mqtt", "topic": "a"})
+    await communicator.send_input({"type": "mqtt.publish", "payload": b"fail"})
+    with pytest.raises(RuntimeError):
+        await communicator.wait(5)
+    assert closes == [True]  # stale connections closed before the adapter's retry
+
+
+async def test_an_adapter_publishes_what_its_own_process_stores_without_the_group(mosquitto, monkeypatch):
+    from gateway import publishing, rooms
+
+    room = unique()
+    listener = MqttListener(mosquitto, rooms.out_topic(room))
+    server = await served(Recorder(), mosquitto, topics=[], publish_group="mqtt-publish")
+    layer = get_channel_layer()
+    sent_to: list[str] = []
+    group_send = layer.group_send
+
+    async def recorded(group, message):
+        sent_to.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recorded)
+    monkeypatch.setattr(publishing, "local_adapter", server)
+    try:
+        await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])
+        messages = await asyncio.to_thread(listener.wait, 1)
+        assert sent_to == [rooms.group_name(room)]  # the readers' group only: no layer trip, no claim
+        server._stopping = True  # stopping (or disconnected): the group's adapters take it
+        await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "there"}])
+        assert sent_to[1:] == [rooms.group_name(room), "mqtt-publish"]
+    finally:
+        server._stopping = False
+        await server.stop()
+        listener.close()
+    assert [json.loads(message.payload)["message"] for message in messages] == ["here"]
+
+
+async def test_an_instance_past_its_timeout_is_cancelled_and_the_message_served_again(mosquitto, caplog):
+    base = unique("slow")
+    tries: list[str] = []
+
+    async def slow_then_fine(scope, receive, send):
+        await receive()
+        if not tries:
+            tries.append("slow")
+            try:
+                await asyncio.Event().wait()  # stuck: the watchdog cancels it at the timeout
+            except asyncio.CancelledError:
+                tries.append("cancelled")
+                raise
+        tries.append("acked")
+        await send({"type": "mqtt.ack"})
+
+    async def stubborn(scope, receive, send):  # swallows the cancellation, answers anyway
+        await receive()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            tries.append(f"stubborn, still cancelling: {asyncio.current_task().cancelling()}")
+        await send({"type": "mqtt.ack"})
+        tries.append("stubborn acked")
+
+    for application, topic, done in ((slow_then_fine, f"{base}/a", "acked"), (stubborn, f"{base}/b", "stubborn acked")):
+        server = await served(
+            application, mosquitto, topics=[topic], publish_group=None, application_timeout=0.2, min_backoff=0.05
+        )
+        try:
+            await apublish(mosquitto, topic, b"x")
+            async with asyncio.timeout(10):
+                while done not in tries:
+                    await asyncio.sleep(0.02)  # polling a list with a deadline
+        finally:
+            await server.stop()
+        assert not server._deadlines and not server._expired
+    assert tries == ["slow", "cancelled", "acked", "stubborn, still cancelling: 1", "stubborn acked"]
+    assert f"MQTT application failed on {base}/a: no answer within 0.2s" in caplog.text

@@ -90,3 +90,19 @@ def test_find_router_looks_through_protocol_router_and_middleware():
     assert find_router(application, "email", EmailToRouter) is email
     assert find_router(application, "websocket", MqttTopicRouter) is None
     assert find_router(app("plain"), "mqtt", MqttTopicRouter) is None
+
+
+def test_answers_are_remembered_per_value_and_cannot_be_spoiled(monkeypatch):
+    router = MqttTopicRouter([topic("devices/<int:device>/status", app("status"))])
+    matched: list[str] = []
+    match = router._match
+    monkeypatch.setattr(router, "_match", lambda value: matched.append(value) or match(value))
+    application, kwargs = router.resolve("devices/7/status")
+    kwargs["device"] = 8  # a caller's copy
+    assert router.resolve("devices/7/status")[1] == {"device": 7}
+    assert router.resolve("devices/x/status") is None and router.resolve("devices/x/status") is None
+    assert matched == ["devices/7/status", "devices/x/status"]  # each value matched once
+    monkeypatch.setattr(router, "CACHE_SIZE", 2)
+    router.resolve("devices/9/status")  # a third value: the memory starts again
+    assert router.resolve("devices/7/status")[1] == {"device": 7}
+    assert matched == ["devices/7/status", "devices/x/status", "devices/9/status", "devices/7/status"]

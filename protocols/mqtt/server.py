@@ -87,6 +87,9 @@ class MqttServer(ProtocolServer):
         self._generation = 0  # bumps on every (re)connection: acks never cross connections
         self._queues: dict[str, deque] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._deadlines: dict[asyncio.Task, float] = {}  # instances running -> when they time out
+        self._expired: set[asyncio.Task] = set()  # instances the watchdog cancelled
+        self._watchdog: asyncio.Task | None = None
         self._runner: asyncio.Task | None = None
         self._relay: asyncio.Task | None = None
         self._driver: AsyncioDriver | None = None
@@ -105,6 +108,9 @@ class MqttServer(ProtocolServer):
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.max_queued_messages_set(10_000)
+        # Publications go out at once, however many await their PUBACK: paho's default of 20 in flight
+        # would hold the relay's batches back, and walk the queue again on every PUBACK.
+        self._client.max_inflight_messages_set(0)
         self._driver = AsyncioDriver(self._client, loop)
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()  # connected and subscribed
@@ -136,6 +142,8 @@ class MqttServer(ProtocolServer):
                 await asyncio.wait_for(self._lost.wait(), 2)
             except TimeoutError:
                 pass
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._driver is not None:  # None: stop() after a start that never happened
             self._driver.close()
 
@@ -276,18 +284,60 @@ class MqttServer(ProtocolServer):
             else:
                 raise ValueError(f"Unknown event type for mqtt scope: {kind!r}")
 
-        events: asyncio.Queue = asyncio.Queue()
-        events.put_nowait({"type": "mqtt.publish", "payload": message.payload})
+        event: dict | None = {"type": "mqtt.publish", "payload": message.payload}
+
+        async def receive() -> dict:
+            nonlocal event
+            if event is None:  # one event per instance: a second receive waits for the timeout
+                await asyncio.get_running_loop().create_future()
+            given, event = event, None
+            return given
+
+        # The instance runs in this task (the message's). Its deadline is kept in a table that one
+        # watchdog looks through, rather than a timer of its own (a timer per message costs more).
+        task = asyncio.current_task()
+        self._deadlines[task] = asyncio.get_running_loop().time() + self.application_timeout
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         try:
-            await asyncio.wait_for(
-                self.application(self.scope_for(message), events.get, send), self.application_timeout
+            await self.application(self.scope_for(message), receive, send)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # not the watchdog's: stopping
+            self._expired.discard(task)
+            if task.uncancel() > 0:
+                raise  # stopping as well: that wins
+            logger.error(
+                "MQTT application failed on %s: no answer within %.1fs", message.topic, self.application_timeout
             )
+            return answer is not None
         except Exception:
             logger.exception("MQTT application failed on %s", message.topic)
             return answer is not None
+        finally:
+            del self._deadlines[task]
+            if task in self._expired:  # the application swallowed the watchdog's cancellation
+                self._expired.discard(task)
+                task.uncancel()
         if answer is None:
             logger.error("MQTT application gave no ack or reject for a message on %s; acknowledging", message.topic)
         return True
+
+    async def _watch(self) -> None:
+        """Cancel the instances that run past their deadline; a tenth of ``application_timeout``
+        (at most a second) between looks. Ends when no instance runs."""
+        interval = min(1.0, self.application_timeout / 10)
+        loop = asyncio.get_running_loop()
+        try:
+            while self._deadlines:
+                await asyncio.sleep(interval)
+                now = loop.time()
+                for task, deadline in list(self._deadlines.items()):
+                    if deadline <= now and task not in self._expired:
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
 
     # Publishing
 
@@ -355,10 +405,22 @@ class MqttServer(ProtocolServer):
         except Exception:  # rather twice than never
             logger.exception("Could not claim an event from %s; publishing it anyway", self.publish_group)
             claimed = True
-        if not claimed:
-            return
+        if claimed:
+            self._publish_all(publications)
+
+    def _publish_all(self, publications: list[dict]) -> None:
         for publication in publications:
             try:
                 self.publish(publication)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a bad one must not end the relay
                 logger.warning("Could not publish an event from %s: %r", self.publish_group, exc)
+
+    def publish_here(self, publications: list[dict]) -> bool:
+        """Publish ``mqtt.publish`` events through this adapter's connection now, as its relay would
+        from the group, for code in the adapter's own process: no channel-layer round trip, no claim.
+        False, and nothing published, while the adapter is not connected or is stopping: send them
+        to the group then, for an adapter that is."""
+        if self._stopping or not self.connected or self._client is None:
+            return False
+        self._publish_all(publications)
+        return True
