@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
 
 from gateway import limits, metrics, rooms
+from gateway.answers import RecentAnswers
 from gateway.devices import room_takes_mqtt
 from gateway.payloads import parse_payload
 from protocols.mqtt import AsyncMqttConsumer
@@ -20,34 +19,9 @@ logger = logging.getLogger(__name__)
 REDELIVERY_WINDOW = timedelta(minutes=10)
 ROOM_RULES_SECONDS = 2.0  # how long a room's "takes MQTT" answer is kept: a change applies within this
 
-_takes_mqtt: dict[str, tuple[bool, float]] = {}  # room -> (answer, until)
-_asking: dict[str, asyncio.Task] = {}  # room -> the lookup in progress, which every message meanwhile awaits
-
-
-async def takes_mqtt(room: str) -> bool:
-    """``room_takes_mqtt``, asked once in a while rather than on every message of a busy device.
-
-    When the answer is stale, one lookup runs and the messages that arrive meanwhile wait for it
-    instead of each asking the database too."""
-    answer, until = _takes_mqtt.get(room, (False, 0.0))
-    if until >= time.monotonic():
-        return answer
-    asking = _asking.get(room)
-    if asking is None or asking.get_loop() is not asyncio.get_running_loop():
-        asking = _asking[room] = asyncio.get_running_loop().create_task(_ask(room))
-    return await asyncio.shield(asking)  # a waiter that gives up does not cancel it for the others
-
-
-async def _ask(room: str) -> bool:
-    try:
-        answer = await database_sync_to_async(room_takes_mqtt)(room)
-        if len(_takes_mqtt) >= 10_000:
-            _takes_mqtt.clear()
-        _takes_mqtt[room] = (answer, time.monotonic() + ROOM_RULES_SECONDS)
-        return answer
-    finally:
-        if _asking.get(room) is asyncio.current_task():
-            del _asking[room]
+# "Does the room take MQTT posts?", asked once in a while rather than on every message of a busy device
+# (the messages that arrive during a lookup share it).
+takes_mqtt = RecentAnswers(database_sync_to_async(room_takes_mqtt), ROOM_RULES_SECONDS)
 
 
 class RoomMqttConsumer(AsyncMqttConsumer):

@@ -153,7 +153,7 @@ async def test_a_consumer_reaches_the_database_thread_only_after_a_failure(monke
     async def counted() -> None:
         closes.append(True)
 
-    monkeypatch.setattr("protocols.mqtt.consumer.aclose_old_connections", counted)
+    monkeypatch.setattr("protocols.consumer.aclose_old_connections", counted)
     communicator = ApplicationCommunicator(Answering.as_asgi(), {"type": "mqtt", "topic": "a"})
     await communicator.send_input({"type": "mqtt.publish", "payload": b"fine"})
     assert await communicator.receive_output(5) == {"type": "mqtt.ack"}

@@ -39,22 +39,3 @@ async def test_a_redelivery_is_stored_once_but_a_repeated_reading_twice():
         "temperature: 21",
         "temperature: 22",
     ]
-
-
-@pytest.mark.django_db  # the lookup runs through database_sync_to_async
-async def test_messages_that_arrive_during_a_room_lookup_share_it(monkeypatch):
-    import asyncio
-
-    from consumers import mqtt
-
-    asked: list[str] = []
-
-    def room_takes_mqtt(room: str) -> bool:
-        asked.append(room)
-        return True
-
-    monkeypatch.setattr(mqtt, "room_takes_mqtt", room_takes_mqtt)
-    monkeypatch.setattr(mqtt, "_takes_mqtt", {})
-    answers = await asyncio.gather(*(mqtt.takes_mqtt("busy") for _ in range(50)))
-    assert answers == [True] * 50 and asked == ["busy"]
-    assert await mqtt.takes_mqtt("busy") and asked == ["busy"]  # kept for ROOM_RULES_SECONDS

@@ -13,12 +13,16 @@ in it in that event, and writes everything paho queued in one ``send``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.exception import MalformedPacket
+
+logger = logging.getLogger(__name__)
 
 
 def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, str, int]:
@@ -26,7 +30,7 @@ def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, s
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, not {url!r}")
-    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
+    client = _client_class()(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
     if parts.username:
         client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
     if parts.scheme == "mqtts":
@@ -35,6 +39,16 @@ def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, s
 
 
 READ_SIZE = 65536  # bytes asked of the socket at once
+
+
+def _client_class() -> type[paho.Client]:
+    """``BufferedClient`` overrides paho 2.2's socket and packet methods: on another paho, plain paho."""
+    if paho_version.startswith("2.2."):
+        return BufferedClient
+    logger.warning(
+        "protocols.mqtt: BufferedClient is written for paho-mqtt 2.2, found %s: using paho as it is", paho_version
+    )
+    return paho.Client
 
 
 class InboundMessage(paho.MQTTMessage):
