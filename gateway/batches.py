@@ -15,15 +15,25 @@ Result = TypeVar("Result")
 class Batches(Generic[Item, Result]):
     """``await batches.submit(item)``: ``item``'s result once ``write`` (a list of items in, a list of
     results in the same order out) has written the batch it went in. A batch that fails fails each of
-    its items with the same exception."""
+    its items with the same exception. ``then(results)``, if given, runs after each written batch's
+    results are handed out and before the next batch is written; ``idle()`` when nothing is left."""
 
-    def __init__(self, write: Callable[[list[Item]], Awaitable[list[Result]]], most: int = 500) -> None:
-        self.write, self.most = write, most
+    def __init__(
+        self,
+        write: Callable[[list[Item]], Awaitable[list[Result]]],
+        most: int = 500,
+        then: Callable[[list[Result]], Awaitable[None]] | None = None,
+        idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.write, self.most, self.then, self.idle = write, most, then, idle
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.waiting: list[tuple[Item, asyncio.Future]] = []
         self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
 
     def submit(self, item: Item) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # the first use, or another event loop (as each test has): start afresh
+            self.loop, self.waiting, self.task = loop, [], None
         future = loop.create_future()
         self.waiting.append((item, future))
         if self.task is None or self.task.done():
@@ -32,15 +42,21 @@ class Batches(Generic[Item, Result]):
         return future
 
     async def _run(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting[: self.most], self.waiting[self.most :]
-            try:
-                results = await self.write([item for item, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():  # done: its submitter stopped waiting (the item is written all the same)
-                    future.set_result(result)
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.most], self.waiting[self.most :]
+                try:
+                    results = await self.write([item for item, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():  # done: its submitter stopped waiting (the item is written all the same)
+                        future.set_result(result)
+                if self.then is not None:
+                    await self.then(results)
+        finally:
+            if self.idle is not None and not self.waiting:
+                self.idle()

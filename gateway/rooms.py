@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
 import logging
 import re
 import time
 from datetime import timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
@@ -22,6 +21,7 @@ from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
 from . import limits, metrics, publishing
 from .access import visible_rooms
+from .batches import Batches
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
 
 logger = logging.getLogger(__name__)
@@ -102,54 +102,31 @@ class _Post(NamedTuple):
     digest: str | None
 
 
-class _RoomWriter:
-    """A room's posts, stored in batches: while one batch commits, the next one gathers. One transaction
-    (one row lock, one insert) serves every post that arrived meanwhile, in the order they arrived."""
+def _writer(room: str) -> Batches[_Post, tuple[dict, bool]]:
+    """The room's posts, stored in batches: while one batch commits, the next one gathers. One
+    transaction (one row lock, one insert) serves every post that arrived meanwhile, in the order they
+    arrived. Once stored, the posters have their answers (an MQTT device its PUBACK) while the batch
+    goes out to the room; the next batch waits for that, so readers get them in order."""
+    writer = _writers.get(room)
+    if writer is None:
 
-    def __init__(self, room: str) -> None:
-        self.room = room
-        self.loop = asyncio.get_running_loop()
-        self.waiting: list[tuple[_Post, asyncio.Future]] = []
-        self.busy = False
-        self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
+        async def fan_out(stored: list[tuple[dict, bool]]) -> None:
+            new = [event for event, is_new in stored if is_new]
+            if new:
+                await _fan_out(room, new)
 
-    def submit(self, post: _Post) -> asyncio.Future:
-        future = self.loop.create_future()
-        self.waiting.append((post, future))
-        if not self.busy:
-            self.busy = True
-            # A context of its own: the poster's may be a Django request's, whose database thread ends
-            # with the request, while the writer goes on serving later posts.
-            self.task = self.loop.create_task(self._write(), context=contextvars.Context())
-        return future
+        def idle() -> None:
+            if _writers.get(room) is writer:
+                del _writers[room]
 
-    async def _write(self) -> None:
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:BATCH_MAX], self.waiting[BATCH_MAX:]
-                try:
-                    stored = await database_sync_to_async(_store)(self.room, [post for post, _ in batch])
-                except Exception as exc:  # every post of the batch fails alike (no database, no such room)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                # Stored: the posters have their answers now (an MQTT device its PUBACK), while the batch
-                # goes out to the room; the next batch waits for that, so readers get them in order.
-                for (_, future), result in zip(batch, stored, strict=True):
-                    if not future.done():  # done: its poster gave up waiting (the message is stored all the same)
-                        future.set_result(result)
-                new = [event for event, is_new in stored if is_new]
-                if new:
-                    await _fan_out(self.room, new)
-        finally:
-            self.busy = False
-            if _writers.get(self.room) is self and not self.waiting:
-                del _writers[self.room]
+        writer = _writers[room] = Batches(
+            partial(database_sync_to_async(_store), room), most=BATCH_MAX, then=fan_out, idle=idle
+        )
+    return writer
 
 
 BATCH_MAX = 500
-_writers: dict[str, _RoomWriter] = {}
+_writers: dict[str, Batches[_Post, tuple[dict, bool]]] = {}
 
 
 async def post(
@@ -174,10 +151,7 @@ async def post(
         raise InvalidMessage("structured data may not contain NUL characters")
     if not limits.allow("ROOM", room):
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
-    writer = _writers.get(room)
-    if writer is None or writer.loop is not asyncio.get_running_loop():
-        writer = _writers[room] = _RoomWriter(room)
-    event, new = await writer.submit(_Post(text, sender, source, data, key and key[:300], digest))
+    event, new = await _writer(room).submit(_Post(text, sender, source, data, key and key[:300], digest))
     if new:
         metrics.messages_in.labels(source).inc()
     return event
