@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -17,11 +18,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
+import psycopg
 import pytest
 import websockets
 from paho.mqtt.enums import CallbackAPIVersion
@@ -59,6 +62,35 @@ SERVICE_VARIABLES = (
     "DATABASE_URL",
     "MQTT_URL",
 )
+
+
+def postgres_admin() -> tuple[str, str]:
+    """A user the local PostgreSQL trusts, and a connection string to its ``test`` database."""
+    errors = []
+    for user in ("postgres", "root"):
+        dsn = f"dbname=test host={POSTGRES_HOST[0]} port={POSTGRES_HOST[1]} user={user}"
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+        except psycopg.OperationalError as exc:
+            errors.append(f"{user}: {exc}")
+            continue
+        return user, dsn
+    pytest.fail("PostgreSQL accepts neither postgres nor root:\n" + "\n".join(errors), pytrace=False)
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new database on the machine's PostgreSQL (its URL), dropped afterwards, even if it was shut."""
+    user, admin = postgres_admin()
+    name = unique(prefix).replace("-", "_")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://{user}@{POSTGRES_HOST[0]}:{POSTGRES_HOST[1]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def gateway_env(**settings: Any) -> dict[str, str]:

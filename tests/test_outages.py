@@ -20,34 +20,31 @@ from tests.support import (
     asmtp,
     build_mail,
     free_port,
+    fresh_database,
     gateway_env,
     history,
     join,
     launch_gateway,
     manage,
     migrate,
+    postgres_admin,
     receive,
     unique,
     wait_for_port,
 )
 
-ADMIN = "dbname=test host=127.0.0.1 user=postgres"
-
 
 @pytest.fixture
 def database(postgres_host):
-    name = unique("gw_outage").replace("-", "_")
-    with psycopg.connect(ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(ADMIN, autocommit=True) as connection:
-        connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh PostgreSQL database (its URL), dropped afterwards."""
+    with fresh_database("gw_outage") as url:
+        yield url
 
 
-def set_available(name: str, available: bool) -> None:
+def set_available(url: str, available: bool) -> None:
     """Open or shut the database: shut, it refuses new connections and drops the existing ones."""
-    with psycopg.connect(ADMIN, autocommit=True) as connection:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_admin()[1], autocommit=True) as connection:
         connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(available).lower()}')
         if not available:
             connection.execute(
@@ -68,7 +65,7 @@ async def deliver(gateway, room: str, mail: str) -> int:
 
 
 async def test_mail_during_a_database_outage_gets_451_and_is_stored_once_on_retry(tmp_path, database, mosquitto):
-    gateway = launch_gateway(tmp_path, mosquitto, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}")
+    gateway = launch_gateway(tmp_path, mosquitto, DATABASE_URL=database)
     room = unique()
     mail = build_mail(room, "During the outage", "keep me")  # one Message-ID, as a retrying server sends it
     try:

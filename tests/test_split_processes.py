@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 
-import psycopg
 import pytest
 
 from tests.support import (
@@ -24,6 +23,7 @@ from tests.support import (
     asmtp,
     build_mail,
     free_port,
+    fresh_database,
     gateway_env,
     history,
     http_json,
@@ -37,32 +37,11 @@ from tests.support import (
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def postgres_admin() -> tuple[str, str]:
-    """A user the local PostgreSQL trusts, and a connection string to its ``test`` database."""
-    errors = []
-    for user in ("postgres", "root"):
-        dsn = f"dbname=test host=127.0.0.1 port=5432 user={user}"
-        try:
-            psycopg.connect(dsn, connect_timeout=5).close()
-        except psycopg.OperationalError as exc:
-            errors.append(f"{user}: {exc}")
-            continue
-        return user, dsn
-    pytest.fail("PostgreSQL accepts neither postgres nor root:\n" + "\n".join(errors), pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def database(postgres_host):
     """A fresh PostgreSQL database for this module (its URL), dropped afterwards."""
-    user, admin = postgres_admin()
-    name = unique("gw_split").replace("-", "_")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgres://{user}@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("gw_split") as url:
+        yield url
 
 
 def wait_until_serving(gateway: Gateway, process: Process, timeout: float = 30) -> None:

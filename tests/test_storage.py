@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-import psycopg
 import pytest
 
-from tests.support import PYTHON, ROOT, gateway_env, migrate, unique
-
-ADMIN = "dbname=test host=127.0.0.1 user=postgres"
+from tests.support import PYTHON, ROOT, fresh_database, gateway_env, migrate
 
 CHECK = r"""
 import json, django
@@ -52,16 +49,13 @@ print(json.dumps({
 
 @pytest.fixture
 def database(postgres_host):
-    name = unique("gw_storage").replace("-", "_")
-    with psycopg.connect(ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(ADMIN, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh PostgreSQL database (its URL), dropped afterwards."""
+    with fresh_database("gw_storage") as url:
+        yield url
 
 
 def test_posts_without_keys_are_stored_in_one_statement_as_the_general_path_stores_them(database):
-    env = gateway_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}", ROOMS_AUTO_CREATE="true")
+    env = gateway_env(DATABASE_URL=database, ROOMS_AUTO_CREATE="true")
     migrate(env)
     done = subprocess.run([PYTHON, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
