@@ -347,7 +347,21 @@ async def staircase(run: Run, ingress: Ingress, pool: SubscriberPool, server_pid
         best = step
         rate *= sizes.ramp_factor
     high = failure
-    for _ in range(sizes.ramp_refine if best is not None and failure is not None else 0):
+    if best is None:  # the first step was too much already: down, step by step, until one is kept up
+        rate = sizes.ramp_start / sizes.ramp_factor
+        while best is None and rate >= sizes.ramp_min:
+            step = await open_loop(run, ingress, pool, server_pids, rate, sizes.duration)
+            steps.append(step)
+            logger.info(
+                "%s: %s deliveries/s offered: %s", what, f"{rate:,.0f}", "kept up" if step["kept_up"] else "not"
+            )
+            await asyncio.to_thread(servers.wait_until_idle, list(server_pids.values()))
+            if step["kept_up"]:
+                best = step
+            else:
+                high = step
+            rate /= sizes.ramp_factor
+    for _ in range(sizes.ramp_refine if best is not None and high is not None else 0):
         between = math.sqrt(best["offered_deliveries_per_s"] * high["offered_deliveries_per_s"])
         step = await open_loop(run, ingress, pool, server_pids, between, sizes.duration)
         steps.append(step)
