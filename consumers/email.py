@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from gateway import limits, metrics, rooms
+from gateway.answers import RecentAnswers
 from gateway.mail import mail_to_post
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
@@ -23,7 +24,11 @@ class RoomEmailConsumer(AsyncEmailConsumer):
 
     @classmethod
     async def recipient_refusal(cls, scope: dict) -> str | None:
-        return await database_sync_to_async(_refusal)(scope["route"]["kwargs"], scope["mail_from"])
+        route = scope["route"]["kwargs"]
+        if route.get("token") is None:  # the open address: the room as read in the last moment
+            return _refusal(route, scope["mail_from"], await _rooms(route["room"]))
+        # A secret address is checked against the room as it is now: a rotated secret stops at once.
+        return _refusal(route, scope["mail_from"], await database_sync_to_async(_room)(route["room"]))
 
     async def receive(self, content: bytes) -> None:
         room = self.scope["route"]["kwargs"]["room"]
@@ -46,9 +51,16 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         await self.accept()
 
 
-def _refusal(route: dict, mail_from: str) -> str | None:
+def _room(name: str) -> Room | None:
+    return Room.objects.filter(name=name).only("name", "email_open", "email_token", "email_allowlist").first()
+
+
+ROOM_RULES_SECONDS = 2.0  # how long a room's mail rules are kept for its open address
+_rooms = RecentAnswers(database_sync_to_async(_room), ROOM_RULES_SECONDS)
+
+
+def _refusal(route: dict, mail_from: str, room: Room | None) -> str | None:
     """The room's own rules: it exists (or may be created), the address is open or secret, the sender allowed."""
-    room = Room.objects.filter(name=route["room"]).first()
     token = route.get("token")
     if room is None:
         return None if settings.ROOMS_AUTO_CREATE and token is None else "550 5.1.1 No such recipient here"

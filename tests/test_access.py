@@ -123,12 +123,22 @@ async def test_mail_takes_the_secret_address_and_allowed_senders_only(closed):
     assert [m["message"].split("\n")[0] for m in body["messages"]][-2:] == ["boss@example.com", "dev@team.example"]
 
 
-async def test_rotating_the_secret_address(closed):
-    result = subprocess.run(
-        manage("rotateroomtoken", "open-room"), cwd=ROOT, env=closed.env, check=True, capture_output=True, text=True
+def rotate(gateway, room: str) -> str:
+    """The room's new secret address, as ``rotateroomtoken`` prints it."""
+    done = subprocess.run(
+        manage("rotateroomtoken", room), cwd=ROOT, env=gateway.env, check=True, capture_output=True, text=True
     )
-    new_address = result.stdout.split()[-1]
-    assert new_address.startswith("open-room.") and new_address.endswith("@localhost")
+    return done.stdout.split()[-1]
+
+
+async def test_rotating_the_secret_address_stops_the_old_one_at_once(closed):
+    old_address = rotate(closed, "open-room")
+    assert old_address.startswith("open-room.") and old_address.endswith("@localhost")
+    assert await asmtp(closed.smtp_port, "a@example.com", [old_address], build_mail("open-room", "first")) == {}
+    new_address = rotate(closed, "open-room")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:  # at once: no cached rules for secret addresses
+        await asmtp(closed.smtp_port, "a@example.com", [old_address], build_mail("open-room", "too late"))
+    assert refused.value.recipients[old_address][0] == 550
     assert await asmtp(closed.smtp_port, "a@example.com", [new_address], build_mail("open-room", "rotated")) == {}
 
 
