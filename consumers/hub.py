@@ -21,6 +21,7 @@ from django.conf import settings
 
 from gateway import metrics, rooms
 
+from .hub_channel import Receive, open_channel
 from .outgoing import Outgoing
 from .stream import RoomStream
 
@@ -94,6 +95,7 @@ class Hub:
         self.layer = layer
         self.audiences: dict[str, Audience] = {}  # by group name
         self.channel: str | None = None
+        self._receive_one: Receive | None = None  # the channel's receive()
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
 
@@ -152,7 +154,7 @@ class Hub:
 
     async def _start(self) -> None:
         if self.channel is None:
-            self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
+            self.channel, self._receive_one = await open_channel(self.layer, CHANNEL_PREFIX)
             loop = asyncio.get_running_loop()
             # Contexts of their own, not the first reader's: they outlive it.
             self._tasks = [
@@ -164,7 +166,7 @@ class Hub:
         delay = 0.1
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                message = await self._receive_one()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the layer is down (Redis restarting): wait, then listen again
