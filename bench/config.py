@@ -28,7 +28,7 @@ class Sizes:
     ramp_factor: float = _size(1.5, "each step offers this many times the last")
     ramp_max: int = _size(1_000_000, "no step above this")
     ramp_min: int = _size(250, "when the first step falls behind, steps go down to this")
-    ramp_refine: int = _size(1, "after the first failed step, this many steps halfway between it and the last good one")
+    ramp_refine: int = _size(2, "after the first failed step, this many steps halfway between it and the last good one")
     ways_in: str = _size("http+mqtt", "how fan-out messages enter the gateway: http+mqtt (alternately), http or mqtt")
     duration: float = _size(5.0, "seconds of each step of the sustained phase")
     latency_load: int = _size(10_000, "deliveries a second offered in the fixed-load latency phase")
@@ -43,6 +43,11 @@ class Sizes:
     idle_room_size: int = _size(10, "idle connections per room")
     idle_budget: float = _size(240.0, "seconds to open them in; those not started by then are reported as missing")
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
+    scaleout_cores: float = _size(
+        0.15,
+        "scale-out: each ASGI process is held to this many cores (a cgroup CPU quota), so that they, not the "
+        "load generator sharing the machine, are the limit; 0: no limit",
+    )
     redis_db: int = _size(0, "Redis database; keys are under a prefix unique to the run either way")
     scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
     targets: list[str] = field(default_factory=lambda: list(TARGETS))  # fan-out and connections: which sides

@@ -142,13 +142,16 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
                 table.append(Row(name, f"{side} failed", "see warnings"))
     if "scaleout" in results:
         data = results["scaleout"]
-        one, two = _get(data, "one_process"), _get(data, "two_processes", "sustained", "deliveries_per_s")
+        one = _get(data, "one_process", "sustained", "deliveries_per_s")
+        two = _get(data, "two_processes", "sustained", "deliveries_per_s")
+        cores = _get(data, "cores_each")
+        each = f" (≤ {cores:g} cores each)" if cores else " (no CPU limit)"
         table += [
-            Row("scale-out", "deliveries/s, 1 ASGI process", one, None, None, "/s"),
+            Row("scale-out", "deliveries/s, 1 ASGI process" + each, one, None, None, "/s"),
             Row("scale-out", "deliveries/s, 2 ASGI processes", two, None, None, "/s"),
             Row("scale-out", "  2 processes ÷ 1", two / one if one and two else None, None, (">=", 1.6), "×", 2),
         ]
-        if _error(data) or _error(_get(data, "two_processes")):
+        if _error(data) or any(_error(_get(data, side)) for side in ("one_process", "two_processes")):
             table.append(Row("scale-out", "failed", "see warnings"))
     return table
 

@@ -514,12 +514,24 @@ async def baseline_fanout(run: Run) -> dict:
 
 
 async def scaleout(run: Run, deployment: GatewayDeployment) -> dict:
-    """Subscribers split over two daphne processes, messages posted to both (and over MQTT)."""
-    if len(deployment.daphnes) < 2:
-        deployment.add_daphne()
-    target = Target("gateway x2", deployment.ports, deployment.pids)
-    ingress = GatewayIngress(SCALE_ROOM, deployment.ports, run.mqtt_url, run.sizes.ways_in)
-    return await fanout(run, target, ingress, SCALE_ROOM, latency=False)
+    """The same room and staircase on one ASGI process, then on two (readers split, HTTP posts
+    alternating between them, MQTT through runmqtt as before), each held to ``scaleout_cores``."""
+    cores = run.sizes.scaleout_cores
+    limit = f", each held to {cores} cores" if cores else ", no CPU limit"
+    result: dict[str, Any] = {"cores_each": cores or None}
+    for count in (1, 2):
+        while len(deployment.daphnes) < count:
+            deployment.add_daphne()
+        if cores:
+            servers.limit_cores(deployment.daphnes[count - 1][1], cores, run.cleanup)
+        ports = deployment.ports[:count]
+        logger.info("scale-out: %d ASGI process%s%s", count, "es" if count > 1 else "", limit)
+        target = Target(f"gateway x{count}", ports, deployment.pids)
+        ingress = GatewayIngress(SCALE_ROOM, ports, run.mqtt_url, run.sizes.ways_in)
+        result["one_process" if count == 1 else "two_processes"] = await fanout(
+            run, target, ingress, SCALE_ROOM, latency=False
+        )
+    return result
 
 
 # Ingest

@@ -131,6 +131,43 @@ class ServerProcess:
             self.popen.wait()
 
 
+CPU_PERIOD_US = 20_000  # a short quota period: a throttled server waits at most 20 ms, not the default 100
+
+
+def limit_cores(process: ServerProcess, cores: float, cleanup: Cleanup) -> None:
+    """Hold a running server to ``cores`` CPUs with a cgroup CPU quota, as if it had a machine of that
+    size to itself (undone at cleanup). The cgroup v1 ``cpu`` controller, or cgroup v2 at its root;
+    both need root."""
+    quota = max(1000, round(cores * CPU_PERIOD_US))
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    name = f"bench-{process.name}-{process.pid}"
+    try:
+        if (v1 / "cpu.cfs_quota_us").exists():
+            parent, group = v1, v1 / name
+            group.mkdir()
+            (group / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        elif "cpu" in (v2 / "cgroup.subtree_control").read_text().split():
+            parent, group = v2, v2 / name
+            group.mkdir()
+            (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+        else:
+            raise OSError("no cgroup cpu controller here")
+        (group / "cgroup.procs").write_text(str(process.pid))  # every thread of it, and those it starts
+    except OSError as exc:
+        raise RuntimeError(
+            f"could not hold {process.name} to {cores} cores ({exc}): run the bench as root on a machine with "
+            "the cgroup cpu controller, or pass --scaleout-cores 0 to measure without a limit"
+        ) from exc
+
+    def release() -> None:
+        if process.alive():
+            (parent / "cgroup.procs").write_text(str(process.pid))
+        group.rmdir()
+
+    cleanup.add(f"{process.name}'s CPU limit", release)
+
+
 def wait_for_http(url: str, process: ServerProcess, timeout: float = 60) -> None:
     """Until ``url`` answers 200 (the gateway's /healthz: listening, database and Redis reachable)."""
     deadline = time.monotonic() + timeout
