@@ -26,11 +26,11 @@ from pathlib import Path
 
 import psutil
 
-from tests.support import wait_for_port  # the tests' own: a port's first accept, with a deadline
+# The tests' own: a port's first accept with a deadline; the machine's PostgreSQL administrator.
+from tests.support import find_postgres_admin, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-POSTGRES_ADMIN_USERS = ("postgres", "root")
 PR_SET_PDEATHSIG = 1
 logger = logging.getLogger("bench")
 
@@ -193,25 +193,17 @@ def create_database(cleanup: Cleanup) -> str:
     """A fresh PostgreSQL database for this run (dropped at the end); its URL."""
     import psycopg
 
-    errors = []
-    for user in POSTGRES_ADMIN_USERS:
-        admin = f"dbname=test host=127.0.0.1 port=5432 user={user}"
-        try:
-            psycopg.connect(admin, connect_timeout=5).close()
-        except psycopg.OperationalError as exc:
-            errors.append(f"{user}: {exc}")
-            continue
-        name = unique("bench_")
+    user, admin = find_postgres_admin()
+    name = unique("bench_")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
         with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-        def drop(admin: str = admin, name: str = name) -> None:
-            with psycopg.connect(admin, autocommit=True) as connection:
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        cleanup.add(f"database {name}", drop)
-        return f"postgres://{user}@127.0.0.1:5432/{name}"
-    raise RuntimeError("PostgreSQL on 127.0.0.1:5432 accepts neither postgres nor root:\n" + "\n".join(errors))
+    cleanup.add(f"database {name}", drop)
+    return f"postgres://{user}@127.0.0.1:5432/{name}"
 
 
 def forget_redis_keys(url: str, prefix: str) -> None:

@@ -64,8 +64,9 @@ SERVICE_VARIABLES = (
 )
 
 
-def postgres_admin() -> tuple[str, str]:
-    """A user the local PostgreSQL trusts, and a connection string to its ``test`` database."""
+def find_postgres_admin() -> tuple[str, str]:
+    """A user the local PostgreSQL trusts, and a connection string to its ``test`` database (the tests'
+    and the bench's); RuntimeError, saying why, when there is none."""
     errors = []
     for user in ("postgres", "root"):
         dsn = f"dbname=test host={POSTGRES_HOST[0]} port={POSTGRES_HOST[1]} user={user}"
@@ -75,7 +76,15 @@ def postgres_admin() -> tuple[str, str]:
             errors.append(f"{user}: {exc}")
             continue
         return user, dsn
-    pytest.fail("PostgreSQL accepts neither postgres nor root:\n" + "\n".join(errors), pytrace=False)
+    raise RuntimeError(f"PostgreSQL on {POSTGRES_HOST[0]}:{POSTGRES_HOST[1]} accepts neither postgres nor root:\n"
+                       + "\n".join(errors))  # fmt: skip
+
+
+def postgres_admin() -> tuple[str, str]:
+    try:
+        return find_postgres_admin()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @contextlib.contextmanager
