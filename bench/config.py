@@ -1,4 +1,4 @@
-"""How big each scenario is: defaults for the full run, ``--quick`` for a run under a minute, flags for each.
+"""How big each scenario is: defaults for the full run, ``--quick`` for a run of a minute or two, flags for each.
 
 Every size can also be given in the environment as ``BENCH_<NAME>`` (``BENCH_SUBSCRIBERS=500``);
 flags win over the environment, which wins over the defaults.
@@ -53,7 +53,7 @@ class Sizes:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))  # fan-out and connections: which sides
 
 
-QUICK = {  # a smoke run under a minute: every scenario, small enough for the slowest side
+QUICK = {  # a smoke run of a minute or two: every scenario, small enough for the slowest side
     "subscribers": 100,
     "duration": 1.5,
     "ramp_factor": 2.0,
@@ -72,7 +72,7 @@ def parse(argv: list[str] | None = None) -> tuple[Sizes, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="make bench BENCH_ARGS=...", description="The gateway against stock Channels."
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: a run under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run of a minute or two")
     parser.add_argument("--results", default="bench/results", help="where the JSON goes (default: bench/results)")
     for spec in fields(Sizes):
         if spec.name in ("scenarios", "targets"):
