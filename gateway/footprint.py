@@ -22,7 +22,7 @@ measured with tracemalloc):
   delays a close after a full send buffer, which a paused producer did.) The opening handshake's
   raw request and response text are let go at the same time.
 
-``install()`` is called from ``config.asgi`` under daphne (with ``gateway.writes``); it is idempotent.
+``install()`` is called from ``config.asgi`` under daphne, before ``gateway.daphne_io``; it is idempotent.
 """
 
 from __future__ import annotations
