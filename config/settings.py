@@ -55,6 +55,8 @@ RATE_BURST_SECONDS = env.float("RATE_BURST_SECONDS", 10)
 SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
 SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
 SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
+# Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
+LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
 
 INSTALLED_APPS = [
     "daphne",
@@ -193,7 +195,10 @@ STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # One line a record: control characters from outside input escaped, tracebacks indented (gateway/logs.py).
+    "formatters": {
+        "plain": {"class": "gateway.logs.SafeFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
     "loggers": {

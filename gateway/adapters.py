@@ -13,7 +13,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health, metrics, publishing
+from . import health, loop_lag, metrics, publishing
 from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Adapters:
         )
 
     async def start(self) -> None:
+        loop_lag.watch()  # from the start, not only from the first /healthz
         if self.mqtt:
             if self.embedded_broker and not await broker_answers(settings.MQTT_URL):
                 from .broker import start_embedded_broker  # amqtt is only imported when needed

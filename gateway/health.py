@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
+
+from . import loop_lag
 
 # Adapters running in this process register a probe here: name -> () -> (ok, detail).
 probes: dict[str, Callable[[], tuple[bool, str]]] = {}
@@ -40,10 +43,19 @@ async def _state(check, timeout: float = 3.0) -> dict:
     return {"ok": True, "detail": "ok"}
 
 
+def _event_loop() -> dict:
+    """Degraded while the loop has lately run a timer more than ``LOOP_LAG_LIMIT`` seconds late: then
+    something held up every connection of this process."""
+    lag = loop_lag.watch().recent
+    ok = lag <= settings.LOOP_LAG_LIMIT
+    return {"ok": ok, "detail": f"lag {lag * 1000:.0f} ms" + ("" if ok else f" (over {settings.LOOP_LAG_LIMIT}s)")}
+
+
 async def check() -> dict[str, dict]:
     components = {
         "database": await _state(database_sync_to_async(_database)),
         "channel_layer": await _state(_channel_layer),
+        "event_loop": _event_loop(),
     }
     for name, probe in probes.items():
         ok, detail = probe()

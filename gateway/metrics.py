@@ -15,3 +15,4 @@ fanout_seconds = Histogram(
 )
 layer_errors = Counter("gateway_layer_errors_total", "Channel-layer sends that failed")
 adapter_reconnects = Gauge("gateway_mqtt_reconnects", "Times this process's MQTT adapter reconnected")
+loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran a timer, at worst, in the last 10 s")
