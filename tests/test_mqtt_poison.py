@@ -178,3 +178,24 @@ async def test_a_message_answered_with_retry_ages_until_it_is_acknowledged(mosqu
     finally:
         await server.stop()
     assert server.parked == 0
+
+
+async def test_a_park_hook_that_hangs_is_given_up_on_and_tried_again(mosquitto):
+    base = unique("hang")
+    application, parking = Served(poison=(b"poison",)), Parking()
+    calls: list[int] = []
+
+    async def hangs_once(parked: ParkedMessage) -> None:  # the database does not answer, the first time
+        calls.append(parked.attempts)
+        if len(calls) == 1:
+            await asyncio.Event().wait()
+        await parking(parked)
+
+    server = await served(application, mosquitto, topics=[f"{base}/#"], park=hangs_once, application_timeout=0.3)
+    try:
+        await apublish(mosquitto, f"{base}/a", b"poison")
+        await parking.wait_parked(1)
+        await all_acknowledged(server)
+    finally:
+        await server.stop()
+    assert calls == [3, 4] and server.parked == 1

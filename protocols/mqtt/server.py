@@ -346,9 +346,11 @@ class MqttServer(ProtocolServer):
             delay = min(delay * 2, self.max_backoff)
 
     async def _park(self, message: paho.MQTTMessage, reason: str, error: str, attempts: int) -> bool:
-        """Hand ``message`` to the ``park`` hook: True once it took it."""
+        """Hand ``message`` to the ``park`` hook: True once it took it (within ``application_timeout``:
+        a hook hanging on a database that does not answer must not hold the topic forever either)."""
+        parked = ParkedMessage(self.scope_for(message), message.payload, reason, error, attempts)
         try:
-            await self.park(ParkedMessage(self.scope_for(message), message.payload, reason, error, attempts))
+            await asyncio.wait_for(self.park(parked), self.application_timeout)
         except Exception:
             logger.exception("Could not park the MQTT message on %s; keeping it", message.topic)
             return False
