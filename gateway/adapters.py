@@ -14,6 +14,7 @@ from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
 from . import health, loop_lag, metrics, publishing
+from .deadletters import park_mqtt
 from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Adapters:
                 max_payload=settings.MQTT_MAX_PAYLOAD,
                 max_in_flight=settings.MQTT_MAX_IN_FLIGHT,
                 claim=claim_once,
+                max_failures=settings.MQTT_MAX_FAILURES,
+                park=park_mqtt,
             )
             if mqtt
             else None
@@ -77,6 +80,9 @@ class Adapters:
             await self.mqtt.start()
             publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
+            metrics.mqtt_retries.set_function(lambda: self.mqtt.retries)
+            metrics.mqtt_failures.set_function(lambda: self.mqtt.failures)
+            metrics.mqtt_oldest_unacked.set_function(lambda: self.mqtt.oldest_unacked_age)
             health.probes["mqtt"] = self._mqtt_health
         if self.smtp:
             await self.smtp.start()
@@ -85,7 +91,13 @@ class Adapters:
     def _mqtt_health(self) -> tuple[bool, str]:
         if not self.mqtt.connected:
             return False, "disconnected"
-        return (True, "connected") if self.mqtt.ready else (False, "connected, but no subscription was granted")
+        if not self.mqtt.ready:
+            return False, "connected, but no subscription was granted"
+        age = self.mqtt.oldest_unacked_age
+        # A message that cannot be stored holds its topic (and the broker's in-flight window).
+        if age > settings.MQTT_STUCK_SECONDS:
+            return False, f"stuck: a message unacknowledged for {age:.0f}s"
+        return True, "connected"
 
     async def stop(self) -> None:
         if self.smtp:

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from .models import ApiToken, Device, Message, Room, new_secret
+from .models import ApiToken, DeadLetter, Device, Message, Room, new_secret
 
 
 @admin.register(Room)
@@ -67,3 +67,25 @@ class DeviceAdmin(admin.ModelAdmin):
     list_display = ["name", "is_active", "created_at"]
     filter_horizontal = ["rooms"]
     search_fields = ["name"]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Messages the gateway set aside: to look at (and delete once dealt with), not to edit."""
+
+    list_display = ["created_at", "source", "topic", "size", "reason", "attempts"]
+    list_filter = ["source"]
+    search_fields = ["topic", "reason", "error"]
+    fields = ["created_at", "source", "topic", "size", "payload_text", "reason", "error", "attempts"]
+    readonly_fields = fields
+
+    @admin.display(description="payload")
+    def payload_text(self, letter: DeadLetter) -> str:
+        """The payload as text, undecodable bytes escaped."""
+        return bytes(letter.payload).decode("utf-8", "backslashreplace")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -16,3 +16,9 @@ fanout_seconds = Histogram(
 layer_errors = Counter("gateway_layer_errors_total", "Channel-layer sends that failed")
 adapter_reconnects = Gauge("gateway_mqtt_reconnects", "Times this process's MQTT adapter reconnected")
 loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran a timer, at worst, in the last 10 s")
+mqtt_parked = Counter("gateway_mqtt_parked_total", "MQTT messages set aside as dead letters after failing")
+mqtt_retries = Gauge("gateway_mqtt_retries", "MQTT messages served again because the services were down")
+mqtt_failures = Gauge("gateway_mqtt_application_failures", "MQTT application instances that raised or timed out")
+mqtt_oldest_unacked = Gauge(
+    "gateway_mqtt_oldest_unacked_seconds", "Age of the oldest MQTT message this process has not acknowledged"
+)

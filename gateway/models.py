@@ -161,3 +161,25 @@ class Device(models.Model):
         except ValueError:
             return False
         return hmac.compare_digest(expected, self.password_hash)
+
+
+class DeadLetter(models.Model):
+    """A message set aside because handling it kept failing: kept for an operator, so that its way in
+    (an MQTT topic) could move on. See docs/mqtt.md, "Poison messages"."""
+
+    PAYLOAD_KEPT = 64 * 1024  # bytes of the payload stored; ``size`` tells how long it was
+
+    source = models.CharField(max_length=16, default="mqtt")
+    topic = models.CharField(max_length=300)
+    payload = models.BinaryField(help_text=f"The first {PAYLOAD_KEPT} bytes")
+    size = models.PositiveIntegerField(help_text="The payload's length in bytes")
+    reason = models.CharField(max_length=200)
+    error = models.TextField(blank=True, help_text="The last failure")
+    attempts = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.topic} ({self.reason})"

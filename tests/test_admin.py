@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from gateway.models import ApiToken, Device, Room
+from gateway.models import ApiToken, DeadLetter, Device, Room
 
 
 @pytest.fixture
@@ -45,3 +45,23 @@ def test_a_token_made_in_the_admin_is_shown_once(client, staff):
     token = ApiToken.objects.get(name="ci")
     assert token.key in response.content.decode()
     assert token.key not in client.get("/admin/gateway/apitoken/").content.decode()  # never again
+
+
+def test_dead_letters_are_shown_to_an_operator_and_cannot_be_edited(client, staff):
+    letter = DeadLetter.objects.create(
+        topic="rooms/plant/in",
+        payload=b'{"sender": 5}\xff',
+        size=14,
+        reason="failed 3 times",
+        error="TypeError: no",
+        attempts=3,
+    )
+    listing = client.get("/admin/gateway/deadletter/").content.decode()
+    assert "rooms/plant/in" in listing and "failed 3 times" in listing
+    page = client.get(f"/admin/gateway/deadletter/{letter.pk}/change/")
+    assert page.status_code == 200
+    assert "{&quot;sender&quot;: 5}\\xff" in page.content.decode()  # the payload, undecodable bytes escaped
+    assert client.get("/admin/gateway/deadletter/add/").status_code == 403
+    client.post(f"/admin/gateway/deadletter/{letter.pk}/change/", {"reason": "edited"})
+    letter.refresh_from_db()
+    assert letter.reason == "failed 3 times"

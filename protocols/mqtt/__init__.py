@@ -2,6 +2,6 @@
 
 from .consumer import AsyncMqttConsumer
 from .routing import MqttTopicRouter, topic
-from .server import DEFAULT_PUBLISH_GROUP, MqttServer
+from .server import DEFAULT_PUBLISH_GROUP, MqttServer, ParkedMessage
 
-__all__ = ["AsyncMqttConsumer", "DEFAULT_PUBLISH_GROUP", "MqttServer", "MqttTopicRouter", "topic"]
+__all__ = ["AsyncMqttConsumer", "DEFAULT_PUBLISH_GROUP", "MqttServer", "MqttTopicRouter", "ParkedMessage", "topic"]

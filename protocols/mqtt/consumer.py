@@ -9,7 +9,8 @@ from ..consumer import DirectDispatch
 
 
 class AsyncMqttConsumer(DirectDispatch, AsyncConsumer):
-    """Override ``receive(payload)`` and answer with ``ack()`` once the message is safe, or ``reject()``.
+    """Override ``receive(payload)`` and answer with ``ack()`` once the message is safe, ``reject()``
+    when it never will be, or ``retry()`` when it cannot be made safe now.
 
     The instance lives for one message, so it does not open a channel-layer
     channel of its own; use ``channels.layers.get_channel_layer()`` to reach others.
@@ -22,7 +23,7 @@ class AsyncMqttConsumer(DirectDispatch, AsyncConsumer):
 
     async def mqtt_publish(self, event: dict) -> None:
         await self.receive(event["payload"])
-        raise StopConsumer()  # one message per instance; an exception propagates to the server's log
+        raise StopConsumer()  # one message per instance; an exception is a failure the server counts
 
     async def receive(self, payload: bytes) -> None:
         raise NotImplementedError
@@ -34,6 +35,12 @@ class AsyncMqttConsumer(DirectDispatch, AsyncConsumer):
     async def reject(self, reason: str) -> None:
         """Refuse the message; the adapter logs ``reason`` and will not ask again."""
         await self.send({"type": "mqtt.reject", "reason": reason})
+
+    async def retry(self, reason: str) -> None:
+        """The message is fine but cannot be made safe now (a database or channel layer is down): the
+        adapter serves it again later, with backoff, without counting a failure. For infrastructure
+        only: a message that can never succeed is a ``reject``, and an unexpected error is raised."""
+        await self.send({"type": "mqtt.retry", "reason": reason})
 
     async def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         if isinstance(payload, str):

@@ -7,6 +7,11 @@ Instances for one topic start in arrival order, up to ``max_in_flight`` at once
 (so an application may store them in batches), and are acknowledged in arrival
 order; topics run concurrently. Anything in the project can publish by sending
 ``mqtt.publish`` events to the channel-layer group ``publish_group``. See docs/mqtt.md.
+
+One bad message costs only itself: an application that fails (raises, times out) for a message is
+given ``max_failures`` tries, then the message is handed to the ``park`` hook and acknowledged, so
+its topic moves on. An application that answers ``mqtt.retry`` (its infrastructure is down, the
+message is fine) is served again with capped backoff, without limit: ``oldest_unacked_age`` tells.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -31,6 +38,34 @@ from .routing import MqttTopicRouter
 logger = logging.getLogger(__name__)
 
 DEFAULT_PUBLISH_GROUP = "mqtt-publish"
+
+ANSWERED, RETRY, FAILED = "answered", "retry", "failed"  # how one application instance ended
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A message set aside after its application failed for it too often: what a ``park`` hook gets."""
+
+    scope: dict
+    payload: bytes
+    reason: str  # why it was parked: "failed 3 times", "failing for 120s"
+    error: str  # the last failure: the exception, or the timeout
+    attempts: int  # application instances run for it
+
+    @property
+    def topic(self) -> str:
+        return self.scope["topic"]
+
+
+async def log_parked(parked: ParkedMessage) -> None:
+    """The default ``park`` hook: an ERROR in the log, and nothing kept."""
+    logger.error(
+        "Parked the MQTT message on %s (%d bytes) after %s: %s",
+        parked.topic,
+        len(parked.payload),
+        parked.reason,
+        parked.error,
+    )
 
 
 class MqttServer(ProtocolServer):
@@ -56,6 +91,9 @@ class MqttServer(ProtocolServer):
         channel_layer_alias: str = "default",
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        max_failures: int = 3,
+        park_after: float = 300.0,
+        park: Callable[[ParkedMessage], Awaitable[None]] = log_parked,
     ) -> None:
         self.application = application
         self.url = url
@@ -80,12 +118,17 @@ class MqttServer(ProtocolServer):
         self.group_refresh = group_refresh
         self.channel_layer_alias = channel_layer_alias
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.max_failures, self.park_after, self.park = max_failures, park_after, park
+        self.parked = 0  # messages handed to ``park`` and acknowledged
+        self.retries = 0  # instances that answered mqtt.retry
+        self.failures = 0  # instances that raised or timed out
         self.connected = False
         self._stopping = False
         self._was_connected = False
         self.reconnects = 0
         self._generation = 0  # bumps on every (re)connection: acks never cross connections
-        self._queues: dict[str, deque] = {}
+        self._queues: dict[str, deque] = {}  # topic -> (generation, message, arrival time), not started
+        self._in_flight: dict[str, deque] = {}  # topic -> (generation, message, arrival time, task), started
         self._tasks: set[asyncio.Task] = set()
         self._deadlines: dict[asyncio.Task, float] = {}  # instances running -> when they time out
         self._expired: set[asyncio.Task] = set()  # instances the watchdog cancelled
@@ -117,6 +160,21 @@ class MqttServer(ProtocolServer):
         self._runner = loop.create_task(self._connection_loop())
         channel = await self._join_publish_group()
         self._relay = loop.create_task(self._relay_events(channel)) if channel else None
+
+    @property
+    def oldest_unacked_age(self) -> float:
+        """Seconds since the oldest message in hand (not yet acknowledged) arrived; 0 when none.
+
+        Each topic acknowledges in arrival order, so its oldest is the first of its window, or of its
+        queue: a look at each busy topic's head, no timer per message."""
+        try:
+            heads = [entries[0][2] for entries in tuple(self._in_flight.values()) if entries]
+            heads += [
+                queue[0][2] for topic, queue in tuple(self._queues.items()) if queue and not self._in_flight.get(topic)
+            ]
+        except IndexError:  # a head went while we looked (a reader in another thread, as /metrics is): again
+            return self.oldest_unacked_age
+        return time.monotonic() - min(heads) if heads else 0.0
 
     @property
     def ready(self) -> bool:
@@ -204,27 +262,30 @@ class MqttServer(ProtocolServer):
             task = asyncio.get_running_loop().create_task(self._drain(message.topic, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        queue.append((self._generation, message))
+        queue.append((self._generation, message, time.monotonic()))
 
     # Serving messages
 
     async def _drain(self, topic: str, queue: deque) -> None:
         """Start the topic's messages in order, a window of them at once; acknowledge them in order."""
-        in_flight: deque[tuple[int, paho.MQTTMessage, asyncio.Task]] = deque()
+        in_flight: deque[tuple[int, paho.MQTTMessage, float, asyncio.Task]] = deque()
+        self._in_flight[topic] = in_flight
         loop = asyncio.get_running_loop()
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < self.max_in_flight:
-                    generation, message = queue.popleft()
-                    previous = in_flight[-1][2] if in_flight else None
-                    in_flight.append((generation, message, loop.create_task(self.serve(message, previous))))
-                generation, message, task = in_flight.popleft()
+                    generation, message, arrived = queue.popleft()
+                    previous = in_flight[-1][3] if in_flight else None
+                    task = loop.create_task(self.serve(message, previous))
+                    in_flight.append((generation, message, arrived, task))
+                generation, message, _, task = in_flight[0]  # kept in the window until acknowledged
                 await task
+                in_flight.popleft()
                 self.acknowledge(message, generation)
         finally:
-            for _, _, task in in_flight:  # cancelled while serving: unacknowledged, so the broker resends
+            for _, _, _, task in in_flight:  # cancelled while serving: unacknowledged, so the broker resends
                 task.cancel()
-            del self._queues[topic]
+            del self._queues[topic], self._in_flight[topic]
 
     def scope_for(self, message: paho.MQTTMessage) -> dict:
         return {
@@ -239,11 +300,15 @@ class MqttServer(ProtocolServer):
         }
 
     async def serve(self, message: paho.MQTTMessage, previous: asyncio.Task | None = None) -> None:
-        """Serve ``message`` until the application answers.
+        """Serve ``message`` until the application answers, or it is parked.
 
-        An application that fails (raises, times out) is run again with backoff, once the message
-        before it on the topic (``previous``) is served: retries go in arrival order. The message is
-        only acknowledged once it is safe, and acknowledgements of later messages wait for it.
+        An instance that answers ``mqtt.retry`` is run again with backoff, as often as it takes. One
+        that fails (raises, times out) is run again up to ``max_failures`` tries in all, or until
+        ``park_after`` seconds have passed since the first; then the message goes to the ``park`` hook
+        and is done with. If the hook fails, the message is kept and served again. Tries after the
+        first wait until the message before it on the topic (``previous``) is served: retries go in
+        arrival order. The message is only acknowledged once done with, and acknowledgements of later
+        messages wait for it.
         """
         if len(message.payload) > self.max_payload:
             reason = f"payload of {len(message.payload)} bytes over {self.max_payload}"
@@ -253,36 +318,75 @@ class MqttServer(ProtocolServer):
             reason = None
         if reason is not None:
             logger.warning("Rejected MQTT message on %s: %s", message.topic, reason)
-        else:
-            delay = self.min_backoff
-            while not await self._run(message):
-                if previous is not None:
-                    await asyncio.wait([previous])  # not cancelled with us: it is the topic's
-                    previous = None
-                logger.warning("Will serve the message on %s again in %.1fs", message.topic, delay)
-                await asyncio.sleep(delay)  # backoff before the retry
-                delay = min(delay * 2, self.max_backoff)
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = self.min_backoff
+        attempts = failures = 0
+        while True:
+            outcome, error = await self._run(message)
+            attempts += 1
+            if outcome == ANSWERED:
+                return
+            if outcome == RETRY:
+                self.retries += 1
+            else:
+                self.failures += 1
+                failures += 1
+                waited = loop.time() - started
+                if failures >= self.max_failures or waited >= self.park_after:
+                    why = f"failed {failures} times" if failures >= self.max_failures else f"failing for {waited:.0f}s"
+                    if await self._park(message, why, error, attempts):
+                        return
+            if previous is not None:
+                await asyncio.wait([previous])  # not cancelled with us: it is the topic's
+                previous = None
+            logger.warning("Will serve the message on %s again in %.1fs", message.topic, delay)
+            await asyncio.sleep(delay)  # backoff before the retry
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _park(self, message: paho.MQTTMessage, reason: str, error: str, attempts: int) -> bool:
+        """Hand ``message`` to the ``park`` hook: True once it took it (within ``application_timeout``:
+        a hook hanging on a database that does not answer must not hold the topic forever either)."""
+        parked = ParkedMessage(self.scope_for(message), message.payload, reason, error, attempts)
+        try:
+            await asyncio.wait_for(self.park(parked), self.application_timeout)
+        except Exception:
+            logger.exception("Could not park the MQTT message on %s; keeping it", message.topic)
+            return False
+        self.parked += 1
+        return True
 
     def acknowledge(self, message: paho.MQTTMessage, generation: int) -> None:
         if generation == self._generation and self.connected:
             self._client.ack(message.mid, message.qos)
         # else: the connection it came on is gone; a persistent session gets it again (keys dedupe it)
 
-    async def _run(self, message: paho.MQTTMessage) -> bool:
-        """One application instance for ``message``: True once it answered (ack or reject)."""
+    async def _run(self, message: paho.MQTTMessage) -> tuple[str, str]:
+        """One application instance for ``message``: how it ended (``ANSWERED``: ack or reject,
+        ``RETRY``, ``FAILED``) and, unless answered, why."""
         answer = None
+        retry_reason = ""
 
         async def send(event: dict) -> None:
-            nonlocal answer
+            nonlocal answer, retry_reason
             kind = event["type"]
             if kind == "mqtt.publish":
                 self.publish(event)
-            elif kind in ("mqtt.ack", "mqtt.reject"):
+            elif kind in ("mqtt.ack", "mqtt.reject", "mqtt.retry"):
                 if answer is None and kind == "mqtt.reject":
                     logger.warning("Rejected MQTT message on %s: %s", message.topic, event.get("reason", ""))
+                if answer is None and kind == "mqtt.retry":
+                    retry_reason = str(event.get("reason", ""))
+                    logger.warning("MQTT message on %s to be served again: %s", message.topic, retry_reason)
                 answer = answer or kind
             else:
                 raise ValueError(f"Unknown event type for mqtt scope: {kind!r}")
+
+        def ended(error: str) -> tuple[str, str]:
+            if answer == "mqtt.retry":
+                return RETRY, retry_reason
+            return (ANSWERED, "") if answer is not None else (FAILED, error)
 
         event: dict | None = {"type": "mqtt.publish", "payload": message.payload}
 
@@ -307,13 +411,12 @@ class MqttServer(ProtocolServer):
             self._expired.discard(task)
             if task.uncancel() > 0:
                 raise  # stopping as well: that wins
-            logger.error(
-                "MQTT application failed on %s: no answer within %.1fs", message.topic, self.application_timeout
-            )
-            return answer is not None
-        except Exception:
+            error = f"no answer within {self.application_timeout:.1f}s"
+            logger.error("MQTT application failed on %s: %s", message.topic, error)
+            return ended(error)
+        except Exception as exc:
             logger.exception("MQTT application failed on %s", message.topic)
-            return answer is not None
+            return ended(f"{type(exc).__name__}: {exc}")
         finally:
             del self._deadlines[task]
             if task in self._expired:  # the application swallowed the watchdog's cancellation
@@ -321,7 +424,7 @@ class MqttServer(ProtocolServer):
                 task.uncancel()
         if answer is None:
             logger.error("MQTT application gave no ack or reject for a message on %s; acknowledging", message.topic)
-        return True
+        return ended("")
 
     async def _watch(self) -> None:
         """Cancel the instances that run past their deadline; a tenth of ``application_timeout``
