@@ -130,6 +130,7 @@ class SmtpServer(ProtocolServer):
         data_size_limit: int = 1024 * 1024,
         application_timeout: float = 30.0,
         idle_timeout: float = 300.0,
+        session_timeout: float | None = None,
         max_recipients: int = 100,
         max_sessions: int = 1000,
     ) -> None:
@@ -138,6 +139,9 @@ class SmtpServer(ProtocolServer):
         self.hostname = hostname
         self.data_size_limit = data_size_limit
         self.idle_timeout = idle_timeout
+        # aiosmtpd's idle timeout starts again with every byte: a client trickling a mail would be kept for
+        # days. A session lasts at most this long, whatever it sends (None: no limit).
+        self.session_timeout = session_timeout
         router = find_router(application, "email", EmailToRouter)
         self.handler = AsgiHandler(application, router, application_timeout, max_recipients)
         self.max_sessions = max_sessions
@@ -171,11 +175,13 @@ class SmtpServer(ProtocolServer):
 
 
 class _CountedSMTP(SMTP):
-    """An SMTP session that counts itself, and says 421 when the server has too many."""
+    """An SMTP session that counts itself, says 421 when the server has too many, and 421 when it has
+    lasted ``session_timeout``."""
 
     def __init__(self, server: SmtpServer, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server, self._counted = server, False
+        self.session_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._server.sessions >= self._server.max_sessions:
@@ -185,9 +191,19 @@ class _CountedSMTP(SMTP):
         self._server.sessions += 1
         self._counted = True
         super().connection_made(transport)
+        if self._server.session_timeout:
+            self.session_deadline = asyncio.get_running_loop().call_later(
+                self._server.session_timeout, self.end_long_session, transport
+            )
+
+    def end_long_session(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"421 4.4.2 Session lasted too long, closing\r\n")
+        transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._counted:
             self._counted = False
             self._server.sessions -= 1
+            if self.session_deadline is not None:
+                self.session_deadline.cancel()
             super().connection_lost(exc)
