@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import re
+import shutil
 import subprocess
 import time
 from http.cookies import SimpleCookie
@@ -26,6 +27,7 @@ from tests.support import (
     manage,
     migrate,
     receive,
+    wait_for_port,
 )
 
 SECRET = "a-production-secret-that-is-certainly-long-enough-for-django"  # 50 characters and more
@@ -307,3 +309,51 @@ async def test_an_smtp_session_trickling_bytes_is_closed(production_gateway):
     writer.close()
     assert said.count(b"250") >= 3 and b"421 4.4.2" in said  # its NOOPs were answered, then it was closed
     assert 2.5 < time.monotonic() - started < 10 and took > 2.5
+
+
+@pytest.fixture
+def nginx_in_front(production_gateway, tmp_path):
+    """deploy/nginx/compose.conf and gateway-proxy.conf (plain HTTP) in front of the gateway's daphne."""
+    if shutil.which("nginx") is None:
+        pytest.fail("nginx is needed to check deploy/nginx/: apt-get install nginx-light", pytrace=False)
+    deploy, port = ROOT / "deploy" / "nginx", free_port()
+    conf = (deploy / "compose.conf").read_text()
+    for old, new in {
+        "server asgi-1:8000": f"server 127.0.0.1:{production_gateway[0]}",
+        "server asgi-2:8000": f"server 127.0.0.1:{production_gateway[0]}",
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "/etc/nginx/snippets/gateway-proxy.conf": str(deploy / "gateway-proxy.conf"),
+    }.items():
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    (tmp_path / "gateway.conf").write_text(conf)
+    temp = " ".join(
+        f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; pid {tmp_path / 'nginx.pid'}; error_log {tmp_path / 'error.log'}; worker_processes 1;\n"
+        f"events {{}}\nhttp {{ access_log off; {temp} include {tmp_path / 'gateway.conf'}; }}\n"
+    )
+    process = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    try:
+        wait_for_port(port, lambda: process.poll() is None)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_nginx_cuts_off_a_client_sending_a_byte_a_second(nginx_in_front):
+    """daphne restarts its idle timer with every byte; nginx wants the whole header in 10 s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", nginx_in_front)
+
+    async def trickle() -> None:
+        for byte in b"GET /chat/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"x" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(1)  # the slow client's pace: what is under test
+
+    trickling = asyncio.create_task(trickle())
+    took, said = await closed_after(reader, timeout=30)
+    trickling.cancel()
+    writer.close()
+    assert 9 < took < 20 and not said.startswith(b"HTTP/1.1 200")
