@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import re
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from tests.support import (
     receive,
     wait_for_port,
 )
+from tests.test_events import SseClient
 
 SECRET = "a-production-secret-that-is-certainly-long-enough-for-django"  # 50 characters and more
 ADAPTER_ACCOUNT = "mqtt://gateway:gw-secret@127.0.0.1:1883"  # an account: anonymous MQTT is refused
@@ -263,6 +265,7 @@ def production_gateway(tmp_path_factory):
     )
     try:
         migrate(env)
+        subprocess.run(manage("addroom", "lobby", "--public"), cwd=ROOT, env=env, check=True, capture_output=True)
         gateway = Process(manage("rungateway"), env=env).start()
         gateway.wait_for("Quit with Ctrl-C.")
         assert "gw-secret" not in gateway.output
@@ -289,6 +292,24 @@ async def test_idle_http_connections_are_closed(production_gateway):
         took, _ = await closed_after(reader)
         writer.close()
         assert 0.5 < took < 10, opening  # HTTP_IDLE_TIMEOUT=1
+
+
+async def test_open_streams_are_not_idle_connections(production_gateway):
+    """A WebSocket and an event stream whose clients say nothing outlive HTTP_IDLE_TIMEOUT (1 s)."""
+    http_port, _ = production_gateway
+    base = f"127.0.0.1:{http_port}"
+    ws = await websockets.connect(f"ws://{base}/ws/chat/lobby/", origin=f"http://{base}", open_timeout=10)
+    await receive(ws, "history")
+    stream = await asyncio.to_thread(SseClient, http_port, "/api/rooms/lobby/events")
+    await asyncio.sleep(2.5)  # the clients' silence, longer than the idle timeout, is what is under test
+    posted = await ahttp("POST", f"http://{base}/api/rooms/lobby/messages", {"message": "still there?"})
+    assert posted[0] == 201
+    assert (await receive(ws))["message"] == "still there?"
+    while (event := await asyncio.to_thread(stream.events.get, True, 10))["event"] != "message":
+        pass  # presence comes and goes
+    assert json.loads(event["data"])["message"] == "still there?"
+    stream.close()
+    await ws.close()
 
 
 async def test_an_smtp_session_trickling_bytes_is_closed(production_gateway):
