@@ -24,6 +24,7 @@ from tests.support import (
     Process,
     ahttp,
     free_port,
+    fresh_database,
     gateway_env,
     manage,
     migrate,
@@ -38,7 +39,8 @@ ADAPTER_ACCOUNT = "mqtt://gateway:gw-secret@127.0.0.1:1883"  # an account: anony
 
 def production_env(tmp_path, **settings) -> dict[str, str]:
     defaults = {"SECRET_KEY": SECRET, "ALLOWED_HOSTS": "127.0.0.1", "MQTT_URL": ADAPTER_ACCOUNT}
-    return gateway_env(DEBUG="false", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", **{**defaults, **settings})
+    defaults["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return gateway_env(DEBUG="false", **{**defaults, **settings})
 
 
 def refused(argv: list[str], env: dict) -> str:
@@ -112,18 +114,22 @@ def test_a_weighed_check_can_be_acknowledged_by_id(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_banner_hides_every_password(tmp_path):
-    """Several Redis URLs (sharding): each password is hidden, not only the first."""
+def test_the_banner_hides_every_password(tmp_path, postgres_host):
+    """Several Redis URLs (sharding): each password is hidden, not only the first; nor is the database's."""
     redis_urls = "redis://:first-secret@127.0.0.1:6379/0,redis://user:second-secret@127.0.0.1:6379/1"
-    env = production_env(tmp_path, REDIS_URL=redis_urls, SMTP_PORT=free_port())
-    migrate(env)
-    smtp = Process(manage("runsmtp"), env=env).start()
-    try:
-        smtp.wait_for("Quit with Ctrl-C.")
-    finally:
-        smtp.stop()
-    assert "first-secret" not in smtp.output and "second-secret" not in smtp.output
+    with fresh_database("banner") as database:
+        database = database.replace("@", ":db-secret@", 1)  # the local PostgreSQL trusts, and ignores it
+        env = production_env(tmp_path, REDIS_URL=redis_urls, SMTP_PORT=free_port(), DATABASE_URL=database)
+        migrate(env)
+        smtp = Process(manage("runsmtp"), env=env).start()
+        try:
+            smtp.wait_for("Quit with Ctrl-C.")
+        finally:
+            smtp.stop()
+    for secret in ("first-secret", "second-secret", "db-secret"):
+        assert secret not in smtp.output
     assert "redis://:***@127.0.0.1:6379/0,redis://user:***@127.0.0.1:6379/1" in smtp.output
+    assert "Database   postgresql" in smtp.output
 
 
 @pytest.fixture(scope="module")
