@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from http.cookies import SimpleCookie
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pytest
@@ -271,11 +272,14 @@ def production_gateway(tmp_path_factory):
     )
     try:
         migrate(env)
-        subprocess.run(manage("addroom", "lobby", "--public"), cwd=ROOT, env=env, check=True, capture_output=True)
+        made = subprocess.run(
+            manage("addroom", "lobby", "--public"), cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        )
+        secret_address = made.stdout.split("Secret mail address: ")[1].strip()
         gateway = Process(manage("rungateway"), env=env).start()
         gateway.wait_for("Quit with Ctrl-C.")
         assert "gw-secret" not in gateway.output
-        yield http_port, smtp_port
+        yield SimpleNamespace(http_port=http_port, smtp_port=smtp_port, secret_address=secret_address)
         assert gateway.stop() == 0, gateway.output
     finally:
         broker.kill()
@@ -291,7 +295,7 @@ async def closed_after(reader: asyncio.StreamReader, timeout: float = 15) -> tup
 
 
 async def test_idle_http_connections_are_closed(production_gateway):
-    http_port, _ = production_gateway
+    http_port = production_gateway.http_port
     for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"):  # nothing, half a request
         reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
         writer.write(opening)
@@ -302,7 +306,7 @@ async def test_idle_http_connections_are_closed(production_gateway):
 
 async def test_open_streams_are_not_idle_connections(production_gateway):
     """A WebSocket and an event stream whose clients say nothing outlive HTTP_IDLE_TIMEOUT (1 s)."""
-    http_port, _ = production_gateway
+    http_port = production_gateway.http_port
     base = f"127.0.0.1:{http_port}"
     ws = await websockets.connect(f"ws://{base}/ws/chat/lobby/", origin=f"http://{base}", open_timeout=10)
     await receive(ws, "history")
@@ -320,7 +324,7 @@ async def test_open_streams_are_not_idle_connections(production_gateway):
 
 async def test_an_smtp_session_trickling_bytes_is_closed(production_gateway):
     """Each command comes within the idle timeout (1 s), which it resets: the session limit (3 s) ends it."""
-    _, smtp_port = production_gateway
+    smtp_port = production_gateway.smtp_port
     reader, writer = await asyncio.open_connection("127.0.0.1", smtp_port)
     assert (await reader.readline()).startswith(b"220")
     started = time.monotonic()
@@ -338,6 +342,34 @@ async def test_an_smtp_session_trickling_bytes_is_closed(production_gateway):
     assert 2.5 < time.monotonic() - started < 10 and took > 2.5
 
 
+async def test_a_mail_body_trickled_past_the_idle_timeout_is_cut_off(production_gateway):
+    """aiosmtpd's idle timer runs from the DATA command: the whole body must come within it (1 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", production_gateway.smtp_port)
+    for command in (
+        None,
+        b"HELO client",
+        b"MAIL FROM:<a@example.com>",
+        f"RCPT TO:<{production_gateway.secret_address}>".encode(),
+        b"DATA",
+    ):
+        if command:
+            writer.write(command + b"\r\n")
+        assert (await reader.readline())[:1] in (b"2", b"3"), command
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in b"Subject: slow\r\n\r\n" + b"x\r\n" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)  # the slow client's pace: what is under test
+
+    trickling = asyncio.create_task(trickle())
+    took, said = await closed_after(reader)
+    trickling.cancel()
+    writer.close()
+    assert 0.8 < took < 2.5 and b"250" not in said  # SMTP_IDLE_TIMEOUT=1, before the session limit (3 s)
+    assert time.monotonic() - started < 2.5
+
+
 @pytest.fixture
 def nginx_in_front(production_gateway, tmp_path):
     """deploy/nginx/compose.conf and gateway-proxy.conf (plain HTTP) in front of the gateway's daphne."""
@@ -346,8 +378,8 @@ def nginx_in_front(production_gateway, tmp_path):
     deploy, port = ROOT / "deploy" / "nginx", free_port()
     conf = (deploy / "compose.conf").read_text()
     for old, new in {
-        "server asgi-1:8000": f"server 127.0.0.1:{production_gateway[0]}",
-        "server asgi-2:8000": f"server 127.0.0.1:{production_gateway[0]}",
+        "server asgi-1:8000": f"server 127.0.0.1:{production_gateway.http_port}",
+        "server asgi-2:8000": f"server 127.0.0.1:{production_gateway.http_port}",
         "listen 80;": f"listen 127.0.0.1:{port};",
         "/etc/nginx/snippets/gateway-proxy.conf": str(deploy / "gateway-proxy.conf"),
     }.items():
