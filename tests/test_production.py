@@ -296,7 +296,8 @@ async def closed_after(reader: asyncio.StreamReader, timeout: float = 15) -> tup
 
 async def test_idle_http_connections_are_closed(production_gateway):
     http_port = production_gateway.http_port
-    for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"):  # nothing, half a request
+    half_handshake = b"GET /ws/chat/lobby/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", half_handshake):
         reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
         writer.write(opening)
         took, _ = await closed_after(reader)
