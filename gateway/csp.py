@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 POLICY = (
@@ -21,13 +20,12 @@ POLICY = (
 
 
 class ContentSecurityPolicyMiddleware:
-    """Adds ``CONTENT_SECURITY_POLICY`` (default ``POLICY``) to responses, sync or async."""
+    """Adds ``POLICY`` to responses, sync or async."""
 
     sync_capable = async_capable = True
 
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
-        self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", POLICY)
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
@@ -40,6 +38,6 @@ class ContentSecurityPolicyMiddleware:
         return self._with_policy(await self.get_response(request))
 
     def _with_policy(self, response: HttpResponse) -> HttpResponse:
-        if self.policy and "Content-Security-Policy" not in response:
-            response["Content-Security-Policy"] = self.policy
+        if "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = POLICY
         return response
