@@ -44,6 +44,7 @@ WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
 MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
 MQTT_MAX_IN_FLIGHT = env.int("MQTT_MAX_IN_FLIGHT", 1000)  # a topic's messages being stored at once (one batch)
 SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
+READER_MAX_BACKLOG = env.int("READER_MAX_BACKLOG", 1024 * 1024)  # bytes a reader may fall behind; then closed
 HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
 GROUP_REFRESH_SECONDS = env.float("GROUP_REFRESH_SECONDS", 60)  # readers rejoin their room's group this often
 # Rate limits, messages a second on average (0: no limit); bursts of RATE_BURST_SECONDS worth pass.
