@@ -83,12 +83,11 @@ class ResponseBacklog(Backlog):
     pause and resume. The response can be ended for a reader too far behind (``release``, then the
     application ends the response, then ``close``)."""
 
-    __slots__ = ("request", "transport")
+    __slots__ = ("request", "channel", "transport")
 
     def __init__(self, request: Any, limit: int, overflow: Callable[[], None]) -> None:
         super().__init__(limit, overflow)
-        self.request = request
-        self.transport = request.transport
+        self.request, self.channel, self.transport = request, request.channel, request.transport
         request.registerProducer(self, True)
 
     def release(self) -> None:
@@ -100,7 +99,7 @@ class ResponseBacklog(Backlog):
         client has not taken it within ``grace`` seconds."""
         from twisted.internet import reactor
 
-        self.transport.loseConnection()
+        self.channel.loseConnection()  # (the channel, not the transport: it unregisters, so the close is not held)
         reactor.callLater(grace, self.transport.abortConnection)  # a no-op once the connection is closed
 
 
