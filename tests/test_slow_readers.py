@@ -16,8 +16,12 @@ import threading
 import psutil
 import pytest
 import websockets
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
 
 from consumers.outgoing import Outbox
+from consumers.routing import websocket_urlpatterns
+from gateway import rooms
 from gateway.backlog import Backlog
 from tests.support import ahttp, join, launch_gateway, receive, unique
 from tests.test_events import SseClient
@@ -294,6 +298,47 @@ async def test_an_sse_reader_that_reads_again_gets_its_events_then_the_end_then_
         assert [(await again.next())["id"] for _ in range(posted - len(got))] == list(range(len(got) + 1, posted + 1))
     finally:
         again.close()
+
+
+# Without daphne: the consumer's outbox
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reader_on_a_server_without_the_frames_extension_is_closed_with_1013_once_too_far_behind(settings):
+    """In-process, with an ASGI ``send`` that never returns for a WebSocket message (a client that does
+    not read, on a server with back-pressure): the outbox fills, and the consumer closes with 1013."""
+    settings.READER_MAX_BACKLOG = 10_000
+    application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    room = unique("plain-slow")
+    incoming: asyncio.Queue = asyncio.Queue()
+    sent: list[dict] = []
+    changed = asyncio.Condition()
+
+    async def send(message: dict) -> None:
+        async with changed:
+            sent.append(message)
+            changed.notify_all()
+        if message["type"] == "websocket.send":
+            await asyncio.Event().wait()  # never taken
+
+    async def until(kind: str) -> dict:
+        async with asyncio.timeout(10), changed:
+            await changed.wait_for(lambda: any(message["type"] == kind for message in sent))
+        return next(message for message in sent if message["type"] == kind)
+
+    scope = {"type": "websocket", "path": f"/ws/chat/{room}/", "query_string": b"", "headers": [], "subprotocols": []}
+    await incoming.put({"type": "websocket.connect"})
+    instance = asyncio.create_task(application(scope, incoming.get, send))
+    try:
+        await until("websocket.send")  # the history, which the client never takes
+        for n in range(4):  # 16 KB: past the 10,000 bytes
+            await rooms.post(room, f"{n} " + "y" * 3990, sender="t", source="http")
+        assert await until("websocket.close") == {"type": "websocket.close", "code": 1013}
+        assert [message["type"] for message in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    finally:
+        await incoming.put({"type": "websocket.disconnect", "code": 1013})
+        async with asyncio.timeout(10):
+            await instance
 
 
 # The parts
