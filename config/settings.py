@@ -46,6 +46,7 @@ MQTT_MAX_IN_FLIGHT = env.int("MQTT_MAX_IN_FLIGHT", 1000)  # a topic's messages b
 MQTT_MAX_FAILURES = env.int("MQTT_MAX_FAILURES", 3)  # tries of a message whose handling raises, then it is parked
 MQTT_STUCK_SECONDS = env.float("MQTT_STUCK_SECONDS", 60)  # /healthz: mqtt "stuck" past this unacknowledged
 SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
+READER_MAX_BACKLOG = env.int("READER_MAX_BACKLOG", 1024 * 1024)  # bytes a reader may fall behind; then closed
 HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
 GROUP_REFRESH_SECONDS = env.float("GROUP_REFRESH_SECONDS", 60)  # readers rejoin their room's group this often
 # Rate limits, messages a second on average (0: no limit); bursts of RATE_BURST_SECONDS worth pass.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
 from gateway import access, limits, metrics, presence, rooms
-from gateway.daphne_io import FRAMES_EXTENSION
+from gateway.backlog import max_backlog
+from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
 from protocols.consumer import DirectDispatch
 
 from .hub import get_hub
@@ -25,7 +27,8 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     Live messages come from the process's hub (one layer subscription per room per process), so the
     consumer needs no channel of its own and each delivery is a plain call, with no dispatch. Where the
     server offers it (daphne, as config.asgi sets it up), the frames, made once for all readers, are
-    written to the socket at once; elsewhere they go through ``websocket.send`` in order."""
+    written to the socket at once; elsewhere they go through ``websocket.send`` in order. Either way a
+    reader more than ``READER_MAX_BACKLOG`` bytes behind is closed with 1013 (docs/rooms.md, "Slow readers")."""
 
     channel_layer_alias = None
 
@@ -37,7 +40,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.accept()
         writer = self.scope.get("extensions", {}).get(FRAMES_EXTENSION)
         self.write_frames = writer["write"] if writer else None
-        self.outbox = None if writer else Outbox(self._send_text)
+        self.outbox = None if writer else Outbox(self._send_texts, max_backlog(), self.too_far_behind)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
         audience = await self.hub.join(self.room, self)
@@ -96,11 +99,16 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if self.write_frames is not None:
             self.write_frames(frames(items))
         else:
-            for item in items:
-                self.outbox.put(item.text)
+            self.outbox.put([item.text for item in items], sum(len(item.frame) for item in items))
 
-    async def _send_text(self, text: str) -> None:
-        await self.send(text_data=text)
+    def too_far_behind(self) -> None:
+        """The outbox passed ``READER_MAX_BACKLOG`` and dropped what waited: close with 1013, at once."""
+        metrics.slow_readers.labels("websocket").inc()
+        self.closing = asyncio.get_running_loop().create_task(self.close(code=TOO_FAR_BEHIND))
+
+    async def _send_texts(self, texts: list[str]) -> None:
+        for text in texts:
+            await self.send(text_data=text)
 
     async def error(self, text: str, ref: str | None = None) -> None:
         metrics.rejects.labels("websocket").inc()

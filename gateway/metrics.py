@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 messages_in = Counter("gateway_messages_in_total", "Messages stored, by the way they came in", ["source"])
 deliveries = Counter("gateway_deliveries_total", "Messages sent to live readers", ["protocol"])
 rejects = Counter("gateway_rejects_total", "Input refused with an answer", ["protocol"])
+slow_readers = Counter(
+    "gateway_slow_readers_closed_total", "Readers closed for falling READER_MAX_BACKLOG bytes behind", ["protocol"]
+)
 connections = Gauge("gateway_connections", "Live readers connected to this process", ["protocol"])
 fanout_seconds = Histogram(
     "gateway_fanout_seconds",
