@@ -208,3 +208,16 @@ async def test_a_content_failure_is_narrowed_down_to_the_posts_that_fail_alone()
 
 async def _record(log: list, results: list) -> None:
     log.append(list(results))
+
+
+async def test_a_nul_or_control_character_in_a_presence_name_is_shown_replaced(poisoned_gateway):
+    """The name comes from the query string; PostgreSQL refused a NUL in it, and with it the others' joins."""
+    gateway, room = poisoned_gateway, unique("names")
+    odd = await websockets.connect(gateway.ws(room, "?name=a%00b%1B%0Ac"), open_timeout=10)
+    bob = await websockets.connect(gateway.ws(room, "?name=bob"), open_timeout=10)
+    want = [{"name": "a\ufffdb\ufffd\ufffdc", "count": 1}, {"name": "bob", "count": 1}]
+    async with asyncio.timeout(10):
+        while (await receive(bob, "presence"))["browsers"] != want:
+            pass
+    await odd.close()
+    await bob.close()
