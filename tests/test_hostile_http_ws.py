@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from tests.support import http_json, unique
+from tests.support import asmtp, history, http_json, unique
 
 MESSAGE_MAX_LENGTH = 4000
 DEPTH = 32  # DATA_MAX_DEPTH's default
@@ -155,3 +155,16 @@ def test_any_hostile_websocket_frame_is_answered_on_an_open_socket_and_the_good_
 
         hostile_then_good()
         assert_arrived(reader, gateway, room, expected)
+
+
+async def test_a_mail_with_a_non_ascii_message_id_is_posted_once(gateway):
+    """Its key (a raw 8-bit byte, or UTF-8) is stored as a hash: posted, and a re-sent copy recognised."""
+    room = unique("mail-id")
+    for message_id in (b"<\xe9t\xe9@example.com>", "<ünï@example.com>".encode()):
+        mail = b"From: a@example.com\r\nSubject: " + message_id + b"\r\nMessage-ID: " + message_id + b"\r\n\r\nhi\r\n"
+        for _ in range(2):  # the sending server retrying
+            assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], mail) == {}
+    assert [m["message"] for m in await history(gateway, room)] == [
+        "<\ufffdt\ufffd@example.com>\n\nhi",
+        "<ünï@example.com>\n\nhi",
+    ]
