@@ -36,14 +36,14 @@ def parse_payload(payload: bytes) -> Post:
         raise InvalidMessage(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     start = text.lstrip()[:1]
     if start not in ("{", "["):
-        return Post(text=clean_text(text, "the payload"), sender=DEFAULT_SENDER)
+        return Post(text=clean_text(text), sender=DEFAULT_SENDER)
     try:
         document = parse_json(text)
     except InvalidMessage:
         raise
     except ValueError as exc:
         if start == "[":  # "[alarm] door open" is text
-            return Post(text=clean_text(text, "the payload"), sender=DEFAULT_SENDER)
+            return Post(text=clean_text(text), sender=DEFAULT_SENDER)
         raise InvalidMessage(f"payload looks like JSON but is not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise InvalidMessage("a JSON payload must be an object")
@@ -59,4 +59,4 @@ def parse_payload(payload: bytes) -> Post:
     reading = check_data({name: value for name, value in document.items() if name not in ENVELOPE})
     if not reading:
         raise InvalidMessage("a JSON object without 'message' must carry reading fields")
-    return Post(text=clean_text(render_reading(reading), "the reading"), sender=sender, data=reading, key=key)
+    return Post(text=clean_text(render_reading(reading)), sender=sender, data=reading, key=key)

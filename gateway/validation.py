@@ -30,7 +30,11 @@ class InvalidMessage(ValueError):
 
 def is_text(value: str) -> bool:
     """Whether ``value`` is Unicode text that UTF-8 (and so every database and socket) can carry."""
-    return value.isascii() or not SURROGATES.search(value)
+    try:
+        value.encode()  # in C, several times faster than searching for surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clean_text(text: Any, what: str = "'message'") -> str:
@@ -40,7 +44,8 @@ def clean_text(text: Any, what: str = "'message'") -> str:
         raise InvalidMessage(f"{what} must be non-empty text")
     if not is_text(text):
         raise InvalidMessage(f"{what} holds a lone surrogate (a \\ud800-\\udfff escape alone), which is not text")
-    text = TEXT_CONTROLS.sub(REPLACEMENT, text)
+    if not text.isprintable():  # the common case skips the substitution
+        text = TEXT_CONTROLS.sub(REPLACEMENT, text)
     if not text.strip():
         raise InvalidMessage(f"{what} must be non-empty text")
     return text
@@ -132,35 +137,29 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_json(document: str | bytes) -> Any:
-    """A JSON document from outside: ``ValueError`` if it is not JSON, ``InvalidMessage`` if it is too
-    deep (over ``DATA_MAX_DEPTH`` levels: found without recursing further than that) or holds NaN or
-    Infinity (which Python's json accepts and PostgreSQL refuses)."""
+    """A JSON document from outside: ``ValueError`` if it is not JSON; ``InvalidMessage`` if it nests
+    deeper than ``DATA_MAX_DEPTH`` levels (one too deep for the parser itself, whose RecursionError was
+    a 500 or a closed socket, included) or holds NaN or Infinity (Python's json takes them; JSON and
+    PostgreSQL do not)."""
+    limit = settings.DATA_MAX_DEPTH
     try:
         value = json.loads(document, parse_constant=_no_constant)
     except RecursionError:
-        value = None  # deeper than the parser can go: certainly too deep
-        depth = math.inf
+        too_deep = True
     else:
-        depth = _depth(value, settings.DATA_MAX_DEPTH)
-    if depth > settings.DATA_MAX_DEPTH:
-        raise InvalidMessage(f"JSON nested deeper than {settings.DATA_MAX_DEPTH} levels")
+        too_deep = _deeper_than(value, limit)
+    if too_deep:
+        raise InvalidMessage(f"JSON nested deeper than {limit} levels")
     return value
 
 
-def _depth(value: Any, limit: int) -> float:
-    """How deeply ``value`` nests (a scalar 0, ``{}`` 1), counted only up to just past ``limit``."""
-    deepest, level = 0, [value]
-    while level:
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` levels (``{}`` is one), looked at level by level,
+    never further down than ``limit + 1``."""
+    level = [value]
+    for _ in range(limit + 1):
         containers = [item for item in level if isinstance(item, (dict, list))]
         if not containers:
-            break
-        deepest += 1
-        if deepest > limit:
-            return deepest
-        level = [
-            item
-            for container in containers
-            for item in (container.values() if isinstance(container, dict) else container)
-            if isinstance(item, (dict, list))
-        ]
-    return deepest
+            return False
+        level = [item for each in containers for item in (each.values() if isinstance(each, dict) else each)]
+    return True
