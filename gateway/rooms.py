@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -74,16 +74,18 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     return text, sender
 
 
-# A batch that fails for one of these failed for every post in it: the database or its connection is
-# away (retried by the poster, not post by post in a storm), or the room itself is refused.
-WHOLE_BATCH_FAILURES = (OperationalError, InterfaceError, OSError, InvalidMessage)
 # A post that fails alone with one of these was refused by the database for what it holds.
 CONTENT_FAILURES = (DataError, IntegrityError, ValueError, TypeError)
+# A batch that fails with one of these failed for every post in it: the database, its connection or
+# its schema failed (retried by the posters, not post by post in a storm), or the room is refused.
+WHOLE_BATCH_FAILURES = (DatabaseError, InterfaceError, OSError, InvalidMessage)
 
 
 def blames_one_post(exc: Exception) -> bool:
-    """Whether a failed batch may have failed for one post's sake (and is worth writing in parts)."""
-    return not isinstance(exc, WHOLE_BATCH_FAILURES)
+    """Whether a failed batch may have failed for one post's sake (and is worth writing in parts): the
+    database refused data (DataError, IntegrityError), or preparing a post failed; not when the database
+    itself failed (OperationalError, InterfaceError, ProgrammingError …)."""
+    return isinstance(exc, (DataError, IntegrityError)) or not isinstance(exc, WHOLE_BATCH_FAILURES)
 
 
 class _Post(NamedTuple):

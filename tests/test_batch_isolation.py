@@ -12,6 +12,7 @@ import subprocess
 import psycopg
 import pytest
 import websockets
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from gateway.batches import Batches
 from gateway.rooms import blames_one_post
@@ -165,30 +166,35 @@ async def test_a_burst_with_bad_posts_stores_every_good_one_once_and_keeps_the_r
         await reader.close()
 
 
-async def test_a_failure_of_the_database_itself_fails_the_batch_once_not_post_by_post():
-    from django.db import OperationalError
-
+@pytest.mark.parametrize(
+    "failure", [OperationalError("the database is away"), InterfaceError("closed"), ProgrammingError("no table")]
+)
+async def test_a_failure_of_the_database_itself_fails_the_batch_once_not_post_by_post(failure):
     writes = []
 
     async def write(items: list[str]) -> list[str]:
         writes.append(list(items))
-        raise OperationalError("the database is away")
+        raise failure
 
     batches = Batches(write, isolate=blames_one_post)
     futures = [batches.submit(item) for item in "abcdefgh"]
     for future in futures:
-        with pytest.raises(OperationalError):
+        with pytest.raises(type(failure)):
             await future
     assert writes == [list("abcdefgh")]
 
 
-async def test_a_content_failure_is_narrowed_down_to_the_posts_that_fail_alone():
+@pytest.mark.parametrize(
+    "failure",
+    [DataError("value too long"), IntegrityError("check"), UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogate")],
+)
+async def test_a_content_failure_is_narrowed_down_to_the_posts_that_fail_alone(failure):
     writes = []
 
     async def write(items: list[str]) -> list[str]:
         writes.append(list(items))
         if "bad" in items:
-            raise ValueError("refused")
+            raise failure
         return [item.upper() for item in items]
 
     then = []
@@ -199,7 +205,7 @@ async def test_a_content_failure_is_narrowed_down_to_the_posts_that_fail_alone()
     for future in futures:
         try:
             outcomes.append(await future)
-        except ValueError:
+        except type(failure):
             outcomes.append("failed")
     assert outcomes == [item.upper() if item != "bad" else "failed" for item in items]
     assert len(writes) <= 2 * 5 + 1  # halves, not one write per item
