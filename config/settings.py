@@ -40,6 +40,8 @@ LOGIN_REDIRECT_URL = "/chat/"
 
 # Limits
 MESSAGE_MAX_LENGTH = env.int("MESSAGE_MAX_LENGTH", 4000)
+DATA_MAX_DEPTH = env.int("DATA_MAX_DEPTH", 32)  # JSON nesting levels, of a request, a payload or a reading
+DATA_MAX_BYTES = env.int("DATA_MAX_BYTES", 16 * 1024)  # a reading's data, as compact JSON
 WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
 MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
 MQTT_MAX_IN_FLIGHT = env.int("MQTT_MAX_IN_FLIGHT", 1000)  # a topic's messages being stored at once (one batch)

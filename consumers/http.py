@@ -14,7 +14,7 @@ from django.http.request import split_domain_port, validate_host
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import access, health, metrics, rooms
+from gateway import access, health, metrics, rooms, validation
 from protocols.consumer import DirectDispatch
 
 MAX_PAGE = 500
@@ -57,7 +57,9 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         if method == "GET":
             return await self.read(room)
         try:
-            request = json.loads(body)
+            request = validation.parse_json(body)
+        except rooms.InvalidMessage as exc:  # too deep, or NaN
+            return await self.answer(400, error=str(exc))
         except ValueError:
             return await self.answer(400, error='invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:

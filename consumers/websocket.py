@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
-from gateway import access, limits, metrics, presence, rooms
+from gateway import access, limits, metrics, presence, rooms, validation
 from gateway.backlog import max_backlog
 from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
 from protocols.consumer import DirectDispatch
@@ -70,13 +69,15 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if text_data is None:
             return await self.error("send text frames holding JSON")
         try:
-            request = json.loads(text_data)
+            request = validation.parse_json(text_data)
+        except rooms.InvalidMessage as exc:  # too deep, or NaN
+            return await self.error(str(exc))
         except ValueError:
             return await self.error('invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:
             return await self.error('send a JSON object with a "message" field')
         ref = request.get("ref")  # the client's own id for this message, echoed in an error about it
-        ref = ref if isinstance(ref, str) and len(ref) <= 100 else None
+        ref = ref if isinstance(ref, str) and len(ref) <= 100 and validation.is_text(ref) else None
         if not limits.allow("WEBSOCKET", self.key):
             return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted", ref)
         try:
