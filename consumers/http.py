@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
@@ -17,7 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import access, health, metrics, rooms, validation
 from protocols.consumer import DirectDispatch
 
+logger = logging.getLogger(__name__)
+
 MAX_PAGE = 500
+UNAVAILABLE_ERROR = "the room cannot be reached right now: try again shortly"
+RETRY_AFTER = b"5"  # seconds
 
 
 async def _user(request: HttpRequest):
@@ -46,6 +51,13 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         await super().http_request(message)
 
     async def handle(self, body: bytes) -> None:
+        try:
+            await self.respond(body)
+        except rooms.UNAVAILABLE as exc:  # the database or the layer is down: nothing is wrong with the request
+            logger.warning("%s %s: services unavailable (%r)", self.scope["method"], self.scope["path"], exc)
+            await self.answer(503, error=UNAVAILABLE_ERROR, headers=[(b"Retry-After", RETRY_AFTER)])
+
+    async def respond(self, body: bytes) -> None:
         room, method = self.scope["url_route"]["kwargs"]["room"], self.scope["method"]
         if method not in ("GET", "POST"):
             return await self.answer(405, error="use GET or POST", headers=[(b"Allow", b"GET, POST")])

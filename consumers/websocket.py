@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
@@ -12,10 +13,13 @@ from gateway.backlog import max_backlog
 from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
 from protocols.consumer import DirectDispatch
 
+from .http import UNAVAILABLE_ERROR
 from .hub import get_hub
 from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
 from .stream import RoomStream
+
+logger = logging.getLogger(__name__)
 
 DELIVERIES = metrics.deliveries.labels("websocket")
 
@@ -84,6 +88,9 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
         except rooms.InvalidMessage as exc:
             await self.error(str(exc), ref)
+        except rooms.UNAVAILABLE as exc:  # the services are down: not posted, and the socket stays open
+            logger.warning("WebSocket post to %s: services unavailable (%r)", self.room, exc)
+            await self.error(f"not posted: {UNAVAILABLE_ERROR}", ref)
 
     def take_messages(self, items: list[Outgoing]) -> None:
         self.stream.push(items)

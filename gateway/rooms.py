@@ -13,9 +13,19 @@ from typing import Any, NamedTuple
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
@@ -74,6 +84,9 @@ def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
     return text, sender
 
 
+# The services a post needs are down (the database, Redis), not the post: whoever sent it should send it
+# again later (HTTP 503, a WebSocket error frame, MQTT retry, SMTP 451), and nothing about it is wrong.
+UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 # A post that fails alone with one of these was refused by the database for what it holds.
 CONTENT_FAILURES = (DataError, IntegrityError, ValueError, TypeError)
 # A batch that fails with one of these failed for every post in it: the database, its connection or
