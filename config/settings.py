@@ -1,5 +1,6 @@
 """Settings for the gateway, read from the environment (see README, "Configuration")."""
 
+import os
 from pathlib import Path
 
 from environs import Env
@@ -55,6 +56,16 @@ RATE_BURST_SECONDS = env.float("RATE_BURST_SECONDS", 10)
 SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
 SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
 SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
+# Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
+# worker process within a time budget; over either, 554 5.6.0.
+MAIL_MAX_HEADERS = env.int("MAIL_MAX_HEADERS", 500)  # header fields in the whole mail
+MAIL_MAX_HEADER_LENGTH = env.int("MAIL_MAX_HEADER_LENGTH", 8000)  # bytes of one field, unfolded
+MAIL_MAX_MIME_HEADER_LENGTH = env.int("MAIL_MAX_MIME_HEADER_LENGTH", 2000)  # bytes of one Content-* field
+MAIL_MAX_ENCODED_WORDS = env.int("MAIL_MAX_ENCODED_WORDS", 300)  # RFC 2047 words in all headers
+MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)
+MAIL_MAX_MIME_DEPTH = env.int("MAIL_MAX_MIME_DEPTH", 10)
+MAIL_PARSE_TIMEOUT = env.float("MAIL_PARSE_TIMEOUT", 2.0)  # seconds of a worker's time for one mail
+MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", max(2, os.cpu_count() or 1))
 
 INSTALLED_APPS = [
     "daphne",

@@ -13,7 +13,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health, metrics, publishing
+from . import health, mail_workers, metrics, publishing
 from .publishing import claim_once
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class Adapters:
     async def stop(self) -> None:
         if self.smtp:
             await self.smtp.stop()
+            await asyncio.to_thread(mail_workers.shutdown)  # the mail-reading worker processes, if started
         if self.mqtt:
             if publishing.local_adapter is self.mqtt:
                 publishing.local_adapter = None
