@@ -54,24 +54,29 @@ class _Scan:
             self.entity(body, end, depth + 1)
 
     def multipart(self, start: int, end: int, delimiter: bytes, depth: int) -> None:
-        """Each part between delimiter lines (``--boundary`` at the start of a line), up to ``--boundary--``."""
+        """Each part between delimiter lines (``--boundary`` alone on a line), up to ``--boundary--``."""
         content, previous = self.content, None
-        position = start if content.startswith(delimiter, start) else content.find(b"\n" + delimiter, start, end)
-        while 0 <= position < end:
-            line = position + (content[position] == ord("\n"))
-            if previous is not None:
-                self.parts += 1
-                if self.parts > self.caps.parts:
-                    raise OverCap(f"the mail has more than {self.caps.parts} MIME parts")
-                self.entity(previous, position, depth + 1)
-            after = line + len(delimiter)
-            if content.startswith(b"--", after):
-                return  # the close delimiter
-            newline = content.find(b"\n", after, end)
+        line = start if content.startswith(delimiter, start) else self.next_line(delimiter, start, end)
+        while line >= 0:
+            newline = content.find(b"\n", line, end)
+            rest = content[line + len(delimiter) : end if newline < 0 else newline].strip()
+            if rest in (b"", b"--"):  # a delimiter line, not a longer boundary that starts the same
+                if previous is not None:
+                    self.parts += 1
+                    if self.parts > self.caps.parts:
+                        raise OverCap(f"the mail has more than {self.caps.parts} MIME parts")
+                    self.entity(previous, max(previous, line - 1), depth + 1)
+                if rest == b"--" or newline < 0:
+                    return  # the close delimiter, or the end of the mail
+                previous = newline + 1
             if newline < 0:
                 return
-            previous = newline + 1
-            position = content.find(b"\n" + delimiter, newline, end)
+            line = self.next_line(delimiter, newline, end)
+
+    def next_line(self, prefix: bytes, start: int, end: int) -> int:
+        """Where the next line starting with ``prefix`` begins, or -1."""
+        found = self.content.find(b"\n" + prefix, start, end)
+        return found + 1 if found >= 0 else -1
 
     def header_section(self, start: int, end: int) -> tuple[bytes, int]:
         """Count and measure the header fields from ``start``; the Content-Type value and where the body starts."""
