@@ -1,0 +1,153 @@
+"""Over real SMTP: a hostile mail costs only itself. It gets a permanent 5xx (never a 451 for its own
+fault), the event loop keeps answering while it is read, and every good mail around it is posted."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import hostile_mail
+from tests.support import ahttp, history, http_json, launch_gateway, unique
+from tests.test_parsers_property import mails as odd_mails
+
+BUDGET = 1.0  # MAIL_PARSE_TIMEOUT here: a hostile parse is stopped after a second
+PROBE_LIMIT = 0.5  # seconds a health probe may take while a mail is being read
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, mosquitto):
+    """One mail per sender and room (each test mails from fresh senders), a one-second parse budget."""
+    gateway = launch_gateway(
+        tmp_path_factory.mktemp("mail-budget"), mosquitto, MAIL_SENDER_RATE=0.01, MAIL_PARSE_TIMEOUT=BUDGET
+    )
+    yield gateway
+    code = gateway.process.stop()
+    assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output}"
+
+
+def send(port: int, room: str, content: bytes, *, sender: str | None = None, smtputf8: bool = False) -> tuple[int, str]:
+    """The reply to DATA, as (code, text); 250 when accepted."""
+    sender = sender or f"{uuid.uuid4().hex}@example.com"
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        try:
+            client.sendmail(sender, [f"{room}@localhost"], content, mail_options=["SMTPUTF8"] if smtputf8 else [])
+        except smtplib.SMTPDataError as refused:
+            return refused.smtp_code, refused.smtp_error.decode(errors="replace")
+    return 250, ""
+
+
+async def asend(port: int, room: str, content: bytes, **options) -> tuple[int, str]:
+    return await asyncio.to_thread(send, port, room, content, **options)
+
+
+def good_mail(subject: str) -> bytes:
+    headers = f"From: Alice <alice@example.com>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n"
+    return f"{headers}\r\nok\r\n".encode()
+
+
+async def probed_while(gateway, sending) -> tuple[tuple[int, str], list[float]]:
+    """Run ``sending`` and probe ``/healthz`` back to back until it is answered: its reply, the probes' times."""
+    task = asyncio.ensure_future(sending)
+    loop, times = asyncio.get_running_loop(), []
+    while not task.done():
+        start = loop.time()
+        status, body = await ahttp("GET", f"{gateway.http}/healthz")
+        times.append(loop.time() - start)
+        assert status == 200, body
+    return await task, times
+
+
+@pytest.mark.parametrize(
+    ("mail", "reason"),
+    [
+        (hostile_mail.nested_html(1500), f"took more than {BUDGET:g} s to read"),
+        (hostile_mail.encoded_word_flood(5000), "encoded words"),
+        (hostile_mail.folded_parameters(3000), "header field is longer than"),
+        (hostile_mail.long_quoted_parameter(7600), "Content-* header field is longer than"),
+    ],
+    ids=["nested-html", "encoded-words", "folded-parameters", "quoted-parameter"],
+)
+async def test_the_loop_answers_while_a_hostile_mail_is_read(gateway, mail, reason):
+    room = unique()
+    (code, text), probes = await probed_while(gateway, asend(gateway.smtp_port, room, mail))
+    assert code == 554 and text.startswith("5.6.0") and reason in text, (code, text)
+    assert probes and max(probes) < PROBE_LIMIT, probes
+    if "took more than" in reason:
+        assert len(probes) >= 3, probes  # it really was being read for a while, and the loop answered
+    assert await asend(gateway.smtp_port, room, good_mail(unique("after"))) == (250, "")
+    assert len(await history(gateway, room)) == 1
+    gateway.process.wait_for(f"for room {room} refused: ")
+
+
+async def test_a_good_mail_is_not_held_up_by_a_slow_one(gateway):
+    room = unique()
+    slow = asyncio.ensure_future(asend(gateway.smtp_port, room, hostile_mail.nested_html(1500)))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await asend(gateway.smtp_port, room, good_mail(unique("quick"))) == (250, "")
+    assert loop.time() - start < BUDGET  # a second worker read it
+    assert (await slow)[0] == 554
+
+
+hostile_mails = st.one_of(
+    st.integers(900, 2000).map(hostile_mail.nested_html),
+    st.integers(301, 3000).map(hostile_mail.encoded_word_flood),
+    st.integers(300, 2000).map(hostile_mail.folded_parameters),
+    st.integers(2400, 7600).map(hostile_mail.long_quoted_parameter),
+    st.integers(501, 2000).map(hostile_mail.many_headers),
+    st.integers(101, 400).map(hostile_mail.many_parts),
+    st.integers(11, 100).map(hostile_mail.deep_mime),
+    st.text(min_size=1, max_size=300).map(
+        lambda mid: f"From: a@example.com\r\nSubject: odd id\r\nMessage-ID: <{mid}>\r\n\r\nx\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
+    ),
+    odd_mails,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(hostile_mails, min_size=1, max_size=3))
+def test_hostile_mails_get_a_clear_answer_and_good_ones_arrive(gateway, hostile):
+    room = unique()
+    goods = []
+    for mail in hostile:
+        code, text = send(gateway.smtp_port, room, mail)
+        assert code == 250 or 500 <= code < 600, (code, text)  # never a 4xx: the sender would retry it for ever
+        assert code == 250 or text, code
+        goods.append(unique("good"))
+        assert send(gateway.smtp_port, room, good_mail(goods[-1])) == (250, "")
+    status, body = http_json("GET", f"{gateway.http}/api/rooms/{room}/messages?limit=1000")
+    assert status == 200, body
+    posted = [message["message"] for message in body["messages"]]
+    assert [text for text in posted if text.startswith("good")] == [f"{good}\n\nok" for good in goods]
+    assert "Traceback" not in gateway.process.output
+
+
+@pytest.mark.parametrize(
+    ("message_id", "smtputf8"),
+    [("<caf\u00e9-\u00fc@ex\u00e4mple.com>".encode(), True), (b"<raw\xe9\xff@example.com>", False)],
+    ids=["smtputf8", "raw-8-bit"],
+)
+async def test_a_non_ascii_message_id_posts_once(gateway, message_id, smtputf8):
+    room = unique()
+    mail = b"From: b\xc3\xa9a@example.com\r\nSubject: caf\xc3\xa9\r\nMessage-ID: " + message_id + b"\r\n\r\nbody\r\n"
+    for _ in range(2):  # the sending server retries after a lost 250 (from another of its addresses)
+        assert await asend(gateway.smtp_port, room, mail, smtputf8=smtputf8) == (250, "")
+    assert [m["message"] for m in await history(gateway, room)] == ["caf\u00e9\n\nbody"]
+
+
+async def test_the_sender_rate_is_checked_before_reading(gateway):
+    room, sender = unique(), f"{unique('busy')}@example.com"
+    assert await asend(gateway.smtp_port, room, good_mail(unique("first")), sender=sender) == (250, "")
+    loop = asyncio.get_running_loop()
+    for mail in (hostile_mail.nested_html(2000), hostile_mail.encoded_word_flood(5000)):
+        start = loop.time()
+        code, text = await asend(gateway.smtp_port, room, mail, sender=sender)
+        assert (code, text[:5]) == (451, "4.7.1"), text  # not a 554: neither parsed nor scanned
+        assert loop.time() - start < BUDGET / 2
