@@ -48,6 +48,7 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             )
         except (mail_caps.OverCap, UnreadableMail) as exc:  # the mail itself: a permanent refusal
             logger.info("Mail from %r for room %s refused: %s", mail_from, room, exc)
+            metrics.mail_refusals.labels(_refusal_reason(exc)).inc()
             return await self.reject(554, f"5.6.0 {exc}")
         if mail.automatic:
             # Accepted and dropped: refusing would make the sending server bounce, which loops.
@@ -60,6 +61,12 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         except rooms.InvalidMessage as exc:
             return await self.reject(554, f"5.6.0 {exc}")
         await self.accept()
+
+
+def _refusal_reason(exc: Exception) -> str:
+    if isinstance(exc, mail_caps.OverCap):
+        return "cap"
+    return "budget" if isinstance(exc, mail_workers.OverBudget) else "unreadable"
 
 
 @functools.cache

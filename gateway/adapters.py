@@ -80,6 +80,7 @@ class Adapters:
         if self.smtp:
             await self.smtp.start()
             health.probes["smtp"] = lambda: (self.smtp.listening, "listening" if self.smtp.listening else "stopped")
+            health.probes["mail_readers"] = mail_workers.health
 
     def _mqtt_health(self) -> tuple[bool, str]:
         if not self.mqtt.connected:

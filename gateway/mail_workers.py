@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import threading
 from concurrent.futures import TimeoutError
 from concurrent.futures.process import BrokenProcessPool
@@ -28,9 +27,8 @@ _pool: ProcessPool | None = None
 _lock = threading.Lock()
 
 
-def default_workers() -> int:
-    """Two at least (a mail spending its budget leaves the other free), one per core beyond that."""
-    return max(2, os.cpu_count() or 1)
+class OverBudget(UnreadableMail):
+    """The mail took longer than its budget to read."""
 
 
 def _ready() -> bool:
@@ -50,28 +48,50 @@ def _started(workers: int) -> ProcessPool:
 
 
 async def parse(content: bytes, envelope_from: str, own_domain: str, *, budget: float, workers: int) -> MailPost:
-    """``mail_to_post`` in a worker. ``UnreadableMail`` if it raises, runs over ``budget`` seconds or kills
-    its worker: the mail itself is the problem. A pool that cannot run at all raises ``RuntimeError`` or
-    ``BrokenProcessPool`` (infrastructure: the sender should retry)."""
+    """``mail_to_post`` in a worker. ``UnreadableMail`` if it raises, runs over ``budget`` seconds
+    (``OverBudget``) or kills its worker: the mail itself is the problem. A pool that cannot run raises
+    ``RuntimeError`` or ``BrokenProcessPool`` (infrastructure: the sender should retry) and is replaced
+    by the next mail."""
     pool = _pool or await asyncio.to_thread(_started, workers)  # starting blocks: not on the loop
-    future = pool.schedule(mail_to_post, args=(content, envelope_from, own_domain), timeout=budget)
+    try:
+        future = pool.schedule(mail_to_post, args=(content, envelope_from, own_domain), timeout=budget)
+    except RuntimeError:  # the pool is stopped or broken
+        await asyncio.to_thread(_discard, pool)
+        raise
     try:
         return await asyncio.wrap_future(future)  # cancelling this cancels the task (its worker is stopped)
-    except (UnreadableMail, BrokenProcessPool):
+    except UnreadableMail:
+        raise
+    except BrokenProcessPool:
+        await asyncio.to_thread(_discard, pool)
         raise
     except TimeoutError:
-        raise UnreadableMail(f"the mail took more than {budget:g} s to read") from None
+        raise OverBudget(f"the mail took more than {budget:g} s to read") from None
     except ProcessExpired as exc:
         raise UnreadableMail(f"reading the mail stopped its reader ({exc})") from None
     except Exception as exc:  # anything else the parser raised on this mail
         raise UnreadableMail(f"the mail could not be read ({type(exc).__name__})") from None
 
 
-def shutdown() -> None:
-    """Stop the workers (and pending parses): the process is stopping."""
+def health() -> tuple[bool, str]:
+    """For ``/healthz``: whether the workers can read mail."""
+    pool = _pool
+    if pool is None:
+        return True, "not started (the first mail starts them)"
+    return (True, "running") if pool.active else (False, "stopped")
+
+
+def _discard(pool: ProcessPool) -> None:
     global _pool
     with _lock:
-        pool, _pool = _pool, None
+        if _pool is pool:
+            _pool = None
+    pool.stop()
+    pool.join(timeout=5)
+
+
+def shutdown() -> None:
+    """Stop the workers (and pending parses): the process is stopping."""
+    pool = _pool
     if pool is not None:
-        pool.stop()
-        pool.join(timeout=5)
+        _discard(pool)

@@ -15,3 +15,4 @@ fanout_seconds = Histogram(
 )
 layer_errors = Counter("gateway_layer_errors_total", "Channel-layer sends that failed")
 adapter_reconnects = Gauge("gateway_mqtt_reconnects", "Times this process's MQTT adapter reconnected")
+mail_refusals = Counter("gateway_mail_refusals_total", "Mails refused for what they are (554), by why", ["reason"])

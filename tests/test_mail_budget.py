@@ -151,3 +151,18 @@ async def test_the_sender_rate_is_checked_before_reading(gateway):
         code, text = await asend(gateway.smtp_port, room, mail, sender=sender)
         assert (code, text[:5]) == (451, "4.7.1"), text  # not a 554: neither parsed nor scanned
         assert loop.time() - start < BUDGET / 2
+
+
+async def test_health_and_metrics_show_the_mail_readers(gateway):
+    room = unique()
+    assert (await asend(gateway.smtp_port, room, hostile_mail.nested_html(1500)))[0] == 554
+    assert (await asend(gateway.smtp_port, room, hostile_mail.many_parts(500)))[0] == 554
+    status, body = await ahttp("GET", f"{gateway.http}/healthz")
+    assert status == 200 and body["components"]["mail_readers"] == {"ok": True, "detail": "running"}, body
+    status, text = await ahttp("GET", f"{gateway.http}/metrics")
+    assert status == 200
+    for reason in ("budget", "cap"):
+        [line] = [
+            line for line in text.splitlines() if line.startswith(f'gateway_mail_refusals_total{{reason="{reason}"}}')
+        ]
+        assert float(line.split()[-1]) >= 1, line

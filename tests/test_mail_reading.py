@@ -137,3 +137,12 @@ async def test_a_mail_over_its_budget_is_unreadable_and_the_next_is_read(workers
 async def test_the_parsers_own_refusal_keeps_its_reason(workers):
     with pytest.raises(UnreadableMail, match="no subject and no text"):
         await mail_workers.parse(b"From: a@example.com\r\n\r\n", "a@example.com", "localhost", budget=2, workers=1)
+
+
+async def test_a_stopped_pool_is_replaced_by_the_next_mail(workers):
+    good = b"From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+    assert (await mail_workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
+    assert mail_workers.health() == (True, "running")
+    mail_workers.shutdown()
+    assert mail_workers.health()[0]
+    assert (await mail_workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
