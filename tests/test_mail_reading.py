@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from email.message import EmailMessage
 
@@ -13,6 +16,7 @@ from gateway import mail_workers
 from gateway.mail import MailPost, UnreadableMail
 from gateway.mail_caps import MailCaps, OverCap, check
 from tests import hostile_mail
+from tests.support import ROOT
 
 CAPS = MailCaps()
 
@@ -146,3 +150,11 @@ async def test_a_stopped_pool_is_replaced_by_the_next_mail(workers):
     mail_workers.shutdown()
     assert mail_workers.health()[0]
     assert (await mail_workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
+
+
+def test_the_workers_modules_do_not_need_django():
+    """Workers import gateway.mail (and the pool's own module) without Django set up, so neither may
+    import anything that does: importing Django here would fail, or start the worker slowly."""
+    code = "import sys, gateway.mail, gateway.mail_caps; assert 'django' not in sys.modules, sorted(sys.modules)"
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
