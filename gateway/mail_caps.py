@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+SECTION_END = re.compile(rb"\n\r?\n")  # the blank line after a header section
+FIELD_START = re.compile(rb"\n(?=[^ \t])")  # a line that is not a continuation
 BOUNDARY = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]*)"|([^\s;]+))""", re.IGNORECASE)
 
 
@@ -49,71 +51,50 @@ class _Scan:
             match = BOUNDARY.search(content_type)
             boundary = (match.group(1) or match.group(2)) if match else b""
             if boundary:
-                self.multipart(body, end, b"--" + boundary, depth)
+                self.multipart(body, end, boundary, depth)
         elif kind.startswith(b"message/"):
             self.entity(body, end, depth + 1)
 
-    def multipart(self, start: int, end: int, delimiter: bytes, depth: int) -> None:
+    def multipart(self, start: int, end: int, boundary: bytes, depth: int) -> None:
         """Each part between delimiter lines (``--boundary`` alone on a line), up to ``--boundary--``."""
-        content, previous = self.content, None
-        line = start if content.startswith(delimiter, start) else self.next_line(delimiter, start, end)
-        while line >= 0:
-            newline = content.find(b"\n", line, end)
-            rest = content[line + len(delimiter) : end if newline < 0 else newline].strip()
-            if rest in (b"", b"--"):  # a delimiter line, not a longer boundary that starts the same
-                if previous is not None:
-                    self.parts += 1
-                    if self.parts > self.caps.parts:
-                        raise OverCap(f"the mail has more than {self.caps.parts} MIME parts")
-                    self.entity(previous, max(previous, line - 1), depth + 1)
-                if rest == b"--" or newline < 0:
-                    return  # the close delimiter, or the end of the mail
-                previous = newline + 1
-            if newline < 0:
-                return
-            line = self.next_line(delimiter, newline, end)
-
-    def next_line(self, prefix: bytes, start: int, end: int) -> int:
-        """Where the next line starting with ``prefix`` begins, or -1."""
-        found = self.content.find(b"\n" + prefix, start, end)
-        return found + 1 if found >= 0 else -1
+        # A delimiter starts a line: search from the line break before ``start`` (bodies start after one).
+        delimiter = re.compile(rb"\n--" + re.escape(boundary) + rb"(--)?[ \t]*\r?(?=\n|\Z)")
+        previous = None
+        for line in delimiter.finditer(self.content, start - 1, end):
+            if previous is not None:
+                self.parts += 1
+                if self.parts > self.caps.parts:
+                    raise OverCap(f"the mail has more than {self.caps.parts} MIME parts")
+                self.entity(previous, max(previous, line.start()), depth + 1)
+            if line.group(1):
+                return  # the close delimiter
+            previous = line.end() + 1
 
     def header_section(self, start: int, end: int) -> tuple[bytes, int]:
         """Count and measure the header fields from ``start``; the Content-Type value and where the body starts."""
         content, caps = self.content, self.caps
-        content_type, field_start, field_length, position = b"", -1, 0, start
-        while position < end:
-            newline = content.find(b"\n", position, end)
-            line_end = end if newline < 0 else newline
-            line = content[position:line_end].rstrip(b"\r")
-            following = end if newline < 0 else newline + 1
-            if not line:
-                position = following
-                break
-            if line[:1] in (b" ", b"\t") and field_start >= 0:
-                field_length += len(line)
-            else:
-                content_type = self.finish(field_start, position, field_length, content_type)
-                self.headers += 1
-                if self.headers > caps.headers:
-                    raise OverCap(f"the mail has more than {caps.headers} header fields")
-                field_start, field_length = position, len(line)
-            if field_length > caps.header_length:
+        blank = SECTION_END.search(content, start, end)
+        stop, body = (blank.start() + 1, blank.end()) if blank else (end, end)
+        if content.startswith((b"\r\n", b"\n"), start):  # no header fields at all
+            return b"", content.index(b"\n", start) + 1
+        self.encoded_words += content.count(b"=?", start, stop)
+        if self.encoded_words > caps.encoded_words:
+            raise OverCap(f"the headers have more than {caps.encoded_words} encoded words")
+        content_type = b""
+        field = start
+        for following in (*(match.end() for match in FIELD_START.finditer(content, start, stop)), stop):
+            if following == field:
+                continue
+            self.headers += 1
+            if self.headers > caps.headers:
+                raise OverCap(f"the mail has more than {caps.headers} header fields")
+            if following - field > caps.header_length:
                 raise OverCap(f"a header field is longer than {caps.header_length} bytes")
-            self.encoded_words += line.count(b"=?")
-            if self.encoded_words > caps.encoded_words:
-                raise OverCap(f"the headers have more than {caps.encoded_words} encoded words")
-            position = following
-        content_type = self.finish(field_start, position, field_length, content_type)
-        return content_type, position
-
-    def finish(self, start: int, end: int, length: int, content_type: bytes) -> bytes:
-        """Check a finished field ``content[start:end]`` against the Content-* cap; its value if it is Content-Type."""
-        if start < 0 or self.content[start : start + 8].lower() != b"content-":
-            return content_type
-        if length > self.caps.mime_header_length:
-            raise OverCap(f"a Content-* header field is longer than {self.caps.mime_header_length} bytes")
-        name, _, value = self.content[start:end].partition(b":")
-        if name.strip().lower() == b"content-type":
-            return b" ".join(value.split())
-        return content_type
+            if content[field : field + 8].lower() == b"content-":
+                if following - field > caps.mime_header_length:
+                    raise OverCap(f"a Content-* header field is longer than {caps.mime_header_length} bytes")
+                name, _, value = content[field:following].partition(b":")
+                if name.strip().lower() == b"content-type":
+                    content_type = b" ".join(value.split())
+            field = following
+        return content_type, body
