@@ -59,7 +59,7 @@ SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
 # Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
 # worker process within a time budget; over either, 554 5.6.0.
 MAIL_MAX_HEADERS = env.int("MAIL_MAX_HEADERS", 500)  # header fields in the whole mail
-MAIL_MAX_HEADER_LENGTH = env.int("MAIL_MAX_HEADER_LENGTH", 8000)  # bytes of one field, unfolded
+MAIL_MAX_HEADER_LENGTH = env.int("MAIL_MAX_HEADER_LENGTH", 8000)  # bytes of one field, all its folded lines
 MAIL_MAX_MIME_HEADER_LENGTH = env.int("MAIL_MAX_MIME_HEADER_LENGTH", 2000)  # bytes of one Content-* field
 MAIL_MAX_ENCODED_WORDS = env.int("MAIL_MAX_ENCODED_WORDS", 300)  # RFC 2047 words in all headers
 MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)

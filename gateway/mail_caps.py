@@ -20,7 +20,7 @@ BOUNDARY = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]*)"|([^\s;]+))""", re.IGN
 @dataclass(frozen=True)
 class MailCaps:
     headers: int = 500  # header fields in the whole mail (every part's header section)
-    header_length: int = 8000  # bytes of one header field, unfolded
+    header_length: int = 8000  # bytes of one header field, all its folded lines
     mime_header_length: int = 2000  # bytes of one Content-* field, which the parser reads structurally
     encoded_words: int = 300  # RFC 2047 encoded words (=?charset?q?...?=) in all headers
     parts: int = 100  # MIME parts
