@@ -24,6 +24,7 @@ from .mail import MailPost, UnreadableMail, mail_to_post
 logger = logging.getLogger(__name__)
 
 _pool: ProcessPool | None = None
+_reading: dict[tuple[bytes, str, str], asyncio.Future] = {}  # mails being read now
 _lock = threading.Lock()
 
 
@@ -48,6 +49,23 @@ def _started(workers: int) -> ProcessPool:
 
 
 async def parse(content: bytes, envelope_from: str, own_domain: str, *, budget: float, workers: int) -> MailPost:
+    """``mail_to_post`` in a worker, once for a mail however many of its recipients ask at the same time
+    (a slow mail to twenty rooms spends one budget, not twenty)."""
+    key = (content, envelope_from, own_domain)  # the recipients share one bytes object: its hash is cached
+    reading = _reading.get(key)
+    if reading is None:
+        reading = _reading[key] = asyncio.ensure_future(_parse(content, envelope_from, own_domain, budget, workers))
+        reading.add_done_callback(lambda done: _forget(key, done))
+    return await asyncio.shield(reading)  # one recipient's instance cancelled leaves the others theirs
+
+
+def _forget(key: tuple, done: asyncio.Future) -> None:
+    del _reading[key]
+    if not done.cancelled():
+        done.exception()  # retrieved, even when every recipient's instance was cancelled meanwhile
+
+
+async def _parse(content: bytes, envelope_from: str, own_domain: str, budget: float, workers: int) -> MailPost:
     """``mail_to_post`` in a worker. ``UnreadableMail`` if it raises, runs over ``budget`` seconds
     (``OverBudget``) or kills its worker: the mail itself is the problem. A pool that cannot run raises
     ``RuntimeError`` or ``BrokenProcessPool`` (infrastructure: the sender should retry) and is replaced

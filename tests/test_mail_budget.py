@@ -166,3 +166,23 @@ async def test_health_and_metrics_show_the_mail_readers(gateway):
             line for line in text.splitlines() if line.startswith(f'gateway_mail_refusals_total{{reason="{reason}"}}')
         ]
         assert float(line.split()[-1]) >= 1, line
+
+
+async def test_a_slow_mail_to_many_rooms_is_read_once(gateway):
+    """Six recipients, two workers: read six times it would take three budgets, and more recipients
+    would keep every worker busy; read once, it takes one."""
+    rooms = [unique() for _ in range(6)]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    refused = await asyncio.to_thread(
+        smtp_refusal, gateway.smtp_port, [f"{room}@localhost" for room in rooms], hostile_mail.nested_html(1500)
+    )
+    assert refused[0] == 554 and b"took more than" in refused[1], refused
+    assert loop.time() - start < 2.5 * BUDGET
+
+
+def smtp_refusal(port: int, recipients: list[str], content: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(f"{uuid.uuid4().hex}@example.com", recipients, content)
+    return refused.value.smtp_code, refused.value.smtp_error
