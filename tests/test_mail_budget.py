@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import hostile_mail
-from tests.support import ahttp, history, http_json, launch_gateway, unique
+from tests.support import ahttp, fresh_database, history, http_json, launch_gateway, unique
 from tests.test_parsers_property import mails as odd_mails
 
 BUDGET = 1.0  # MAIL_PARSE_TIMEOUT here: a hostile parse is stopped after a second
@@ -28,6 +28,15 @@ def gateway(tmp_path_factory, mosquitto):
     yield gateway
     code = gateway.process.stop()
     assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output}"
+
+
+@pytest.fixture(scope="module")
+def postgres_gateway(tmp_path_factory, mosquitto, postgres_host):
+    """The same on PostgreSQL, which refuses what SQLite lets by (text with NUL, keys over 300 characters)."""
+    with fresh_database("gw_mail") as url:
+        gateway = launch_gateway(tmp_path_factory.mktemp("mail-pg"), mosquitto, DATABASE_URL=url, MAIL_SENDER_RATE=0.01)
+        yield gateway
+        assert gateway.process.stop() == 0, gateway.process.output
 
 
 def send(port: int, room: str, content: bytes, *, sender: str | None = None, smtputf8: bool = False) -> tuple[int, str]:
@@ -131,10 +140,16 @@ def test_hostile_mails_get_a_clear_answer_and_good_ones_arrive(gateway, hostile)
 
 @pytest.mark.parametrize(
     ("message_id", "smtputf8"),
-    [("<caf\u00e9-\u00fc@ex\u00e4mple.com>".encode(), True), (b"<raw\xe9\xff@example.com>", False)],
-    ids=["smtputf8", "raw-8-bit"],
+    [
+        ("<caf\u00e9-\u00fc@ex\u00e4mple.com>".encode(), True),
+        (b"<raw\xe9\xff@example.com>", False),
+        (b"<" + b"long" * 100 + b"@example.com>", False),
+    ],
+    ids=["smtputf8", "raw-8-bit", "over-long"],
 )
-async def test_a_non_ascii_message_id_posts_once(gateway, message_id, smtputf8):
+@pytest.mark.parametrize("database", ["gateway", "postgres_gateway"])
+async def test_an_odd_message_id_posts_once(request, database, message_id, smtputf8):
+    gateway = request.getfixturevalue(database)
     room = unique()
     mail = b"From: b\xc3\xa9a@example.com\r\nSubject: caf\xc3\xa9\r\nMessage-ID: " + message_id + b"\r\n\r\nbody\r\n"
     for _ in range(2):  # the sending server retries after a lost 250 (from another of its addresses)
