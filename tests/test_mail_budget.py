@@ -201,3 +201,14 @@ def smtp_refusal(port: int, recipients: list[str], content: bytes) -> tuple[int,
         with pytest.raises(smtplib.SMTPDataError) as refused:
             client.sendmail(f"{uuid.uuid4().hex}@example.com", recipients, content)
     return refused.value.smtp_code, refused.value.smtp_error
+
+
+async def test_what_a_mail_says_cannot_forge_a_log_line(gateway):
+    room, forged = unique(), "2026-12-05 00:00:00,000 CRITICAL forged: line"
+    auto = f"From: a@example.com\r\nSubject: s\r\nAuto-Submitted: auto-replied\r\n {forged}\r\n\r\nbody\r\n".encode()
+    assert await asend(gateway.smtp_port, room, auto) == (250, "")  # auto-generated: accepted, not posted
+    bad = hostile_mail.many_parts(500).replace(b"Subject: hostile", f"Subject: x\r\n {forged}".encode())
+    assert (await asend(gateway.smtp_port, room, bad, sender=f"x\x1b[2J{unique()}@example.com"))[0] == 554
+    gateway.process.wait_for(f"Auto-generated mail for room {room} not posted")
+    gateway.process.wait_for(f"for room {room} refused: ")
+    assert not [line for line in gateway.process.lines if line.lstrip().startswith(forged) or "\x1b" in line]
