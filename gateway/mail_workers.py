@@ -11,7 +11,6 @@ gateway's sockets or threads. One pool per process, made on first use, stopped b
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 import threading
 from concurrent.futures import TimeoutError
@@ -20,8 +19,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pebble import ProcessExpired, ProcessPool
 
 from .mail import MailPost, UnreadableMail, mail_to_post
-
-logger = logging.getLogger(__name__)
 
 _pool: ProcessPool | None = None
 _reading: dict[tuple[bytes, str, str], asyncio.Future] = {}  # mails being read now
@@ -43,7 +40,11 @@ def _started(workers: int) -> ProcessPool:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["gateway.mail"])
             pool = ProcessPool(max_workers=workers, context=context)
-            pool.schedule(_ready).result()  # the forkserver and the workers are up
+            try:
+                pool.schedule(_ready).result()  # the forkserver and the workers are up
+            except BaseException:
+                pool.stop()  # its threads too
+                raise
             _pool = pool
         return _pool
 
