@@ -65,7 +65,7 @@ MAIL_MAX_ENCODED_WORDS = env.int("MAIL_MAX_ENCODED_WORDS", 300)  # RFC 2047 word
 MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)
 MAIL_MAX_MIME_DEPTH = env.int("MAIL_MAX_MIME_DEPTH", 10)
 MAIL_PARSE_TIMEOUT = env.float("MAIL_PARSE_TIMEOUT", 2.0)  # seconds of a worker's time for one mail
-MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", max(2, os.cpu_count() or 1))
+MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", min(8, max(2, os.cpu_count() or 1)))  # a mail takes ~1 ms
 
 INSTALLED_APPS = [
     "daphne",
