@@ -1,5 +1,6 @@
 """Settings for the gateway, read from the environment (see README, "Configuration")."""
 
+import os
 from pathlib import Path
 
 from environs import Env
@@ -62,6 +63,16 @@ SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
 SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
 LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
+# Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
+# worker process within a time budget; over either, 554 5.6.0.
+MAIL_MAX_HEADERS = env.int("MAIL_MAX_HEADERS", 500)  # header fields in the whole mail
+MAIL_MAX_HEADER_LENGTH = env.int("MAIL_MAX_HEADER_LENGTH", 8000)  # bytes of one field, all its folded lines
+MAIL_MAX_MIME_HEADER_LENGTH = env.int("MAIL_MAX_MIME_HEADER_LENGTH", 2000)  # bytes of one Content-* field
+MAIL_MAX_ENCODED_WORDS = env.int("MAIL_MAX_ENCODED_WORDS", 300)  # RFC 2047 words in all headers
+MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)
+MAIL_MAX_MIME_DEPTH = env.int("MAIL_MAX_MIME_DEPTH", 10)
+MAIL_PARSE_TIMEOUT = env.float("MAIL_PARSE_TIMEOUT", 2.0)  # seconds of a worker's time for one mail
+MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", min(8, max(2, os.cpu_count() or 1)))  # a mail takes ~1 ms
 
 INSTALLED_APPS = [
     "daphne",

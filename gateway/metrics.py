@@ -25,3 +25,4 @@ mqtt_failures = Gauge("gateway_mqtt_application_failures", "MQTT application ins
 mqtt_oldest_unacked = Gauge(
     "gateway_mqtt_oldest_unacked_seconds", "Age of the oldest MQTT message this process has not acknowledged"
 )
+mail_refusals = Counter("gateway_mail_refusals_total", "Mails refused for what they are (554), by why", ["reason"])
