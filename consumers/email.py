@@ -9,7 +9,7 @@ import secrets
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from gateway import limits, mail_caps, mail_workers, metrics, rooms
+from gateway import deadletters, limits, mail_caps, mail_workers, metrics, rooms
 from gateway.answers import RecentAnswers
 from gateway.mail import UnreadableMail
 from gateway.models import Room
@@ -60,6 +60,13 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             return await self.reject(451, f"4.7.1 {exc}")
         except rooms.InvalidMessage as exc:
             return await self.reject(554, f"5.6.0 {exc}")
+        except rooms.UNAVAILABLE as exc:  # the services are down, not the mail: the sending server retries
+            logger.warning("Mail for room %s not posted, services unavailable: %r", room, exc)
+            return await self.reject(451, "4.3.0 the room cannot take mail right now, try again later")
+        except Exception as exc:  # neither the mail's fault nor an outage: retrying would fail the same way
+            logger.exception("Mail for room %s could not be posted", room)
+            await deadletters.park_mail(self.scope["rcpt_to"], content, f"{type(exc).__name__}: {exc}")
+            return await self.reject(554, "5.3.0 the mail could not be posted; it is kept for the operator")
         await self.accept()
 
 
