@@ -21,6 +21,7 @@ from protocols.consumer import DirectDispatch
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+LARGEST_ID = 2**63 - 1
 UNAVAILABLE_ERROR = "the room cannot be reached right now: try again shortly"
 RETRY_AFTER = b"5"  # seconds
 
@@ -116,8 +117,14 @@ def _allowed_host(scope: dict) -> bool:
 
 
 def _whole_number(query: QueryDict, name: str, default: int | None = None) -> int | None:
+    """A query parameter as a whole number a database column can hold; ``ValueError`` otherwise."""
     value = query.get(name)
-    return default if value is None else int(value)
+    if value is None:
+        return default
+    number = int(value)
+    if not -LARGEST_ID <= number <= LARGEST_ID:  # beyond a 64-bit column: refused, not a database error
+        raise ValueError(f"{name} out of range")
+    return number
 
 
 @require_GET

@@ -91,6 +91,9 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         except rooms.UNAVAILABLE as exc:  # the services are down: not posted, and the socket stays open
             logger.warning("WebSocket post to %s: services unavailable (%r)", self.room, exc)
             await self.error(f"not posted: {UNAVAILABLE_ERROR}", ref)
+        except Exception:  # a failure of ours on this one message: it costs the connection nothing more
+            logger.exception("WebSocket post to %s failed", self.room)
+            await self.error("not posted: the server failed on this message", ref)
 
     def take_messages(self, items: list[Outgoing]) -> None:
         self.stream.push(items)

@@ -1,5 +1,6 @@
-"""A mail that fails to post for no reason of its own (a bug, not an outage) is refused for good and kept
-for the operator, rather than answered 451 until the sending server gives up."""
+"""A failure of the server's own on one message (a bug, not bad input, not an outage) costs only that
+message: a mail is refused for good and kept for the operator, rather than answered 451 until the
+sending server gives up; a WebSocket post gets an error frame and the socket stays open."""
 
 from __future__ import annotations
 
@@ -53,3 +54,35 @@ async def test_an_outage_while_posting_is_a_temporary_failure(monkeypatch, stop_
     reply = await AsgiHandler(email_router, email_router, 30).deliver(*delivery(content), f"{unique()}@localhost")
     assert reply.startswith("451 4.3.0"), reply
     assert not await DeadLetter.objects.filter(source="email").aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_websocket_post_that_fails_unexpectedly_is_answered_and_the_socket_stays(monkeypatch):
+    """A failure of the server's own on one message (a bug) costs that message, not the connection."""
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from consumers.routing import websocket_urlpatterns
+
+    real_post = rooms.post
+
+    async def post(room, text, **kwargs):
+        if text == "trips a bug":
+            raise RuntimeError("a bug")
+        return await real_post(room, text, **kwargs)
+
+    monkeypatch.setattr(rooms, "post", post)
+    reader = WebsocketCommunicator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), f"/ws/chat/{unique()}/")
+    assert (await reader.connect())[0]
+    try:
+        assert (await reader.receive_json_from(5))["type"] == "history"
+        await reader.send_json_to({"message": "trips a bug", "ref": "r1"})
+        answer = await reader.receive_json_from(5)
+        assert answer == {"type": "error", "error": "not posted: the server failed on this message", "ref": "r1"}
+        await reader.send_json_to({"message": "still here"})
+        while (event := await reader.receive_json_from(5))["type"] != "message":
+            assert event["type"] == "presence"
+        assert event["message"] == "still here"
+    finally:
+        await reader.disconnect()
