@@ -1,5 +1,6 @@
 """Settings for the gateway, read from the environment (see README, "Configuration")."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,12 +65,15 @@ X_FRAME_OPTIONS = "DENY"
 
 # Limits
 MESSAGE_MAX_LENGTH = env.int("MESSAGE_MAX_LENGTH", 4000)
+DATA_MAX_DEPTH = env.int("DATA_MAX_DEPTH", 32)  # JSON nesting levels, of a request, a payload or a reading
+DATA_MAX_BYTES = env.int("DATA_MAX_BYTES", 16 * 1024)  # a reading's data, as compact JSON
 WEBSOCKET_MAX_FRAME = env.int("WEBSOCKET_MAX_FRAME", 64 * 1024)
 MQTT_MAX_PAYLOAD = env.int("MQTT_MAX_PAYLOAD", 64 * 1024)
 MQTT_MAX_IN_FLIGHT = env.int("MQTT_MAX_IN_FLIGHT", 1000)  # a topic's messages being stored at once (one batch)
 MQTT_MAX_FAILURES = env.int("MQTT_MAX_FAILURES", 3)  # tries of a message whose handling raises, then it is parked
 MQTT_STUCK_SECONDS = env.float("MQTT_STUCK_SECONDS", 60)  # /healthz: mqtt "stuck" past this unacknowledged
 SMTP_MAX_MESSAGE_SIZE = env.int("SMTP_MAX_MESSAGE_SIZE", 1024 * 1024)
+READER_MAX_BACKLOG = env.int("READER_MAX_BACKLOG", 1024 * 1024)  # bytes a reader may fall behind; then closed
 HISTORY_ON_JOIN = env.int("HISTORY_ON_JOIN", 50)
 GROUP_REFRESH_SECONDS = env.float("GROUP_REFRESH_SECONDS", 60)  # readers rejoin their room's group this often
 # Rate limits, messages a second on average (0: no limit); bursts of RATE_BURST_SECONDS worth pass.
@@ -87,6 +91,16 @@ SMTP_SESSION_TIMEOUT = env.float("SMTP_SESSION_TIMEOUT", 600)  # a whole session
 HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
 LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
+# Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
+# worker process within a time budget; over either, 554 5.6.0.
+MAIL_MAX_HEADERS = env.int("MAIL_MAX_HEADERS", 500)  # header fields in the whole mail
+MAIL_MAX_HEADER_LENGTH = env.int("MAIL_MAX_HEADER_LENGTH", 8000)  # bytes of one field, all its folded lines
+MAIL_MAX_MIME_HEADER_LENGTH = env.int("MAIL_MAX_MIME_HEADER_LENGTH", 2000)  # bytes of one Content-* field
+MAIL_MAX_ENCODED_WORDS = env.int("MAIL_MAX_ENCODED_WORDS", 300)  # RFC 2047 words in all headers
+MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)
+MAIL_MAX_MIME_DEPTH = env.int("MAIL_MAX_MIME_DEPTH", 10)
+MAIL_PARSE_TIMEOUT = env.float("MAIL_PARSE_TIMEOUT", 2.0)  # seconds of a worker's time for one mail
+MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", min(8, max(2, os.cpu_count() or 1)))  # a mail takes ~1 ms
 
 INSTALLED_APPS = [
     "daphne",

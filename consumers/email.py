@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from gateway import limits, metrics, rooms
+from gateway import deadletters, limits, mail_caps, mail_workers, metrics, rooms
 from gateway.answers import RecentAnswers
-from gateway.mail import mail_to_post
+from gateway.mail import UnreadableMail
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
 
@@ -31,24 +32,60 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         return _refusal(route, scope["mail_from"], await database_sync_to_async(_room)(route["room"]))
 
     async def receive(self, content: bytes) -> None:
-        room = self.scope["route"]["kwargs"]["room"]
+        room, mail_from = self.scope["route"]["kwargs"]["room"], self.scope["mail_from"]
+        # Cheapest first: the rate before reading anything, the caps before parsing, the parse in a worker.
+        if not limits.allow("MAIL_SENDER", f"{mail_from.lower()} {room}"):  # per sender and room
+            too_many = f"4.7.1 too many mails from you ({limits.describe('MAIL_SENDER')}), try later"
+            return await self.reject(451, too_many)
         try:
-            mail = mail_to_post(content, self.scope["mail_from"], settings.EMAIL_DOMAIN)
-            if mail.automatic:
-                # Accepted and dropped: refusing would make the sending server bounce, which loops.
-                logger.info("Auto-generated mail for room %s not posted: %s", room, mail.automatic)
-                return await self.accept()
-            if not limits.allow("MAIL_SENDER", f"{self.scope['mail_from'].lower()} {room}"):  # per sender and room
-                return await self.reject(
-                    451, f"4.7.1 too many mails from you ({limits.describe('MAIL_SENDER')}), try later"
-                )
-            key = f"email:{mail.message_id}" if mail.message_id else None  # a re-sent mail posts once
-            await rooms.post(room, mail.text, sender=mail.sender, source="email", key=key)
+            mail_caps.check(content, caps())
+            mail = await mail_workers.parse(
+                content,
+                mail_from,
+                settings.EMAIL_DOMAIN,
+                budget=settings.MAIL_PARSE_TIMEOUT,
+                workers=settings.MAIL_PARSE_WORKERS,
+            )
+        except (mail_caps.OverCap, UnreadableMail) as exc:  # the mail itself: a permanent refusal
+            logger.info("Mail from %r for room %s refused: %s", mail_from, room, exc)
+            metrics.mail_refusals.labels(_refusal_reason(exc)).inc()
+            return await self.reject(554, f"5.6.0 {exc}")
+        if mail.automatic:
+            # Accepted and dropped: refusing would make the sending server bounce, which loops.
+            logger.info("Auto-generated mail for room %s not posted: %r", room, mail.automatic)
+            return await self.accept()
+        try:
+            await rooms.post(room, mail.text, sender=mail.sender, source="email", key=mail.key)
         except rooms.RateLimited as exc:
             return await self.reject(451, f"4.7.1 {exc}")
         except rooms.InvalidMessage as exc:
             return await self.reject(554, f"5.6.0 {exc}")
+        except rooms.UNAVAILABLE as exc:  # the services are down, not the mail: the sending server retries
+            logger.warning("Mail for room %s not posted, services unavailable: %r", room, exc)
+            return await self.reject(451, "4.3.0 the room cannot take mail right now, try again later")
+        except Exception as exc:  # neither the mail's fault nor an outage: retrying would fail the same way
+            logger.exception("Mail for room %s could not be posted", room)
+            await deadletters.park_mail(self.scope["rcpt_to"], content, f"{type(exc).__name__}: {exc}")
+            return await self.reject(554, "5.3.0 the mail could not be posted; it is kept for the operator")
         await self.accept()
+
+
+def _refusal_reason(exc: Exception) -> str:
+    if isinstance(exc, mail_caps.OverCap):
+        return "cap"
+    return "budget" if isinstance(exc, mail_workers.OverBudget) else "unreadable"
+
+
+@functools.cache
+def caps() -> mail_caps.MailCaps:
+    return mail_caps.MailCaps(
+        headers=settings.MAIL_MAX_HEADERS,
+        header_length=settings.MAIL_MAX_HEADER_LENGTH,
+        mime_header_length=settings.MAIL_MAX_MIME_HEADER_LENGTH,
+        encoded_words=settings.MAIL_MAX_ENCODED_WORDS,
+        parts=settings.MAIL_MAX_PARTS,
+        depth=settings.MAIL_MAX_MIME_DEPTH,
+    )
 
 
 def _room(name: str) -> Room | None:

@@ -8,6 +8,8 @@ import contextlib
 from channels.generic.http import AsyncHttpConsumer
 
 from gateway import access, metrics, rooms
+from gateway.backlog import max_backlog
+from gateway.daphne_io import BACKLOG_EXTENSION
 from protocols.consumer import DirectDispatch
 
 from .hub import get_hub
@@ -18,6 +20,7 @@ from .stream import RoomStream
 DELIVERIES = metrics.deliveries.labels("sse")
 
 KEEPALIVE_SECONDS = 15
+CLOSE_GRACE_SECONDS = 1.0  # for a reader too far behind to take the end of its stream (as autobahn's close handshake)
 
 
 def event_frame(message_id: int, data: str) -> bytes:
@@ -26,7 +29,10 @@ def event_frame(message_id: int, data: str) -> bytes:
 
 
 class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
-    """Stream the room: with ``Last-Event-ID`` (or ``?after=``) first what was missed, then live messages."""
+    """Stream the room: with ``Last-Event-ID`` (or ``?after=``) first what was missed, then live messages.
+
+    A reader more than ``READER_MAX_BACKLOG`` bytes behind has its stream ended (docs/rooms.md, "Slow
+    readers"); the client reconnects with the last id it saw and catches up."""
 
     channel_layer_alias = None  # live messages come from the process's hub
 
@@ -52,7 +58,10 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
             ]
         )
         await self.send_body(b"retry: 2000\n\n", more_body=True)
-        self.outbox = Outbox(self._send_event)
+        limit, watcher = max_backlog(), self.scope.get("extensions", {}).get(BACKLOG_EXTENSION)
+        self.backlog = watcher["watch"](limit, self.too_far_behind) if watcher else None  # under daphne
+        self.outbox = Outbox(self._send_event, limit, self.too_far_behind)
+        self.ending: asyncio.Task | None = None
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
         audience = await self.hub.join(self.room, self)
@@ -71,15 +80,39 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
 
     def take_presence(self, item: Outgoing) -> None:
         if self.stream.begun:  # before: the history comes first
-            self.outbox.put(f"event: presence\ndata: {item.text}\n\n".encode())
+            event = f"event: presence\ndata: {item.text}\n\n".encode()
+            self.outbox.put(event, len(event))
 
     def deliver(self, items: list[Outgoing]) -> None:
-        for item in items:
-            self.outbox.put(event_frame(item.id, item.text))
+        if items:  # one write a batch
+            events = b"".join(event_frame(item.id, item.text) for item in items)
+            self.outbox.put(events, len(events))
         DELIVERIES.inc(len(items))
 
-    async def _send_event(self, event: bytes) -> None:
-        await self.send_body(event, more_body=True)
+    async def _send_event(self, events: bytes) -> None:
+        backlog = self.backlog
+        if backlog is not None and backlog.paused and not backlog.take(len(events)):
+            return  # too far behind: the stream is ending
+        await self.send_body(events, more_body=True)
+
+    def too_far_behind(self) -> None:
+        """Past ``READER_MAX_BACKLOG`` (waiting here, or held by the server's connection): what waits is
+        dropped and the response ends after what the connection holds already."""
+        if self.ending is not None:
+            return
+        metrics.slow_readers.labels("sse").inc()
+        self.outbox.close()
+        self.ending = asyncio.get_running_loop().create_task(self._end())
+
+    async def _end(self) -> None:
+        keepalive = getattr(self, "keepalive", None)
+        if keepalive is not None:
+            keepalive.cancel()
+        if self.backlog is not None:
+            self.backlog.release()
+        await self.send_body(b"", more_body=False)
+        if self.backlog is not None:
+            self.backlog.close(CLOSE_GRACE_SECONDS)
 
     async def disconnect(self) -> None:
         if hasattr(self, "hub"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
@@ -14,10 +15,15 @@ from django.http.request import split_domain_port, validate_host
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import access, health, metrics, rooms
+from gateway import access, health, metrics, rooms, validation
 from protocols.consumer import DirectDispatch
 
+logger = logging.getLogger(__name__)
+
 MAX_PAGE = 500
+LARGEST_ID = 2**63 - 1
+UNAVAILABLE_ERROR = "the room cannot be reached right now: try again shortly"
+RETRY_AFTER = b"5"  # seconds
 
 
 async def _user(request: HttpRequest):
@@ -46,6 +52,13 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         await super().http_request(message)
 
     async def handle(self, body: bytes) -> None:
+        try:
+            await self.respond(body)
+        except rooms.UNAVAILABLE as exc:  # the database or the layer is down: nothing is wrong with the request
+            logger.warning("%s %s: services unavailable (%r)", self.scope["method"], self.scope["path"], exc)
+            await self.answer(503, error=UNAVAILABLE_ERROR, headers=[(b"Retry-After", RETRY_AFTER)])
+
+    async def respond(self, body: bytes) -> None:
         room, method = self.scope["url_route"]["kwargs"]["room"], self.scope["method"]
         if method not in ("GET", "POST"):
             return await self.answer(405, error="use GET or POST", headers=[(b"Allow", b"GET, POST")])
@@ -57,7 +70,9 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         if method == "GET":
             return await self.read(room)
         try:
-            request = json.loads(body)
+            request = validation.parse_json(body)
+        except rooms.InvalidMessage as exc:  # too deep, or NaN
+            return await self.answer(400, error=str(exc))
         except ValueError:
             return await self.answer(400, error='invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:
@@ -102,8 +117,14 @@ def _allowed_host(scope: dict) -> bool:
 
 
 def _whole_number(query: QueryDict, name: str, default: int | None = None) -> int | None:
+    """A query parameter as a whole number a database column can hold; ``ValueError`` otherwise."""
     value = query.get(name)
-    return default if value is None else int(value)
+    if value is None:
+        return default
+    number = int(value)
+    if not -LARGEST_ID <= number <= LARGEST_ID:  # beyond a 64-bit column: refused, not a database error
+        raise ValueError(f"{name} out of range")
+    return number
 
 
 @require_GET

@@ -7,9 +7,6 @@ import logging
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
-from django.db import InterfaceError, OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import limits, metrics, rooms
 from gateway.answers import RecentAnswers
@@ -21,10 +18,6 @@ logger = logging.getLogger(__name__)
 
 REDELIVERY_WINDOW = timedelta(minutes=10)
 ROOM_RULES_SECONDS = 2.0  # how long a room's "takes MQTT" answer is kept: a change applies within this
-
-# The services are down, not the message: the adapter serves it again later (mqtt.retry). Anything else
-# unexpected is raised: a failure the adapter counts, and parks after a few (see docs/mqtt.md).
-UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 # "Does the room take MQTT posts?", asked once in a while rather than on every message of a busy device
 # (the messages that arrive during a lookup share it).
@@ -65,6 +58,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             )
         except rooms.InvalidMessage as exc:
             return await self.reject(str(exc))
-        except UNAVAILABLE as exc:
+        except rooms.UNAVAILABLE as exc:  # the services are down, not the message: served again later
+            # (anything else unexpected is raised: a failure the adapter counts, and parks after a few)
             return await self.retry(f"{type(exc).__name__}: {exc}")
         await self.ack()

@@ -47,27 +47,49 @@ def frames(items: Sequence[Outgoing]) -> bytes:
 
 class Outbox:
     """Sends what a synchronous caller hands it through an async ``send``, in order, in a task of its own
-    that runs only while there is something to send."""
+    that runs only while there is something to send.
 
-    __slots__ = ("send", "queue", "task")
+    At most ``limit`` bytes wait to be sent, besides one item (a slow reader costs only itself): an item
+    that would pass it is not taken, what waits is dropped, nothing more is taken, and ``overflow()`` is
+    called, once. An item taken when nothing waits is taken whatever its size (a history, a batch)."""
 
-    def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
+    __slots__ = ("send", "queue", "task", "queued", "limit", "overflow", "closed")
+
+    def __init__(self, send: Callable[[Any], Awaitable[None]], limit: int, overflow: Callable[[], None]) -> None:
         self.send = send
-        self.queue: deque = deque()
+        self.queue: deque[tuple[Any, int]] = deque()
         self.task: asyncio.Task | None = None
+        self.queued = 0  # bytes waiting in the queue
+        self.limit = limit
+        self.overflow = overflow
+        self.closed = False
 
-    def put(self, item: Any) -> None:
-        self.queue.append(item)
+    def put(self, item: Any, size: int) -> None:
+        """Queue ``item``, ``size`` bytes on the wire."""
+        if self.closed:
+            return
+        if self.queue and self.queued + size > self.limit:
+            self.close()
+            self.overflow()
+            return
+        self.queued += size
+        self.queue.append((item, size))
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         try:
             while self.queue:
-                await self.send(self.queue.popleft())
+                item, size = self.queue.popleft()
+                self.queued -= size
+                await self.send(item)
         finally:
             self.task = None
 
     def close(self) -> None:
+        """Send nothing more: what waits is dropped."""
+        self.closed = True
+        self.queue.clear()
+        self.queued = 0
         if self.task is not None:
             self.task.cancel()

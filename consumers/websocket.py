@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
-from gateway import access, limits, metrics, presence, rooms
-from gateway.daphne_io import FRAMES_EXTENSION
+from gateway import access, limits, metrics, presence, rooms, validation
+from gateway.backlog import max_backlog
+from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
 from protocols.consumer import DirectDispatch
 
+from .http import UNAVAILABLE_ERROR
 from .hub import get_hub
 from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
 from .stream import RoomStream
+
+logger = logging.getLogger(__name__)
 
 DELIVERIES = metrics.deliveries.labels("websocket")
 
@@ -25,7 +30,8 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     Live messages come from the process's hub (one layer subscription per room per process), so the
     consumer needs no channel of its own and each delivery is a plain call, with no dispatch. Where the
     server offers it (daphne, as config.asgi sets it up), the frames, made once for all readers, are
-    written to the socket at once; elsewhere they go through ``websocket.send`` in order."""
+    written to the socket at once; elsewhere they go through ``websocket.send`` in order. Either way a
+    reader more than ``READER_MAX_BACKLOG`` bytes behind is closed with 1013 (docs/rooms.md, "Slow readers")."""
 
     channel_layer_alias = None
 
@@ -37,7 +43,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.accept()
         writer = self.scope.get("extensions", {}).get(FRAMES_EXTENSION)
         self.write_frames = writer["write"] if writer else None
-        self.outbox = None if writer else Outbox(self._send_text)
+        self.outbox = None if writer else Outbox(self._send_texts, max_backlog(), self.too_far_behind)
         self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
         audience = await self.hub.join(self.room, self)
@@ -67,19 +73,27 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if text_data is None:
             return await self.error("send text frames holding JSON")
         try:
-            request = json.loads(text_data)
+            request = validation.parse_json(text_data)
+        except rooms.InvalidMessage as exc:  # too deep, or NaN
+            return await self.error(str(exc))
         except ValueError:
             return await self.error('invalid JSON: send {"message": "text"}')
         if not isinstance(request, dict) or "message" not in request:
             return await self.error('send a JSON object with a "message" field')
         ref = request.get("ref")  # the client's own id for this message, echoed in an error about it
-        ref = ref if isinstance(ref, str) and len(ref) <= 100 else None
+        ref = ref if isinstance(ref, str) and len(ref) <= 100 and validation.is_text(ref) else None
         if not limits.allow("WEBSOCKET", self.key):
             return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted", ref)
         try:
             await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
         except rooms.InvalidMessage as exc:
             await self.error(str(exc), ref)
+        except rooms.UNAVAILABLE as exc:  # the services are down: not posted, and the socket stays open
+            logger.warning("WebSocket post to %s: services unavailable (%r)", self.room, exc)
+            await self.error(f"not posted: {UNAVAILABLE_ERROR}", ref)
+        except Exception:  # a failure of ours on this one message: it costs the connection nothing more
+            logger.exception("WebSocket post to %s failed", self.room)
+            await self.error("not posted: the server failed on this message", ref)
 
     def take_messages(self, items: list[Outgoing]) -> None:
         self.stream.push(items)
@@ -96,11 +110,16 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if self.write_frames is not None:
             self.write_frames(frames(items))
         else:
-            for item in items:
-                self.outbox.put(item.text)
+            self.outbox.put([item.text for item in items], sum(len(item.frame) for item in items))
 
-    async def _send_text(self, text: str) -> None:
-        await self.send(text_data=text)
+    def too_far_behind(self) -> None:
+        """The outbox passed ``READER_MAX_BACKLOG`` and dropped what waited: close with 1013, at once."""
+        metrics.slow_readers.labels("websocket").inc()
+        self.closing = asyncio.get_running_loop().create_task(self.close(code=TOO_FAR_BEHIND))
+
+    async def _send_texts(self, texts: list[str]) -> None:
+        for text in texts:
+            await self.send(text_data=text)
 
     async def error(self, text: str, ref: str | None = None) -> None:
         metrics.rejects.labels("websocket").inc()

@@ -13,7 +13,7 @@ from django.conf import settings
 from protocols.mqtt import MqttServer
 from protocols.smtp import SmtpServer
 
-from . import health, loop_lag, metrics, publishing
+from . import health, loop_lag, mail_workers, metrics, publishing
 from .deadletters import park_mqtt
 from .publishing import claim_once
 
@@ -86,6 +86,7 @@ class Adapters:
         if self.smtp:
             await self.smtp.start()
             health.probes["smtp"] = lambda: (self.smtp.listening, "listening" if self.smtp.listening else "stopped")
+            health.probes["mail_readers"] = mail_workers.health
 
     def _mqtt_health(self) -> tuple[bool, str]:
         if not self.mqtt.connected:
@@ -101,6 +102,7 @@ class Adapters:
     async def stop(self) -> None:
         if self.smtp:
             await self.smtp.stop()
+            await asyncio.to_thread(mail_workers.shutdown)  # the mail-reading worker processes, if started
         if self.mqtt:
             if publishing.local_adapter is self.mqtt:
                 publishing.local_adapter = None

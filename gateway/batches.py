@@ -15,8 +15,12 @@ Result = TypeVar("Result")
 class Batches(Generic[Item, Result]):
     """``await batches.submit(item)``: ``item``'s result once ``write`` (a list of items in, a list of
     results in the same order out) has written the batch it went in. A batch that fails fails each of
-    its items with the same exception. ``then(results)``, if given, runs after each written batch's
-    results are handed out and before the next batch is written; ``idle()`` when nothing is left."""
+    its items with the same exception, unless ``isolate(exception)`` says the failure may be one item's
+    own: then each half of the batch is written again on its own, down to single items, so only the
+    items that fail alone fail (one bad item among n costs about 2·log2(n) more writes, not n), and the
+    others are written in the order they came. ``then(results)``, if given, runs after each batch's
+    results are handed out (the written items' only) and before the next batch is written; ``idle()``
+    when nothing is left."""
 
     def __init__(
         self,
@@ -24,8 +28,9 @@ class Batches(Generic[Item, Result]):
         most: int = 500,
         then: Callable[[list[Result]], Awaitable[None]] | None = None,
         idle: Callable[[], None] | None = None,
+        isolate: Callable[[Exception], bool] | None = None,
     ) -> None:
-        self.write, self.most, self.then, self.idle = write, most, then, idle
+        self.write, self.most, self.then, self.idle, self.isolate = write, most, then, idle, isolate
         self.loop: asyncio.AbstractEventLoop | None = None
         self.waiting: list[tuple[Item, asyncio.Future]] = []
         self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
@@ -45,18 +50,26 @@ class Batches(Generic[Item, Result]):
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting[: self.most], self.waiting[self.most :]
-                try:
-                    results = await self.write([item for item, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():  # done: its submitter stopped waiting (the item is written all the same)
-                        future.set_result(result)
-                if self.then is not None:
+                results = await self._write(batch)
+                if self.then is not None and results:
                     await self.then(results)
         finally:
             if self.idle is not None and not self.waiting:
                 self.idle()
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future]]) -> list[Result]:
+        """Write ``batch``, hand out its results or its failure; the results of the items written."""
+        try:
+            results = await self.write([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and self.isolate is not None and self.isolate(exc):
+                half = len(batch) // 2
+                return await self._write(batch[:half]) + await self._write(batch[half:])
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return []
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # done: its submitter stopped waiting (the item is written all the same)
+                future.set_result(result)
+        return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -11,9 +13,14 @@ from email.utils import parseaddr
 import html2text
 from mailparser_reply import EmailReplyParser
 
-from .rooms import InvalidMessage
-
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
+SURROGATES = re.compile("[\ud800-\udfff]")  # raw 8-bit bytes the parser kept as lone surrogates
+PLAIN_KEY_LENGTH = 200  # longer Message-IDs are hashed (the key column holds 300)
+
+
+class UnreadableMail(ValueError):
+    """The mail itself cannot be posted (a permanent refusal). This module stays free of Django, so
+    that mail-parsing worker processes can import it without setting Django up."""
 
 
 @dataclass
@@ -22,6 +29,16 @@ class MailPost:
     sender: str
     message_id: str | None
     automatic: str | None  # why the mail is auto-generated (never posted, never answered), or None
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key of the post (a re-sent mail posts once): the Message-ID as written when it is
+        short printable ASCII, else its SHA-256 (SMTPUTF8 ids, raw 8-bit bytes, over-long ids)."""
+        if not self.message_id:
+            return None
+        if self.message_id.isascii() and self.message_id.isprintable() and len(self.message_id) <= PLAIN_KEY_LENGTH:
+            return f"email:{self.message_id}"
+        return "email:sha256:" + hashlib.sha256(self.message_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def header(message: EmailMessage, name: str) -> str:
@@ -103,8 +120,14 @@ def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") 
     body = body_text(message)
     text = "\n\n".join(part for part in (subject, body) if part)
     if not text:
-        raise InvalidMessage("the mail has no subject and no text or HTML part to post")
+        raise UnreadableMail("the mail has no subject and no text or HTML part to post")
     header_from = parseaddr(header(message, "from"))[1]
     message_id = " ".join(raw_header(message, "message-id").split()) or None  # (unfolded)
     automatically = automatic(message, envelope_from, own_domain.lower(), header_from)
-    return MailPost(text, header_from or envelope_from or "unknown", message_id, automatically)
+    sender = header_from or envelope_from or "unknown"
+    return MailPost(readable(text), readable(sender), message_id, automatically)
+
+
+def readable(text: str) -> str:
+    """Lone surrogates (undecodable 8-bit bytes) as the replacement character: they cannot be stored."""
+    return SURROGATES.sub("\ufffd", text)

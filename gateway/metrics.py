@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 messages_in = Counter("gateway_messages_in_total", "Messages stored, by the way they came in", ["source"])
 deliveries = Counter("gateway_deliveries_total", "Messages sent to live readers", ["protocol"])
 rejects = Counter("gateway_rejects_total", "Input refused with an answer", ["protocol"])
+slow_readers = Counter(
+    "gateway_slow_readers_closed_total", "Readers closed for falling READER_MAX_BACKLOG bytes behind", ["protocol"]
+)
 connections = Gauge("gateway_connections", "Live readers connected to this process", ["protocol"])
 fanout_seconds = Histogram(
     "gateway_fanout_seconds",
@@ -22,3 +25,4 @@ mqtt_failures = Gauge("gateway_mqtt_application_failures", "MQTT application ins
 mqtt_oldest_unacked = Gauge(
     "gateway_mqtt_oldest_unacked_seconds", "Age of the oldest MQTT message this process has not acknowledged"
 )
+mail_refusals = Counter("gateway_mail_refusals_total", "Mails refused for what they are (554), by why", ["reason"])

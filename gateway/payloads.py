@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .rooms import InvalidMessage
+from .validation import InvalidMessage, check_data, clean_sender, clean_text, parse_json, safe_key
 
 DEFAULT_SENDER = "device"
 ENVELOPE = ("sender", "id")
@@ -36,23 +36,27 @@ def parse_payload(payload: bytes) -> Post:
         raise InvalidMessage(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     start = text.lstrip()[:1]
     if start not in ("{", "["):
-        return Post(text=text, sender=DEFAULT_SENDER)
+        return Post(text=clean_text(text), sender=DEFAULT_SENDER)
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        document = parse_json(text)
+    except InvalidMessage:
+        raise
+    except ValueError as exc:
         if start == "[":  # "[alarm] door open" is text
-            return Post(text=text, sender=DEFAULT_SENDER)
+            return Post(text=clean_text(text), sender=DEFAULT_SENDER)
         raise InvalidMessage(f"payload looks like JSON but is not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise InvalidMessage("a JSON payload must be an object")
-    sender = document.get("sender") or DEFAULT_SENDER
+    # Checked here, where it comes in: the sender and key are used (rate limits, digests) before the post.
+    sender = clean_sender(document.get("sender"), DEFAULT_SENDER)
     key = document.get("id")
-    if key is not None and not isinstance(key, (str, int)):
+    if key is not None and (not isinstance(key, (str, int)) or isinstance(key, bool)):
         raise InvalidMessage("'id' must be a string or a number")
+    key = safe_key(key)
     if "message" in document:
-        return Post(text=document["message"], sender=sender, key=None if key is None else str(key))
+        return Post(text=clean_text(document["message"]), sender=sender, key=key)
     # A reading: every field but the envelope ("sender", "id") is data.
-    reading = {name: value for name, value in document.items() if name not in ENVELOPE}
+    reading = check_data({name: value for name, value in document.items() if name not in ENVELOPE})
     if not reading:
         raise InvalidMessage("a JSON object without 'message' must carry reading fields")
-    return Post(text=render_reading(reading), sender=sender, data=reading, key=None if key is None else str(key))
+    return Post(text=clean_text(render_reading(reading)), sender=sender, data=reading, key=key)

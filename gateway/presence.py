@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from .batches import Batches
 from .models import Message, Presence
-from .rooms import SENDER_MAX_LENGTH, group_name, to_json
+from .rooms import blames_one_post, group_name, to_json
+from .validation import clean_name
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def _write(changes: list[_Change]) -> list[None]:
     return [None] * len(changes)
 
 
-_changes: Batches[_Change, None] = Batches(database_sync_to_async(_write))
+# A change that fails alone costs only itself (names are cleaned first, so none should).
+_changes: Batches[_Change, None] = Batches(database_sync_to_async(_write), isolate=blames_one_post)
 
 
 async def _announce(room: str) -> None:
@@ -105,8 +107,9 @@ async def _update(change: _Change) -> None:
 
 
 async def join(room: str, key: str, name: str) -> None:
-    """Count this connection (``key``: unique to it) in the room, and tell everyone there."""
-    await _update(_Change(room, key, (name or "").strip()[:SENDER_MAX_LENGTH] or "anonymous"))
+    """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
+    never refused: a control character or lone surrogate in it is shown as U+FFFD."""
+    await _update(_Change(room, key, clean_name(name)))
 
 
 async def leave(room: str, key: str) -> None:

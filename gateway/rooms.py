@@ -13,27 +13,33 @@ from typing import Any, NamedTuple
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocols.mqtt import DEFAULT_PUBLISH_GROUP
 
-from . import limits, metrics, publishing
+from . import limits, metrics, publishing, validation
 from .access import visible_rooms
 from .batches import Batches
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
+from .validation import InvalidMessage
 
 logger = logging.getLogger(__name__)
 
 ROOM_NAME = re.compile(f"{ROOM_NAME_REGEX}\\Z")
-SENDER_MAX_LENGTH = 200
 CATCH_UP_LIMIT = 1000  # messages replayed to a reader who reconnects with the last id it saw
 SOURCES = frozenset(Message.Source.values)  # the enum's .values builds a new list on every use
-
-
-class InvalidMessage(ValueError):
-    """Input that cannot become a room message; its text is shown to whoever sent it."""
 
 
 class NoSuchRoom(InvalidMessage):
@@ -66,31 +72,33 @@ def out_topic(room: str) -> str:
 
 
 def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
+    """The room name, and the text and sender as stored (see ``gateway.validation``), or InvalidMessage."""
     if not isinstance(room, str) or not ROOM_NAME.match(room):
         raise InvalidMessage("room names are 1 to 64 letters, digits, '-' or '_'")
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidMessage("'message' must be non-empty text")
+    text = validation.clean_text(text)
     if len(text) > settings.MESSAGE_MAX_LENGTH:
         raise InvalidMessage(f"message is longer than {settings.MESSAGE_MAX_LENGTH} characters")
-    if sender is None or sender == "":
-        sender = "anonymous"
-    if not isinstance(sender, str):
-        raise InvalidMessage("'sender' must be text")
-    sender = sender.strip()[:SENDER_MAX_LENGTH] or "anonymous"
+    sender = validation.clean_sender(sender)
     if source not in SOURCES:
         raise InvalidMessage(f"unknown source {source!r}")
-    # NUL cannot be stored (PostgreSQL refuses it in text): shown as the replacement character.
-    return text.replace("\x00", "\ufffd"), sender.replace("\x00", "\ufffd")
+    return text, sender
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+# The services a post needs are down (the database, Redis), not the post: whoever sent it should send it
+# again later (HTTP 503, a WebSocket error frame, MQTT retry, SMTP 451), and nothing about it is wrong.
+UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# A post that fails alone with one of these was refused by the database for what it holds.
+CONTENT_FAILURES = (DataError, IntegrityError, ValueError, TypeError)
+# A batch that fails with one of these failed for every post in it: the database, its connection or
+# its schema failed (retried by the posters, not post by post in a storm), or the room is refused.
+WHOLE_BATCH_FAILURES = (DatabaseError, InterfaceError, OSError, InvalidMessage)
+
+
+def blames_one_post(exc: Exception) -> bool:
+    """Whether a failed batch may have failed for one post's sake (and is worth writing in parts): the
+    database refused data (DataError, IntegrityError), or preparing a post failed; not when the database
+    itself failed (OperationalError, InterfaceError, ProgrammingError …)."""
+    return isinstance(exc, (DataError, IntegrityError)) or not isinstance(exc, WHOLE_BATCH_FAILURES)
 
 
 class _Post(NamedTuple):
@@ -120,7 +128,11 @@ def _writer(room: str) -> Batches[_Post, tuple[dict, bool]]:
                 del _writers[room]
 
         writer = _writers[room] = Batches(
-            partial(database_sync_to_async(_store), room), most=BATCH_MAX, then=fan_out, idle=idle
+            partial(database_sync_to_async(_store), room),
+            most=BATCH_MAX,
+            then=fan_out,
+            idle=idle,
+            isolate=blames_one_post,
         )
     return writer
 
@@ -147,11 +159,17 @@ async def post(
     (a retry), nothing is stored or delivered again and the first message is returned.
     """
     text, sender = validate(room, text, sender, source)
-    if data is not None and _has_nul(data):
-        raise InvalidMessage("structured data may not contain NUL characters")
+    data, key = validation.check_data(data), validation.safe_key(key)
     if not limits.allow("ROOM", room):
         raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
-    event, new = await _writer(room).submit(_Post(text, sender, source, data, key and key[:300], digest))
+    try:
+        event, new = await _writer(room).submit(_Post(text, sender, source, data, key, digest))
+    except CONTENT_FAILURES as exc:
+        if isinstance(exc, InvalidMessage):
+            raise
+        # It failed alone (its batch was written in parts): the database refused what it holds.
+        logger.warning("A post to room %s was refused by the database: %r", room, exc)
+        raise InvalidMessage("the message could not be stored: the database refused its content") from exc
     if new:
         metrics.messages_in.labels(source).inc()
     return event

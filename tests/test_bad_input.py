@@ -172,6 +172,10 @@ async def test_http_api_bad_requests(gateway):
     status, body = await ahttp("POST", url, {"message": ""})
     assert status == 400 and body == {"type": "error", "error": "'message' must be non-empty text"}
     assert (await ahttp("GET", f"{url}?after=abc"))[0] == 400
+    for beyond in (2**63, -(2**63), 10**30):  # no 64-bit column holds them: refused, not a database error
+        assert (await ahttp("GET", f"{url}?after={beyond}"))[0] == 400
+        assert (await ahttp("GET", f"{url}?before={beyond}&limit=5"))[0] == 400
+    assert (await ahttp("GET", f"{url}?after={2**63 - 1}"))[0] == 200
     assert (await ahttp("POST", f"{gateway.http}/api/rooms/bad.room!/messages", {"message": "x"}))[0] == 404
     assert (await ahttp("GET", f"{gateway.http}/chat/bad.room!/"))[0] == 404
     assert (await ahttp("DELETE", url)) == (405, {"type": "error", "error": "use GET or POST"})

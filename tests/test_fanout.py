@@ -17,7 +17,11 @@ TEXT = "x" * 3900  # 1600 of them: 6 MB, more than a stalled reader's socket buf
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, mosquitto):
-    gateway = launch_gateway(tmp_path_factory.mktemp("gateway"), mosquitto, ROOM_RATE=0)
+    # A stalled reader here is let fall 16 MiB behind (READER_MAX_BACKLOG), more than these tests send:
+    # tests/test_slow_readers.py is about what happens past it.
+    gateway = launch_gateway(
+        tmp_path_factory.mktemp("gateway"), mosquitto, ROOM_RATE=0, READER_MAX_BACKLOG=16 * 1024 * 1024
+    )
     yield gateway
     assert gateway.process.stop() == 0, gateway.process.output
 

@@ -149,7 +149,7 @@ def test_under_daphne(tmp_path):
         "inspected": True,
         "queue": "InputQueue",
         "copied options": [],
-        "producer": "None",
+        "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
     }

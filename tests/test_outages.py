@@ -3,6 +3,7 @@ sending server retries; /healthz says so meanwhile."""
 
 from __future__ import annotations
 
+import json
 import smtplib
 import subprocess
 import time
@@ -80,6 +81,37 @@ async def test_mail_during_a_database_outage_gets_451_and_is_stored_once_on_retr
             assert code == 451 and time.monotonic() < deadline, code
         assert await deliver(gateway, room, mail) == 250  # and once more, as a server that lost our 250 would
         assert [m["message"] for m in await history(gateway, room)] == ["During the outage\n\nkeep me"]
+    finally:
+        set_available(database, True)
+        assert gateway.process.stop() == 0
+
+
+async def test_http_and_websocket_posts_during_a_database_outage_are_answered_and_work_after(
+    tmp_path, database, mosquitto
+):
+    """The database is down, not the post: HTTP answers 503 (try again), a WebSocket gets an error frame
+    and stays open, and the same socket posts again once the database is back."""
+    gateway = launch_gateway(tmp_path, mosquitto, DATABASE_URL=database)
+    room = unique()
+    try:
+        ws, _ = await join(gateway, room)
+        set_available(database, False)
+        status, body = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "lost?"})
+        assert status == 503 and "try again" in body["error"], body
+        await ws.send(json.dumps({"message": "during", "ref": "r1"}))
+        error = await receive(ws, "error")
+        assert error["ref"] == "r1" and "not posted" in error["error"], error
+
+        set_available(database, True)
+        deadline = time.monotonic() + 20
+        while (
+            status := (await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "after"}))[0]
+        ) != 201:
+            assert status == 503 and time.monotonic() < deadline, status  # the pool's dead connections go first
+        await ws.send(json.dumps({"message": "on the same socket"}))
+        seen = [(await receive(ws))["message"], (await receive(ws))["message"]]
+        assert seen == ["after", "on the same socket"]
+        await ws.close()
     finally:
         set_available(database, True)
         assert gateway.process.stop() == 0

@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import mail_to_post
+from gateway.mail import UnreadableMail, mail_to_post
 from gateway.payloads import parse_payload
 from gateway.rooms import InvalidMessage, validate
 
@@ -76,7 +76,7 @@ def test_any_mail_is_a_post_or_a_refusal(content):
     try:
         post = mail_to_post(content, "a@example.com", "localhost")
         validate("lobby", post.text, post.sender, "email")
-    except InvalidMessage as refusal:
+    except (UnreadableMail, InvalidMessage) as refusal:
         assert str(refusal)
     else:
         assert post.text.strip() and isinstance(post.sender, str)

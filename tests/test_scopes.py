@@ -8,7 +8,7 @@ import paho.mqtt.client as paho
 import pytest
 from aiosmtpd.smtp import Envelope, Session
 
-from gateway.mail import mail_to_post
+from gateway.mail import UnreadableMail, mail_to_post
 from gateway.payloads import parse_payload
 from gateway.rooms import InvalidMessage
 from protocols.mqtt import MqttServer, MqttTopicRouter, topic
@@ -149,7 +149,7 @@ def test_mail_bad_charset_is_read_anyway_and_from_falls_back_to_envelope():
 
 
 def test_mail_with_nothing_to_post():
-    with pytest.raises(InvalidMessage, match="no subject and no text"):
+    with pytest.raises(UnreadableMail, match="no subject and no text"):
         mail_to_post(b"From: a@example.com\r\n\r\n")
 
 
