@@ -227,19 +227,22 @@ class Mosquitto:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> Mosquitto:
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        # Its log goes to a file: a pipe nobody reads fills up (64 KiB of connection lines), and then the
+        # broker blocks on its next log line and stops serving everyone.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.log)
         try:
             wait_for_port(self.port, lambda: self.process.poll() is None, timeout)
         except AssertionError:
-            raise AssertionError(f"mosquitto did not start: {self.process.stderr.read()}") from None
+            self.log.seek(0)
+            raise AssertionError(f"mosquitto did not start: {self.log.read()}") from None
         return self
 
     def kill(self) -> None:
         """SIGKILL: clients' connections drop without a DISCONNECT."""
         self.process.kill()
         self.process.wait()
+        self.log.close()
 
 
 # HTTP

@@ -59,7 +59,7 @@ def secured(tmp_path_factory, mosquitto):  # mosquitto: the machine has the bina
     command = manage("mosquittofiles", "--passwords", str(passwords), "--acl", str(acl))
     subprocess.run(command, cwd=ROOT, env=gateway.env, check=True, capture_output=True)
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
-    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stderr=subprocess.PIPE)
+    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stderr=subprocess.DEVNULL)
     gateway.port = port
     try:
         yield start_gateway(gateway)
