@@ -5,8 +5,16 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import POSTGRES_HOST, REDIS_HOST, Mosquitto, launch_gateway, require_service
+
+# Property tests here mostly talk to real servers: a failing example is reported as found, not shrunk over
+# hundreds of slow reruns (pytest-timeout's failure is one more exception to shrink, so a hang would
+# otherwise outlast CI).
+hypothesis_settings.register_profile("gateway", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+hypothesis_settings.load_profile("gateway")
 
 
 @pytest.fixture(scope="session")
