@@ -229,20 +229,20 @@ class Mosquitto:
     def start(self, timeout: float = 10) -> Mosquitto:
         # Its log goes to a file: a pipe nobody reads fills up (64 KiB of connection lines), and then the
         # broker blocks on its next log line and stops serving everyone.
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.log)
+        self.output = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.output)
         try:
             wait_for_port(self.port, lambda: self.process.poll() is None, timeout)
         except AssertionError:
-            self.log.seek(0)
-            raise AssertionError(f"mosquitto did not start: {self.log.read()}") from None
+            self.output.seek(0)
+            raise AssertionError(f"mosquitto did not start: {self.output.read()}") from None
         return self
 
     def kill(self) -> None:
         """SIGKILL: clients' connections drop without a DISCONNECT."""
         self.process.kill()
         self.process.wait()
-        self.log.close()
+        self.output.close()
 
 
 # HTTP
