@@ -13,6 +13,8 @@ env.read_env(BASE_DIR / ".env", recurse=False)
 DEBUG = env.bool("DEBUG", True)
 SECRET_KEY = env.str("SECRET_KEY", "dev-insecure-only-for-make-run")  # refused when DEBUG is off
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
+# Other origins (scheme://host[:port]) whose pages may use the session: logins, WebSockets (docs/security.md).
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
 
 # Listeners and protocols
 BIND = env.str("BIND", "127.0.0.1")
@@ -61,6 +63,11 @@ RATE_BURST_SECONDS = env.float("RATE_BURST_SECONDS", 10)
 SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
 SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
 SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
+# Refused RCPTs (unknown or closed rooms, wrong secrets): this many in a session, then 421 and closed;
+# from one address, a burst of SMTP_REFUSED_RECIPIENT_BURST, then SMTP_REFUSED_RECIPIENT_RATE a second.
+SMTP_MAX_REFUSED_RECIPIENTS = env.int("SMTP_MAX_REFUSED_RECIPIENTS", 5)
+SMTP_REFUSED_RECIPIENT_RATE = env.float("SMTP_REFUSED_RECIPIENT_RATE", 0.1)
+SMTP_REFUSED_RECIPIENT_BURST = env.int("SMTP_REFUSED_RECIPIENT_BURST", 20)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
 LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
 # Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
