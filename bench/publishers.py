@@ -113,6 +113,8 @@ class MqttPublisher:
         self._acked = 0
         self._all_acked = threading.Condition(self._lock)
         self.client.on_publish = self._on_publish
+        if parts.username:
+            self.client.username_pw_set(parts.username, parts.password)
         self.client.connect(parts.hostname, parts.port or 1883)
         self.client.loop_start()
         self.published = 0

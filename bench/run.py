@@ -46,7 +46,8 @@ def set_up(run: scenarios.Run) -> None:
     static = run.log_dir / "static"  # WhiteNoise (DEBUG off) wants STATIC_ROOT to exist; nothing is collected
     static.mkdir()
     run.gateway_env = servers.gateway_env(database, run.redis_url, prefix, run.mqtt_url, STATIC_ROOT=static)
-    logger.info("setting up: database %s, Redis prefix %s, broker %s", database.rsplit("/", 1)[1], prefix, run.mqtt_url)
+    broker = run.mqtt_url.rsplit("@", 1)[-1]  # its host and port, not its password
+    logger.info("setting up: database %s, Redis prefix %s, broker %s", database.rsplit("/", 1)[1], prefix, broker)
     servers.run_python(run.gateway_env, "manage.py", "migrate", "--noinput", "-v0")
     idle_rooms = -(-sizes.idle_connections // sizes.idle_room_size)
     rooms = [scenarios.FANOUT_ROOM, scenarios.INGEST_ROOM, scenarios.SCALE_ROOM]

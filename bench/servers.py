@@ -225,20 +225,25 @@ def forget_redis_keys(url: str, prefix: str) -> None:
 
 
 def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess]:
-    """A throwaway anonymous Mosquitto on a free port; its URL.
+    """A throwaway Mosquitto on a free port, closed to anonymous clients; its URL, with its one account
+    (the production profile refuses an anonymous MQTT_URL: gateway.E003). The bench's publishers use it too.
 
     Its queue per client is raised from 1000 to 1,000,000 messages: the ingest scenario publishes
     faster than the adapter takes them, and the broker must not be what loses them.
     """
     port = free_port()
+    password = secrets.token_urlsafe(16)
+    passwords = log_dir / "mosquitto.passwords"
+    passwords.touch(mode=0o600)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "gateway", password], check=True, capture_output=True)
     config = log_dir / "mosquitto.conf"
     config.write_text(
-        f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous true\n"
+        f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous false\npassword_file {passwords}\n"
         "max_queued_messages 1000000\npersistence false\n"
     )
     process = ServerProcess("mosquitto", ["mosquitto", "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
     wait_for_port(port, process.alive)
-    return f"mqtt://127.0.0.1:{port}", process
+    return f"mqtt://gateway:{password}@127.0.0.1:{port}", process
 
 
 # The gateway

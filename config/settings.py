@@ -1,6 +1,7 @@
 """Settings for the gateway, read from the environment (see README, "Configuration")."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from environs import Env
@@ -15,6 +16,8 @@ SECRET_KEY = env.str("SECRET_KEY", "dev-insecure-only-for-make-run")  # refused 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 # Other origins (scheme://host[:port]) whose pages may use the session: logins, WebSockets (docs/security.md).
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+# Production checks acknowledged on purpose (gateway/checks.py), e.g. gateway.E007 on a private network.
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", [])
 
 # Listeners and protocols
 BIND = env.str("BIND", "127.0.0.1")
@@ -40,6 +43,25 @@ ROOMS_OPEN = env.bool("ROOMS_OPEN", DEBUG)
 ROOMS_AUTO_CREATE = env.bool("ROOMS_AUTO_CREATE", DEBUG)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/chat/"
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user from one address,
+# that pair is refused (429) for LOGIN_COOLOFF_SECONDS, longer while it keeps trying.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.float("LOGIN_COOLOFF_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
+# Browser hardening. Every page: a Content-Security-Policy (gateway/csp.py; the pages have no inline code).
+# BEHIND_TLS_PROXY: a proxy ends TLS and says so in X-Forwarded-Proto (deploy/nginx); then cookies are
+# Secure and HSTS is sent. Never set it where clients reach daphne directly: they could claim https.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", 365 * 24 * 3600)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 # Limits
 MESSAGE_MAX_LENGTH = env.int("MESSAGE_MAX_LENGTH", 4000)
@@ -62,12 +84,16 @@ ROOM_RATE = env.float("ROOM_RATE", 100)  # per room, whatever the source
 RATE_BURST_SECONDS = env.float("RATE_BURST_SECONDS", 10)
 SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
 SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
-SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)
+SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)  # per command; every byte starts it again
+SMTP_SESSION_TIMEOUT = env.float("SMTP_SESSION_TIMEOUT", 600)  # a whole session at most (0: no limit)
 # Refused RCPTs (unknown or closed rooms, wrong secrets): this many in a session, then 421 and closed;
 # from one address, a burst of SMTP_REFUSED_RECIPIENT_BURST, then SMTP_REFUSED_RECIPIENT_RATE a second.
 SMTP_MAX_REFUSED_RECIPIENTS = env.int("SMTP_MAX_REFUSED_RECIPIENTS", 5)
 SMTP_REFUSED_RECIPIENT_RATE = env.float("SMTP_REFUSED_RECIPIENT_RATE", 0.1)
 SMTP_REFUSED_RECIPIENT_BURST = env.int("SMTP_REFUSED_RECIPIENT_BURST", 20)
+# HTTP (rungateway's daphne): a connection that sends nothing for this long, mid-request or between
+# requests, is closed. A trickling client is nginx's to bound (client_header_timeout, deploy/nginx).
+HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
 LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
 # Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a
@@ -90,6 +116,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "gateway",
 ]
 
@@ -101,6 +128,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gateway.csp.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 if not DEBUG:

@@ -5,8 +5,9 @@ that long, by every connection. In Channels' stock stack most of that is left ov
 
 - ``AllowedHostsOriginValidator(AuthMiddlewareStack(inner))`` is five middlewares, each of which awaits
   the next one for the whole life of the connection, so each keeps its coroutine frame and (four of
-  them) a copy of the scope of their own. ``WebsocketAuthStack`` does the same checks and puts the same
-  ``cookies``, ``session`` and ``user`` in the scope, in one frame and one copy.
+  them) a copy of the scope of their own. ``WebsocketAuthStack`` checks the origin (more strictly:
+  scheme, host and port) and puts the same ``cookies``, ``session`` and ``user`` in the scope, in one
+  frame and one copy.
 - A consumer's ``await_many_dispatch`` runs every ``receive()`` in a task of its own and waits for it with
   ``asyncio.wait`` (futures, callbacks, a set), even when there is only one thing to receive from:
   the gateway's consumers, whose live messages come from the hub, use ``protocols.consumer.DirectDispatch``.
@@ -16,48 +17,89 @@ from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from channels.auth import UserLazyObject, get_user
-from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http import parse_cookie
+from django.http.request import split_domain_port, validate_host
 from django.utils.functional import LazyObject
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+Origin = tuple[str, str, int]  # scheme, host, port: what the same-origin rule compares
+
+
+def origin_of(url: str) -> Origin | None:
+    """``scheme://host[:port]`` as (scheme, host, port), the port filled in; None if it is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
 class WebsocketAuthStack:
-    """``AllowedHostsOriginValidator(AuthMiddlewareStack(inner))`` for WebSocket scopes, in one step.
+    """``AllowedHostsOriginValidator(AuthMiddlewareStack(inner))`` for WebSocket scopes, in one step, with
+    origins compared in full.
 
-    The same rules as Channels' middlewares, which it uses where it can: a handshake whose ``Origin`` is
-    not one of ``ALLOWED_HOSTS`` is refused (403) by Channels' ``WebsocketDenier``; the scope gets
-    ``cookies`` (as ``request.COOKIES``), ``session`` (a lazy ``SESSION_ENGINE`` store) and ``user`` (the
-    session's user, else ``AnonymousUser``), unless they are there already. Channels' session middleware
-    also wraps ``send`` to save the session, but only on ``http.response.start``, which a WebSocket never
-    sends: here ``send`` goes straight through. Without a session key there is no one to look up, so the
-    user is resolved without a trip to the database thread.
+    A handshake is refused (403, by Channels' ``WebsocketDenier``) unless its ``Host`` is one of
+    ``ALLOWED_HOSTS`` and its ``Origin`` is the page's own origin, the same scheme (ws: http, wss:
+    https, or https when ``SECURE_PROXY_SSL_HEADER`` says so), host and port as the request, or one of
+    ``CSRF_TRUSTED_ORIGINS``. A page on another port or scheme of the same host is another origin (it
+    would carry the session cookie all the same). ``ALLOWED_HOSTS = ['*']`` (development) lets any
+    origin in. The scope gets ``cookies`` (as ``request.COOKIES``), ``session`` (a lazy
+    ``SESSION_ENGINE`` store) and ``user`` (the session's user, else ``AnonymousUser``), unless they
+    are there already. Channels' session middleware also wraps ``send`` to save the session, but only
+    on ``http.response.start``, which a WebSocket never sends: here ``send`` goes straight through.
+    Without a session key there is no one to look up, so the user is resolved without a trip to the
+    database thread.
     """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.origins = AllowedHostsOriginValidator(inner)  # its rules, from ALLOWED_HOSTS
+        self.allowed_hosts = list(settings.ALLOWED_HOSTS)
+        self.any_origin = "*" in self.allowed_hosts
+        self.trusted = {origin_of(url) for url in settings.CSRF_TRUSTED_ORIGINS} - {None}
+        proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        self.proxy_header = None
+        if proxy:  # ("HTTP_X_FORWARDED_PROTO", "https") names the header x-forwarded-proto
+            self.proxy_header = (proxy[0].removeprefix("HTTP_").lower().replace("_", "-").encode(), proxy[1])
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
-        if not self.origins.valid_origin(self._origin(scope)):
+        if not self.any_origin and not self.same_or_trusted_origin(scope):
             return await WebsocketDenier()(scope, receive, send)
         return await self.inner(await self._with_user(scope), receive, send)
 
-    @staticmethod
-    def _origin(scope: dict) -> Any:
-        origin = None
-        for name, value in scope.get("headers", []):
-            if name == b"origin":
-                try:
-                    origin = urlparse(value.decode("latin1"))
-                except UnicodeDecodeError:
-                    pass
-        return origin
+    def same_or_trusted_origin(self, scope: dict) -> bool:
+        headers = {name: value for name, value in scope.get("headers", []) if name in (b"host", b"origin")}
+        try:
+            host = headers.get(b"host", b"").decode("latin1")
+            origin = origin_of(headers[b"origin"].decode("latin1"))
+        except (KeyError, UnicodeDecodeError):
+            return False
+        domain, _ = split_domain_port(host)
+        if origin is None or not domain or not validate_host(domain, self.allowed_hosts):
+            return False
+        return origin == origin_of(f"{self.request_scheme(scope)}://{host}") or origin in self.trusted
+
+    def request_scheme(self, scope: dict) -> str:
+        """The scheme of the page that may open this socket: https behind TLS (itself, or a proxy)."""
+        if scope.get("scheme") == "wss":
+            return "https"
+        if self.proxy_header:
+            name, secure = self.proxy_header
+            for header, value in scope.get("headers", []):
+                if header == name:
+                    return "https" if value.decode("latin1").split(",")[0].strip() == secure else "http"
+        return "http"
 
     async def _with_user(self, scope: dict) -> dict:
         """A copy of ``scope`` with ``cookies``, ``session`` and ``user`` (what CookieMiddleware,

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 
@@ -60,6 +60,7 @@ class Adapters:
                 hostname=settings.EMAIL_DOMAIN,
                 data_size_limit=settings.SMTP_MAX_MESSAGE_SIZE,
                 idle_timeout=settings.SMTP_IDLE_TIMEOUT,
+                session_timeout=settings.SMTP_SESSION_TIMEOUT or None,
                 max_recipients=settings.SMTP_MAX_RECIPIENTS,
                 max_sessions=settings.SMTP_MAX_SESSIONS,
                 max_refused_recipients=settings.SMTP_MAX_REFUSED_RECIPIENTS,
@@ -77,9 +78,7 @@ class Adapters:
                 from .broker import start_embedded_broker  # amqtt is only imported when needed
 
                 self.broker = await start_embedded_broker(settings.MQTT_URL)
-                logger.info(
-                    "No MQTT broker answered at %s: started an embedded one there", _redacted(settings.MQTT_URL)
-                )
+                logger.info("No MQTT broker answered at %s: started an embedded one there", redacted(settings.MQTT_URL))
             await self.mqtt.start()
             publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
@@ -120,18 +119,38 @@ class Adapters:
             lines.append(f"  SMTP       {settings.BIND}:{self.smtp.port}   mail to <room>@{settings.EMAIL_DOMAIN}")
         if self.mqtt:
             broker = "embedded amqtt broker" if self.broker else "broker"
-            url = _redacted(settings.MQTT_URL)
+            url = redacted(settings.MQTT_URL)
             lines.append(f"  MQTT       {url} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out")
-        layer = f"Redis {_redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
+        layer = f"Redis {redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
+        if settings.REDIS_SENTINELS:
+            layer = f"{layer} through the sentinels {','.join(settings.REDIS_SENTINELS)}"
         database = settings.DATABASES["default"]
         lines.append(f"  Channels   {layer}")
         lines.append(f"  Database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}")
         return lines
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+def redacted(urls: str) -> str:
+    """``urls`` (one URL, or several comma-separated) fit for a log or a banner: every password, in the
+    user part or in the query (redis-py takes ``?password=``), shown as ``***``."""
+    return ",".join(_redacted_url(url) for url in urls.split(","))
+
+
+def _redacted_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "***"  # not a URL we can take apart: show none of it
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if "pass" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(key, "***" if "pass" in key.lower() else value) for key, value in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 GC_THRESHOLD = (10_000, 10, 10)  # Python's default collects the young generation every 700 new objects

@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from . import access, rooms
-from .models import ROOM_NAME_REGEX
+from .models import ROOM_NAME_REGEX, Room
 
 
 def chat_index(request: HttpRequest) -> HttpResponse:
@@ -29,9 +29,17 @@ def chat_room(request: HttpRequest, room: str) -> HttpResponse:
         "mqtt_host": broker.hostname,
         "mqtt_port": broker.port or 1883,
         "mqtt_topic": f"rooms/{room}/in",
-        "email_address": f"{room}@{settings.EMAIL_DOMAIN}",
+        # Only an address the room takes: a closed room takes mail at its secret address alone.
+        "email_address": f"{room}@{settings.EMAIL_DOMAIN}" if takes_plain_mail(room) else None,
         "smtp_host": request.get_host().rsplit(":", 1)[0],
         "smtp_port": settings.SMTP_PORT,
         "api_url": request.build_absolute_uri(f"/api/rooms/{room}/messages"),
     }
     return render(request, "gateway/room.html", context)
+
+
+def takes_plain_mail(room: str) -> bool:
+    """Mail to ``<room>@EMAIL_DOMAIN`` is taken: the room is *email open* (a room yet to be made will be
+    when rooms are open by default)."""
+    found = Room.objects.filter(name=room).values_list("email_open", flat=True).first()
+    return settings.ROOMS_OPEN if found is None else found

@@ -164,6 +164,9 @@ async def test_a_member_logs_in_and_the_session_opens_the_room(closed):
     ).encode()
     page = browser.open(f"{closed.http}/accounts/login/", data=login, timeout=10)
     assert page.url.endswith("/chat/team/") and page.status == 200
+    html = page.read().decode()  # a closed room: its plain address would be refused, so it is not shown
+    assert "team@localhost" not in html and "only at its secret address" in html
+    assert "open-room@localhost" in browser.open(f"{closed.http}/chat/open-room/", timeout=10).read().decode()
     cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
     origin = f"http://127.0.0.1:{closed.http_port}"
     ws = await websockets.connect(

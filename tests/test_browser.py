@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -12,6 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from tests.support import (
     ROOT,
     build_mail,
+    free_port,
     http_json,
     launch_gateway,
     mqtt_publish,
@@ -19,6 +22,7 @@ from tests.support import (
     start_gateway,
     unique,
 )
+from tests.test_production import production_daphne  # noqa: F401 (a fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
@@ -37,9 +41,14 @@ def browser():
 
 @pytest.fixture
 def page(browser):
+    """A page in a fresh context; whatever a test does with it, the pages' Content-Security-Policy
+    (gateway/csp.py) must refuse nothing they do (Chromium reports each refusal on the console)."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
+    refusals = []
+    context.on("console", lambda message: "Content Security Policy" in message.text and refusals.append(message.text))
     yield context.new_page()
     context.close()
+    assert refusals == []
 
 
 def open_room(page: Page, gateway, room: str) -> Page:
@@ -325,3 +334,40 @@ def test_post_from_elsewhere_panel_copies_working_commands(browser, gateway):
     sources = page.locator(".message").evaluate_all("items => items.map(item => item.dataset.source)")
     assert sorted(sources) == ["http", "mqtt"]
     context.close()
+
+
+OPEN_SOCKET = """url => new Promise(done => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { done("open"); ws.close(); };
+    ws.onclose = event => done(`closed ${event.code}`);
+})"""
+
+
+class BlankPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<!DOCTYPE html><title>another site</title>")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def other_site():
+    """A page of another origin: another port of the same host, 127.0.0.1."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), BlankPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_page_of_another_origin_cannot_open_the_websocket(page, production_daphne, other_site):  # noqa: F811
+    """Production: the page's origin is compared in full; the same host on another port is refused."""
+    url = f"ws://127.0.0.1:{production_daphne}/ws/chat/lobby/"
+    page.goto(other_site)
+    assert page.evaluate(OPEN_SOCKET, url) == "closed 1006"  # the handshake's 403, as a browser sees it
+    page.goto(f"http://127.0.0.1:{production_daphne}/accounts/login/")  # the gateway's own page, under its CSP
+    assert page.evaluate(OPEN_SOCKET, url) == "open"

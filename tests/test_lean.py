@@ -22,7 +22,9 @@ pytestmark = pytest.mark.django_db(transaction=True)  # dispatch closes old data
 
 
 def scope_of(headers: list[tuple[bytes, bytes]]) -> dict:
-    return {"type": "websocket", "path": "/ws/", "headers": headers, "query_string": b"", "subprotocols": []}
+    headers = [(b"host", b"example.com"), *headers]  # a page of http://example.com may connect
+    scope = {"type": "websocket", "scheme": "ws", "path": "/ws/", "headers": headers}
+    return {**scope, "query_string": b"", "subprotocols": []}
 
 
 async def run(stack_of, headers: list[tuple[bytes, bytes]]) -> tuple[dict | None, dict]:
@@ -96,6 +98,28 @@ async def test_the_stack_refuses_foreign_origins_as_channels_does(headers):
     theirs, theirs_sent = await run(channels_stack, headers)
     assert ours is None and theirs is None
     assert ours_sent == theirs_sent and ours_sent["type"] == "websocket.close"
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"http://example.com:8080", b"https://example.com", b"http://example.com/x", b"null"],
+    ids=["another port", "another scheme", "not an origin", "opaque"],
+)
+async def test_the_stack_compares_scheme_host_and_port(origin):
+    """Channels' validator compares only the host name: a page on another port would pass it."""
+    ours, ours_sent = await run(WebsocketAuthStack, [(b"origin", origin)])
+    assert ours is None and ours_sent["type"] == "websocket.close"
+
+
+async def test_trusted_origins_and_the_tls_proxy_header_are_honoured():
+    trusted = [(b"origin", b"https://app.example.net:8443")]
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://app.example.net:8443"]):
+        assert (await run(WebsocketAuthStack, trusted))[0] is not None
+    assert (await run(WebsocketAuthStack, trusted))[0] is None
+    behind_tls = [(b"origin", b"https://example.com"), (b"x-forwarded-proto", b"https")]
+    with override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        assert (await run(WebsocketAuthStack, behind_tls))[0] is not None
+    assert (await run(WebsocketAuthStack, behind_tls))[0] is None
 
 
 async def test_the_stack_is_for_websockets_only():

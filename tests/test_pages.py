@@ -36,8 +36,9 @@ async def test_production_serves_collected_static_files_with_whitenoise(tmp_path
     port = free_port()
     env = gateway_env(
         DEBUG="false",
-        SECRET_KEY="a-test-secret-that-is-long-enough-for-django",
+        SECRET_KEY="a-test-secret-that-is-long-enough-for-django-by-its-rule",
         ALLOWED_HOSTS="127.0.0.1",
+        MQTT_URL="mqtt://gateway:gw-secret@127.0.0.1:1883",  # an account (daphne alone does not connect)
         STATIC_ROOT=tmp_path / "static",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
     )

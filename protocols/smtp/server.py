@@ -156,6 +156,7 @@ class SmtpServer(ProtocolServer):
         data_size_limit: int = 1024 * 1024,
         application_timeout: float = 30.0,
         idle_timeout: float = 300.0,
+        session_timeout: float | None = None,
         max_recipients: int = 100,
         max_sessions: int = 1000,
         max_refused_recipients: int = 10,
@@ -167,6 +168,9 @@ class SmtpServer(ProtocolServer):
         self.hostname = hostname
         self.data_size_limit = data_size_limit
         self.idle_timeout = idle_timeout
+        # aiosmtpd's idle timeout starts again with every byte: a client trickling a mail would be kept for
+        # days. A session lasts at most this long, whatever it sends (None: no limit).
+        self.session_timeout = session_timeout
         router = find_router(application, "email", EmailToRouter)
         self.handler = AsgiHandler(
             application,
@@ -207,12 +211,14 @@ class SmtpServer(ProtocolServer):
 
 
 class _CountedSMTP(SMTP):
-    """An SMTP session that counts itself, and says 421 when the server has too many; it counts its
-    refused recipients too. Any 421 reply closes it (RFC 5321, 3.8: the server closes the channel)."""
+    """An SMTP session that counts itself, says 421 when the server has too many, and 421 when it has
+    lasted ``session_timeout``; it counts its refused recipients too. Any 421 reply closes it (RFC 5321,
+    3.8: the server closes the channel)."""
 
     def __init__(self, server: SmtpServer, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server, self._counted = server, False
+        self.session_deadline: asyncio.TimerHandle | None = None
         self.refused_recipients = 0
 
     async def push(self, status: AnyStr) -> None:
@@ -228,9 +234,19 @@ class _CountedSMTP(SMTP):
         self._server.sessions += 1
         self._counted = True
         super().connection_made(transport)
+        if self._server.session_timeout:
+            self.session_deadline = asyncio.get_running_loop().call_later(
+                self._server.session_timeout, self.end_long_session, transport
+            )
+
+    def end_long_session(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"421 4.4.2 Session lasted too long, closing\r\n")
+        transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._counted:
             self._counted = False
             self._server.sessions -= 1
+            if self.session_deadline is not None:
+                self.session_deadline.cancel()
             super().connection_lost(exc)

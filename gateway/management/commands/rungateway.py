@@ -46,6 +46,8 @@ class Command(BaseCommand):
         def ready() -> None:
             # Close an oversized frame's connection with a 1009 close frame, not a bare TCP drop.
             server.ws_factory.setProtocolOptions(failByDrop=False)
+            # Twisted's idle timeout (its HTTPFactory's timeOut, 60 s by default) for connections made from now.
+            server.http_factory.timeOut = settings.HTTP_IDLE_TIMEOUT
             reactor.addSystemEventTrigger("before", "shutdown", stop)
             asyncio.get_event_loop().create_task(start())
 
