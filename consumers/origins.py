@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
@@ -15,10 +14,10 @@ from django.http.multipartparser import MultiPartParserError
 from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
 
+from .lean import origin_of  # the same-origin rule of WebSocket handshakes
+
 logger = logging.getLogger(__name__)
 
-Origin = tuple[str, str, int]  # scheme, host, port: what the same-origin rule compares
-DEFAULT_PORTS = {"http": 80, "https": 443}
 WRONG_HOST_ERROR = "the Host header is not one of ALLOWED_HOSTS"
 CROSS_SITE_ERROR = (
     "a post with the session cookie must come from the gateway's own pages (Origin) or carry the CSRF token"
@@ -31,18 +30,6 @@ def allowed_host(scope: dict) -> bool:
     host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
     domain, _ = split_domain_port(host)
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-
-
-def origin_of(url: str) -> Origin | None:
-    """``scheme://host[:port]`` as the tuple the same-origin rule compares (default ports filled in)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None:
-        return None
-    return parts.scheme, parts.hostname, port
 
 
 def cross_site_refusal(scope: dict, body: bytes) -> str | None:

@@ -8,13 +8,14 @@ import http.server
 import json
 import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.members import closed_gateway, cookie_header, log_in, messages, request
-from tests.support import unique
+from tests.support import ROOT, manage, unique
 from tests.test_browser import ARGS, CHROMIUM
 
 FOREIGN = "a post with the session cookie must come from the gateway's own pages"
@@ -173,3 +174,38 @@ def test_in_chromium_a_page_on_another_port_cannot_post_as_the_member(browser, c
     )
     assert status == 201 and own in messages(closed, "team")
     context.close()
+
+
+SESSION = """
+from importlib import import_module
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+user = User.objects.get(username="alice")
+session = import_module(settings.SESSION_ENGINE).SessionStore()
+session.update({SESSION_KEY: str(user.pk), BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[-1]})
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(session.session_key)
+"""
+
+
+@pytest.fixture
+def behind_tls(tmp_path, mosquitto):
+    """A gateway behind a TLS proxy (``BEHIND_TLS_PROXY``: ``X-Forwarded-Proto`` says the scheme), and
+    alice's session made directly (its cookie is ``Secure``: no client keeps it from plain HTTP)."""
+    gateway = closed_gateway(tmp_path, mosquitto, BEHIND_TLS_PROXY="true")
+    made = subprocess.run(manage("shell", "-c", SESSION), cwd=ROOT, env=gateway.env, check=True, capture_output=True)
+    yield gateway, made.stdout.decode().split()[-1]
+    assert gateway.process.stop() == 0
+
+
+def test_behind_a_tls_proxy_the_origin_must_be_https(behind_tls):
+    gateway, session = behind_tls
+    cookie, proxied = f"sessionid={session}", {"X-Forwarded-Proto": "https"}
+    plain = unique("plain")
+    status, body = post(gateway, plain, Cookie=cookie, Origin=f"http://127.0.0.1:{gateway.http_port}", **proxied)
+    assert status == 403 and FOREIGN in body["error"], body
+    secure = unique("secure")
+    assert post(gateway, secure, Cookie=cookie, Origin=f"https://127.0.0.1:{gateway.http_port}", **proxied)[0] == 201
+    assert secure in messages(gateway, "team") and plain not in messages(gateway, "team")
