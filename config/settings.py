@@ -86,6 +86,11 @@ SMTP_MAX_RECIPIENTS = env.int("SMTP_MAX_RECIPIENTS", 20)
 SMTP_MAX_SESSIONS = env.int("SMTP_MAX_SESSIONS", 100)
 SMTP_IDLE_TIMEOUT = env.float("SMTP_IDLE_TIMEOUT", 300)  # per command; every byte starts it again
 SMTP_SESSION_TIMEOUT = env.float("SMTP_SESSION_TIMEOUT", 600)  # a whole session at most (0: no limit)
+# Refused RCPTs (unknown or closed rooms, wrong secrets): this many in a session, then 421 and closed;
+# from one address, a burst of SMTP_REFUSED_RECIPIENT_BURST, then SMTP_REFUSED_RECIPIENT_RATE a second.
+SMTP_MAX_REFUSED_RECIPIENTS = env.int("SMTP_MAX_REFUSED_RECIPIENTS", 5)
+SMTP_REFUSED_RECIPIENT_RATE = env.float("SMTP_REFUSED_RECIPIENT_RATE", 0.1)
+SMTP_REFUSED_RECIPIENT_BURST = env.int("SMTP_REFUSED_RECIPIENT_BURST", 20)
 # HTTP (rungateway's daphne): a connection that sends nothing for this long, mid-request or between
 # requests, is closed. A trickling client is nginx's to bound (client_header_timeout, deploy/nginx).
 HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)

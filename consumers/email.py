@@ -54,6 +54,11 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             # Accepted and dropped: refusing would make the sending server bounce, which loops.
             logger.info("Auto-generated mail for room %s not posted: %r", room, mail.automatic)
             return await self.accept()
+        rules = await _rooms(room)
+        if rules is not None and not rules.email_sender_allowed(mail.sender):
+            # The allowlist holds for the address the room shows (the From header), not only the envelope's.
+            logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.sender)
+            return await self.reject(550, "5.7.1 the From address may not post to this room")
         try:
             await rooms.post(room, mail.text, sender=mail.sender, source="email", key=mail.key)
         except rooms.RateLimited as exc:
@@ -96,15 +101,22 @@ ROOM_RULES_SECONDS = 2.0  # how long a room's mail rules are kept for its open a
 _rooms = RecentAnswers(database_sync_to_async(_room), ROOM_RULES_SECONDS)
 
 
+NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
+SENDER_NOT_ALLOWED = "550 5.7.1 This sender may not post to this room"
+
+
 def _refusal(route: dict, mail_from: str, room: Room | None) -> str | None:
-    """The room's own rules: it exists (or may be created), the address is open or secret, the sender allowed."""
+    """The room's own rules: it exists (or may be created), the address is open or secret, the sender allowed.
+
+    A room that takes mail only at its secret address answers at its plain address, and at a wrong
+    secret one, exactly as a room that does not exist: the replies tell no sender which rooms exist."""
     token = route.get("token")
     if room is None:
-        return None if settings.ROOMS_AUTO_CREATE and token is None else "550 5.1.1 No such recipient here"
+        return None if settings.ROOMS_AUTO_CREATE and token is None else NO_SUCH_RECIPIENT
     if token is None and not room.email_open:
-        return "550 5.7.1 This room takes mail only at its secret address"
+        return NO_SUCH_RECIPIENT
     if token is not None and not secrets.compare_digest(token, room.email_token):
-        return "550 5.1.1 No such recipient here"  # a wrong secret reveals nothing
+        return NO_SUCH_RECIPIENT
     if not room.email_sender_allowed(mail_from):
-        return "550 5.7.1 This sender may not post to this room"
+        return SENDER_NOT_ALLOWED
     return None

@@ -13,6 +13,7 @@ from gateway.daphne_io import BACKLOG_EXTENSION
 from protocols.consumer import DirectDispatch
 
 from .hub import get_hub
+from .origins import WRONG_HOST_ERROR, allowed_host
 from .outgoing import Outbox, Outgoing
 from .params import after_id
 from .stream import RoomStream
@@ -43,12 +44,11 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
 
     async def handle(self, body: bytes) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
+        if not allowed_host(self.scope):
+            return await self.refuse(400, WRONG_HOST_ERROR)
         verdict = await access.averdict(self.room, await access.scope_user(self.scope))
-        if verdict is not access.Verdict.OK:
-            status = 404 if verdict is access.Verdict.MISSING else 403
-            body = rooms.to_json({"type": "error", "error": verdict.value}).encode()
-            await self.send_response(status, body, headers=[(b"Content-Type", b"application/json")])
-            return
+        if verdict is not access.Verdict.OK:  # a members-only room looks missing to outsiders
+            return await self.refuse(404, verdict.value)
         after = after_id(self.scope)
         await self.send_headers(
             headers=[
@@ -69,6 +69,10 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.deliver(missed)
         self.stream.begin(start)
         self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())
+
+    async def refuse(self, status: int, error: str) -> None:
+        body = rooms.to_json({"type": "error", "error": error}).encode()
+        await self.send_response(status, body, headers=[(b"Content-Type", b"application/json")])
 
     async def _keepalive(self) -> None:
         while True:

@@ -11,12 +11,13 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
-from django.http.request import split_domain_port, validate_host
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import access, health, metrics, rooms, validation
 from protocols.consumer import DirectDispatch
+
+from .origins import WRONG_HOST_ERROR, allowed_host, cross_site_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +63,16 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         room, method = self.scope["url_route"]["kwargs"]["room"], self.scope["method"]
         if method not in ("GET", "POST"):
             return await self.answer(405, error="use GET or POST", headers=[(b"Allow", b"GET, POST")])
-        if not _allowed_host(self.scope):
-            return await self.answer(400, error="the Host header is not one of ALLOWED_HOSTS")
+        if not allowed_host(self.scope):
+            return await self.answer(400, error=WRONG_HOST_ERROR)
         verdict = await access.averdict(room, await access.scope_user(self.scope))
-        if verdict is not access.Verdict.OK:
-            return await self.answer(404 if verdict is access.Verdict.MISSING else 403, error=verdict.value)
+        if verdict is not access.Verdict.OK:  # a members-only room looks missing to outsiders
+            return await self.answer(404, error=verdict.value)
         if method == "GET":
             return await self.read(room)
+        refusal = cross_site_refusal(self.scope, body)
+        if refusal is not None:
+            return await self.answer(403, error=refusal)
         try:
             request = validation.parse_json(body)
         except rooms.InvalidMessage as exc:  # too deep, or NaN
@@ -108,12 +112,6 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
 
 
 JSON_HEADERS = [(b"Content-Type", b"application/json"), (b"X-Content-Type-Options", b"nosniff")]
-
-
-def _allowed_host(scope: dict) -> bool:
-    host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
-    domain, _ = split_domain_port(host)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
 
 def _whole_number(query: QueryDict, name: str, default: int | None = None) -> int | None:

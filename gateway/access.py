@@ -13,10 +13,11 @@ from .models import ApiToken, Room
 
 
 class Verdict(Enum):
+    """To an outsider (not a member, not staff) a members-only room is ``MISSING``, exactly as a room
+    that does not exist: the answers must not tell which rooms exist (docs/security.md, "Enumeration")."""
+
     OK = "ok"
     MISSING = "no such room"
-    LOGIN = "log in: this room is for its members"
-    FORBIDDEN = "this room is for its members"
 
 
 def verdict(room: str, user) -> Verdict:
@@ -31,11 +32,9 @@ def _decide(room: str, user_id: int | None, is_staff: bool) -> Verdict:
         return Verdict.OK if settings.ROOMS_AUTO_CREATE else Verdict.MISSING
     if row.public:
         return Verdict.OK
-    if user_id is None:
-        return Verdict.LOGIN
-    if is_staff or row.members.filter(pk=user_id).exists():
+    if user_id is not None and (is_staff or row.members.filter(pk=user_id).exists()):
         return Verdict.OK
-    return Verdict.FORBIDDEN
+    return Verdict.MISSING
 
 
 RULES_SECONDS = 2.0  # how long a verdict is kept: a change of a room's access applies within this

@@ -63,6 +63,9 @@ class Adapters:
                 session_timeout=settings.SMTP_SESSION_TIMEOUT or None,
                 max_recipients=settings.SMTP_MAX_RECIPIENTS,
                 max_sessions=settings.SMTP_MAX_SESSIONS,
+                max_refused_recipients=settings.SMTP_MAX_REFUSED_RECIPIENTS,
+                refused_recipient_rate=settings.SMTP_REFUSED_RECIPIENT_RATE,
+                refused_recipient_burst=settings.SMTP_REFUSED_RECIPIENT_BURST,
             )
             if smtp
             else None

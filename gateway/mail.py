@@ -32,13 +32,16 @@ class MailPost:
 
     @property
     def key(self) -> str | None:
-        """The idempotency key of the post (a re-sent mail posts once): the Message-ID as written when it is
-        short printable ASCII, else its SHA-256 (SMTPUTF8 ids, raw 8-bit bytes, over-long ids)."""
+        """The idempotency key of the post (a re-sent mail posts once): the sender's address and the
+        Message-ID, as written when that is short printable ASCII, else its SHA-256 (SMTPUTF8 ids, raw 8-bit
+        bytes, over-long ids). The sender is part of it: another sender's mail with the same Message-ID
+        (by chance, or sent first on purpose to suppress the genuine one) is another post."""
         if not self.message_id:
             return None
-        if self.message_id.isascii() and self.message_id.isprintable() and len(self.message_id) <= PLAIN_KEY_LENGTH:
-            return f"email:{self.message_id}"
-        return "email:sha256:" + hashlib.sha256(self.message_id.encode("utf-8", "surrogatepass")).hexdigest()
+        scoped = f"{self.sender.lower()}:{self.message_id}"
+        if scoped.isascii() and scoped.isprintable() and len(scoped) <= PLAIN_KEY_LENGTH:
+            return f"email:{scoped}"
+        return "email:sha256:" + hashlib.sha256(scoped.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def header(message: EmailMessage, name: str) -> str:

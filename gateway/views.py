@@ -4,7 +4,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -20,10 +19,10 @@ def chat_index(request: HttpRequest) -> HttpResponse:
 def chat_room(request: HttpRequest, room: str) -> HttpResponse:
     """The room, and how to post into it from elsewhere (MQTT, mail, HTTP)."""
     verdict = access.verdict(room, request.user)
-    if verdict is access.Verdict.LOGIN:
-        return redirect_to_login(request.get_full_path())
-    if verdict is not access.Verdict.OK:
-        raise (Http404 if verdict is access.Verdict.MISSING else PermissionDenied)(verdict.value)
+    if verdict is not access.Verdict.OK:  # members-only or missing: the same answer for both
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        raise Http404(verdict.value)
     broker = urlsplit(settings.MQTT_URL)
     context = {
         "room": room,

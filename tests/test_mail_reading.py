@@ -115,10 +115,13 @@ def test_keys_of_odd_message_ids_are_short_ascii_hashes(message_id):
     assert key.startswith("email:sha256:") and len(key) == 13 + 64 and key.isascii()
     assert key == MailPost("other text", "s", message_id, None).key  # the same id, the same key
     assert key != MailPost("t", "s", message_id + "x", None).key
+    assert key != MailPost("t", "other", message_id, None).key  # another sender's id is another key
 
 
-def test_keys_of_plain_message_ids_are_readable():
-    assert MailPost("t", "s", "<abc@example.com>", None).key == "email:<abc@example.com>"
+def test_keys_of_plain_message_ids_are_readable_and_scoped_to_the_sender():
+    key = MailPost("t", "Bob@Example.com", "<abc@example.com>", None).key
+    assert key == "email:bob@example.com:<abc@example.com>"
+    assert MailPost("t", "eve@example.com", "<abc@example.com>", None).key != key
     assert MailPost("t", "s", None, None).key is None
 
 

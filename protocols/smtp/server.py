@@ -1,26 +1,30 @@
 """The SMTP adapter server: aiosmtpd on the running event loop, serving an ASGI ``email`` application.
 
 Recipients are checked against the application's ``EmailToRouter`` at RCPT time
-(550 when nothing routes them). After DATA, one application instance per
-recipient gets the raw message; the SMTP reply waits for their answers. See docs/email.md.
+(550 when nothing routes them; too many refusals, in a session or from one address, end the session
+with 421). After DATA, one application instance per recipient gets the raw message; the SMTP reply
+waits for their answers. See docs/email.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .. import ASGI_VERSION
 from ..routing import find_router
 from ..server import ProtocolServer
+from .probes import RefusedRecipients
 from .routing import EmailToRouter
 
 logger = logging.getLogger(__name__)
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+TOO_MANY_REFUSED_HERE = "421 4.7.0 Too many refused recipients in this session, closing"
+TOO_MANY_REFUSED_FROM_YOU = "421 4.7.0 Too many refused recipients from your address, try again later"
 
 
 def combine(replies: list[str]) -> str:
@@ -44,16 +48,31 @@ class AsgiHandler:
     """aiosmtpd handler hooks that hand each mail to the ASGI application."""
 
     def __init__(
-        self, application: Any, router: EmailToRouter | None, application_timeout: float, max_recipients: int = 100
+        self,
+        application: Any,
+        router: EmailToRouter | None,
+        application_timeout: float,
+        max_recipients: int = 100,
+        *,
+        max_refused_recipients: int = 10,
+        refused_recipients: RefusedRecipients | None = None,
     ) -> None:
         self.application = application
         self.router = router
         self.application_timeout = application_timeout
         self.max_recipients = max_recipients
+        self.max_refused_recipients = max_refused_recipients  # in one session
+        self.refused_recipients = refused_recipients or RefusedRecipients(0, 1)  # per client address
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
+        self, server: _CountedSMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
     ) -> str:
+        # Past either limit every recipient gets the same 421, a real one too: probing learns nothing more.
+        client = _client(session)
+        if server.refused_recipients >= self.max_refused_recipients:
+            return TOO_MANY_REFUSED_HERE
+        if self.refused_recipients.exhausted(client):
+            return TOO_MANY_REFUSED_FROM_YOU
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.max_recipients} a mail)"
         if self.router is not None:
@@ -63,6 +82,8 @@ class AsgiHandler:
                 logger.exception("Recipient check failed")
                 return TEMPORARY_FAILURE
             if refusal is not None:
+                server.refused_recipients += 1
+                self.refused_recipients.refused(client)
                 return refusal
         same = self.router.normalize if self.router is not None else str
         if all(same(address) != same(known) for known in envelope.rcpt_tos):  # the same recipient is served once
@@ -117,6 +138,11 @@ class AsgiHandler:
         return reply
 
 
+def _client(session: Session) -> str:
+    """The client's IP address, what the refused recipients are counted by across sessions."""
+    return str(session.peer[0] if isinstance(session.peer, tuple) else session.peer)
+
+
 class SmtpServer(ProtocolServer):
     """Listen for SMTP on ``host:port`` on the running event loop."""
 
@@ -133,6 +159,9 @@ class SmtpServer(ProtocolServer):
         session_timeout: float | None = None,
         max_recipients: int = 100,
         max_sessions: int = 1000,
+        max_refused_recipients: int = 10,
+        refused_recipient_rate: float = 0.0,
+        refused_recipient_burst: int = 20,
     ) -> None:
         self.application = application
         self.host, self.port = host, port
@@ -143,7 +172,14 @@ class SmtpServer(ProtocolServer):
         # days. A session lasts at most this long, whatever it sends (None: no limit).
         self.session_timeout = session_timeout
         router = find_router(application, "email", EmailToRouter)
-        self.handler = AsgiHandler(application, router, application_timeout, max_recipients)
+        self.handler = AsgiHandler(
+            application,
+            router,
+            application_timeout,
+            max_recipients,
+            max_refused_recipients=max_refused_recipients,
+            refused_recipients=RefusedRecipients(refused_recipient_rate, refused_recipient_burst),
+        )
         self.max_sessions = max_sessions
         self.sessions = 0
         self._server: asyncio.base_events.Server | None = None
@@ -176,12 +212,19 @@ class SmtpServer(ProtocolServer):
 
 class _CountedSMTP(SMTP):
     """An SMTP session that counts itself, says 421 when the server has too many, and 421 when it has
-    lasted ``session_timeout``."""
+    lasted ``session_timeout``; it counts its refused recipients too. Any 421 reply closes it (RFC 5321,
+    3.8: the server closes the channel)."""
 
     def __init__(self, server: SmtpServer, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server, self._counted = server, False
         self.session_deadline: asyncio.TimerHandle | None = None
+        self.refused_recipients = 0
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(status)
+        if status[:3] in ("421", b"421") and self.transport is not None:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._server.sessions >= self._server.max_sessions:
