@@ -53,3 +53,21 @@ def gateway(tmp_path_factory, mosquitto):
     yield gateway
     code = gateway.process.stop()
     assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output}"
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
+CHROMIUM_ARGS += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (browsers cannot be downloaded on these machines)."""
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium"):
+        pytest.fail("Chromium is needed for the browser tests: apt-get install chromium", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import socket
 import subprocess
 import threading
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.members import closed_gateway, cookie_header, log_in, messages, request
 from tests.support import ROOT, manage, unique
-from tests.test_browser import ARGS, CHROMIUM
 
 FOREIGN = "a post with the session cookie must come from the gateway's own pages"
 TRUSTED = "https://app.example.com:8443"
@@ -107,16 +105,6 @@ ATTACK = """<!doctype html><title>waiting</title><script>
 fetch("{url}", {{method: "POST", credentials: "include", mode: "no-cors", body: JSON.stringify({{message: "{text}"}})}})
   .finally(() => {{ document.title = "done"; }});
 </script>"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which("chromium"):
-        pytest.fail("Chromium is needed for the browser tests: apt-get install chromium", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
