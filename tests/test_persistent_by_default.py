@@ -189,3 +189,24 @@ async def test_one_client_id_twice_is_said_and_backed_off(broker, protocol):
     finally:
         for twin in twins:
             await twin.stop()
+
+
+def test_an_adapter_that_stops_for_good_leaves_its_shared_group(tmp_path, broker):
+    """The broker gives an absent member of a shared group its share all the same (kept in its session
+    until it returns): an adapter stopped for good (SIGTERM, a scale-down) leaves the group first, so
+    the rest get everything at once."""
+    room, database = unique(), tmp_path / "db.sqlite3"
+    env = gateway_env(DATABASE_URL=f"sqlite:///{database}", MQTT_URL=broker.url, MQTT_SHARED_GROUP="gw")
+    migrate(env)
+    staying, leaving = (Process(manage("runmqtt"), env=env).start() for _ in range(2))
+    try:
+        staying.wait_for("MQTT subscribed")
+        leaving.wait_for("MQTT subscribed")
+        assert leaving.stop() == 0
+        sent = flush_readings(broker.port, room, 200, RATE)
+        wait_until(lambda: len(sent) == 200, 30, "the device stopped")
+        wait_until(lambda: len(stored(database, room)) >= 200, 30, "the stopped adapter's share never arrived")
+        assert sorted(stored(database, room)) == sorted(f"r{n}" for n in range(200))
+    finally:
+        staying.stop()
+        leaving.stop()

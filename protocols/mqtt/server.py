@@ -128,6 +128,7 @@ class MqttServer(ProtocolServer):
         self._connected_at = 0.0
         self._switch_protocol = False
         # Several adapters in one shared-subscription group split the messages between them.
+        self.shared_group = shared_group
         self.filters = [f"$share/{shared_group}/{topic}" for topic in topics] if shared_group else list(topics)
         self.qos = qos
         self.keepalive = keepalive
@@ -228,8 +229,14 @@ class MqttServer(ProtocolServer):
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Take no more messages; finish (and acknowledge) those in hand; disconnect cleanly."""
+        """Take no more messages; finish (and acknowledge) those in hand; disconnect cleanly.
+
+        In a shared group, leave it first: the broker keeps giving an absent member its share (queued
+        in its session until it returns), so a member that stops sends the group's messages to the
+        others. A subscription of our own stays: the session keeps what arrives for the next start."""
         self._stopping = True
+        if self.shared_group and self.connected and self._client is not None:
+            await self._leave_group()
         for task in (self._runner, self._relay):
             if task is not None:
                 task.cancel()
@@ -246,6 +253,15 @@ class MqttServer(ProtocolServer):
             self._watchdog.cancel()
         if self._driver is not None:  # None: stop() after a start that never happened
             self._driver.close()
+
+    async def _leave_group(self, timeout: float = 2.0) -> None:
+        left = asyncio.Event()
+        self._client.on_unsubscribe = lambda *args: left.set()
+        self._client.unsubscribe(self.filters)
+        try:
+            await asyncio.wait_for(left.wait(), timeout)
+        except TimeoutError:
+            logger.warning("No UNSUBACK from the MQTT broker in %.0fs: stopping all the same", timeout)
 
     async def _connection_loop(self) -> None:
         delay = self.min_backoff
