@@ -361,6 +361,8 @@ class MqttServer(ProtocolServer):
         (DISCONNECT "session taken over"); under 3.1.1, connections dropped soon after CONNACK, a few
         times in a row, do."""
         lasted = time.monotonic() - self._connected_at
+        if lasted > 2 * self.max_backoff:  # a connection that long: no other client was taking it
+            self.session_conflict = ""
         self._quick_drops = self._quick_drops + 1 if lasted < QUICK_DROP_SECONDS else 0
         if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
             why = "the broker says another client took over the session"
