@@ -127,6 +127,7 @@ class MqttServer(ProtocolServer):
         self._quick_drops = 0
         self._connected_at = 0.0
         self._switch_protocol = False
+        self._lost_reason = ""
         # Several adapters in one shared-subscription group split the messages between them.
         self.shared_group = shared_group
         self.filters = [f"$share/{shared_group}/{topic}" for topic in topics] if shared_group else list(topics)
@@ -286,7 +287,13 @@ class MqttServer(ProtocolServer):
                     continue
                 if self._was_connected and not self.session_conflict:
                     delay = self.min_backoff  # with a conflict, the delay grows: no reconnect storm
-                logger.warning("MQTT connection to %s:%s lost; reconnecting in %.1fs", self._host, self._port, delay)
+                logger.warning(
+                    "MQTT connection to %s:%s lost (%s); reconnecting in %.1fs",
+                    self._host,
+                    self._port,
+                    self._lost_reason,
+                    delay,
+                )
             await asyncio.sleep(delay)  # backoff between attempts
             delay = min(delay * 2, self.max_backoff)
 
@@ -350,6 +357,7 @@ class MqttServer(ProtocolServer):
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected, self.connected = self.connected, False
+        self._lost_reason = str(reason_code)  # MQTT 5: the broker's reason, when it sent DISCONNECT
         self._ready.clear()
         self._lost.set()
         if was_connected and not self._stopping:
