@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
-from tests.support import Mosquitto, Process, gateway_env, manage, migrate, unique
+from tests.support import Mosquitto, Process, gateway_env, http_json, launch_gateway, manage, migrate, unique
 
 COUNT, RATE = 1000, 400  # a device flushing what it buffered offline, at 400 a second
 
@@ -210,3 +210,25 @@ def test_an_adapter_that_stops_for_good_leaves_its_shared_group(tmp_path, broker
     finally:
         staying.stop()
         leaving.stop()
+
+
+def test_two_gateways_given_one_client_id_say_so_in_healthz(tmp_path, broker):
+    shared_id = unique("same-id")
+    gateways = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        gateways.append(launch_gateway(tmp_path / name, broker.url, MQTT_CLIENT_ID=shared_id))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            answers = [http_json("GET", f"{gateway.http}/healthz") for gateway in gateways]
+            told = [body["components"]["mqtt"] for _, body in answers if not body["components"]["mqtt"]["ok"]]
+            if any("in use by another client" in component["detail"] for component in told):
+                break
+            assert time.monotonic() < deadline, answers
+            time.sleep(0.1)  # polling /healthz, with a deadline
+        assert any(status == 503 for status, _ in answers)
+        assert any(gateway.process.count(f"client id {shared_id} in use by another client") for gateway in gateways)
+    finally:
+        for gateway in gateways:
+            gateway.process.stop()
