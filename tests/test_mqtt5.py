@@ -112,13 +112,13 @@ async def test_the_adapter_falls_back_to_311_when_the_broker_cannot_read_mqtt5()
         await send({"type": "mqtt.ack"})
 
     topic = f"probe/{unique()}"
-    server = MqttServer(application, f"mqtt://127.0.0.1:{port}", topics=[topic], publish_group=None, connect_timeout=1)
+    server = MqttServer(application, f"mqtt://127.0.0.1:{port}", topics=[topic], publish_group=None, connect_timeout=2)
     try:
         await server.start()
-        await server.wait_ready(10)
+        await server.wait_ready(30)
         assert server.protocol_name == "MQTT 3.1.1"
         await apublish(f"mqtt://127.0.0.1:{port}", topic, b"after the fallback")
-        assert await asyncio.wait_for(served.get(), 10) == b"after the fallback"
+        assert await asyncio.wait_for(served.get(), 30) == b"after the fallback"
     finally:
         await server.stop()
         await broker.shutdown()
