@@ -8,10 +8,12 @@ plugins ask the database at every connection.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import getpass
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -94,7 +96,9 @@ class MosquittoBroker:
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
                 file.write(text)
         config = os.path.join(self.directory.name, "mosquitto.conf")
-        self.process = subprocess.Popen([self.program, "-c", config], stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [self.program, "-c", config], stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent
+        )
         deadline = asyncio.get_running_loop().time() + self.START_TIMEOUT
         while not await _answers(host, port):
             if self.process.poll() is not None or asyncio.get_running_loop().time() > deadline:
@@ -126,6 +130,18 @@ class MosquittoBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.directory.cleanup()
+
+
+def _end_with_parent() -> None:
+    """Linux: the broker is sent SIGTERM when the gateway ends, even killed with SIGKILL; otherwise it
+    would hold the port, and the next ``make run`` would use it, with the devices of back then."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the broker may outlive a killed gateway
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 async def _answers(host: str, port: int) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -122,3 +124,18 @@ async def test_the_adapter_falls_back_to_311_when_the_broker_cannot_read_mqtt5()
     finally:
         await server.stop()
         await broker.shutdown()
+
+
+def test_the_embedded_mosquitto_ends_with_a_killed_gateway(tmp_path):
+    port = free_port()
+    gateway = launch_gateway(tmp_path, f"mqtt://127.0.0.1:{port}")
+    assert "embedded Mosquitto broker" in gateway.process.output
+    gateway.process.kill()  # SIGKILL: no clean stop
+    deadline = time.monotonic() + 10
+    while True:  # the broker's port is free again (or the next make run would find it and use it)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the embedded Mosquitto outlived the killed gateway"
+        time.sleep(0.05)  # polling the port, with a deadline
