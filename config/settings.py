@@ -1,6 +1,8 @@
 """Settings for the gateway, read from the environment (see README, "Configuration")."""
 
 import os
+import socket
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +27,15 @@ HTTP_PORT = env.int("HTTP_PORT", 8000)
 SMTP_PORT = env.int("SMTP_PORT", 2525)
 EMAIL_DOMAIN = env.str("EMAIL_DOMAIN", "localhost").lower()
 MQTT_URL = env.str("MQTT_URL", "mqtt://127.0.0.1:1883")
-MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")  # set: a persistent session; empty: a fresh id per process
+# The adapter's session is persistent: what arrives while it is down waits at the broker. Unset, its client id
+# is gateway-<MQTT_NODE_NAME>-<n>, n the lowest slot free on this host (a lock in MQTT_SLOT_DIR): a restart
+# takes the same id back, and no two adapters share one. Set it to choose (one per adapter).
+MQTT_CLIENT_ID = env.str("MQTT_CLIENT_ID", "")
+MQTT_NODE_NAME = env.str("MQTT_NODE_NAME", socket.gethostname())  # this host, in the default client id
+MQTT_SLOT_DIR = env.str("MQTT_SLOT_DIR", os.path.join(tempfile.gettempdir(), "gateway-mqtt-slots"))
+MQTT_SESSION_EXPIRY = env.int("MQTT_SESSION_EXPIRY", 86400)  # MQTT 5: seconds the broker keeps an absent session
+MQTT_PROTOCOL = env.str("MQTT_PROTOCOL", "auto")  # auto: MQTT 5, or 3.1.1 when the broker refuses 5; or 5, 3.1.1
+MQTT_EMBEDDED_BROKER = env.str("MQTT_EMBEDDED_BROKER", "auto")  # rungateway: auto (Mosquitto, else amqtt), or one
 MQTT_SHARED_GROUP = env.str("MQTT_SHARED_GROUP", "")  # set: adapters share rooms/+/in ($share/<group>/...)
 # The channel layer: unset, in memory (one process); set, channels-redis (see docs/deploy.md). REDIS_URL may
 # list several comma-separated URLs (sharding: every process must list the same ones in the same order).

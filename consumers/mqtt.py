@@ -24,6 +24,14 @@ ROOM_RULES_SECONDS = 2.0  # how long a room's "takes MQTT" answer is kept: a cha
 takes_mqtt = RecentAnswers(database_sync_to_async(room_takes_mqtt), ROOM_RULES_SECONDS)
 
 
+def user_property(scope: dict, name: str) -> str | None:
+    """An MQTT 5 user property of the message (the first of that name), or None."""
+    for pair in scope.get("properties", {}).get("UserProperty", ()):
+        if len(pair) == 2 and pair[0] == name and pair[1]:
+            return str(pair[1])
+    return None
+
+
 class RoomMqttConsumer(AsyncMqttConsumer):
     async def reject(self, reason: str) -> None:
         metrics.rejects.labels("mqtt").inc()
@@ -38,12 +46,17 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             room = self.scope["route"]["kwargs"]["room"]
             if not await takes_mqtt(room):
                 return await self.reject(f"room {room} takes no MQTT posts (not MQTT-open, no devices)")
-            if not limits.allow("DEVICE", post.sender):
+            # Over its rate, a QoS 0 message is dropped; a QoS 1 one is stored all the same (nothing can tell
+            # the device to slow down, and holding its PUBACK would stall the broker's window for every
+            # room), and the room's live delivery is coalesced meanwhile (docs/mqtt.md, "Rate limits").
+            over_rate = not limits.allow("DEVICE", post.sender)
+            if over_rate and not self.scope["qos"]:
                 return await self.reject(f"rate limit: {limits.describe('DEVICE')} for {post.sender}")
+            key = post.key or user_property(self.scope, "id")
             # Without a key, what the device sent identifies it: a broker's redelivery (DUP) of a message
             # already stored moments ago is acknowledged, not stored again. Only redeliveries: a sensor
             # that sends the same reading twice on purpose is heard twice.
-            digest = None if post.key else hashlib.sha256(post.sender.encode() + b"\n" + payload).hexdigest()
+            digest = None if key else hashlib.sha256(post.sender.encode() + b"\n" + payload).hexdigest()
             if digest and self.scope["dup"] and await rooms.stored_recently(room, digest, REDELIVERY_WINDOW):
                 logger.info("Redelivered MQTT message on %s already stored", self.scope["topic"])
                 return await self.ack()
@@ -53,8 +66,9 @@ class RoomMqttConsumer(AsyncMqttConsumer):
                 sender=post.sender,
                 source="mqtt",
                 data=post.data,
-                key=post.key and f"mqtt:{post.sender}:{post.key}",  # a device's retry posts once
+                key=key and f"mqtt:{post.sender}:{key}",  # a device's retry posts once
                 digest=digest,
+                over_rate=over_rate if self.scope["qos"] else None,
             )
         except rooms.InvalidMessage as exc:
             return await self.reject(str(exc))

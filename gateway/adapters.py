@@ -11,9 +11,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.conf import settings
 
 from protocols.mqtt import MqttServer
+from protocols.mqtt.server import MQTT5, MQTT311
 from protocols.smtp import SmtpServer
 
 from . import health, loop_lag, mail_workers, metrics, publishing
+from .client_ids import claim_client_id
 from .deadletters import park_mqtt
 from .publishing import claim_once
 
@@ -30,6 +32,15 @@ async def broker_answers(url: str, timeout: float = 2.0) -> bool:
     return True
 
 
+PROTOCOLS = {"auto": None, "5": MQTT5, "3.1.1": MQTT311}  # MQTT_PROTOCOL
+
+
+def mqtt_protocol(name: str) -> int | None:
+    if name not in PROTOCOLS:
+        raise ValueError(f"MQTT_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not {name!r}")
+    return PROTOCOLS[name]
+
+
 class Adapters:
     """The protocol servers one process runs beside (or instead of) the ASGI server."""
 
@@ -41,7 +52,10 @@ class Adapters:
             MqttServer(
                 application,
                 settings.MQTT_URL,
-                client_id=settings.MQTT_CLIENT_ID,
+                client_id=settings.MQTT_CLIENT_ID or claim_client_id(settings.MQTT_NODE_NAME, settings.MQTT_SLOT_DIR),
+                persistent=True,
+                protocol=mqtt_protocol(settings.MQTT_PROTOCOL),
+                session_expiry=settings.MQTT_SESSION_EXPIRY,
                 shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
                 max_in_flight=settings.MQTT_MAX_IN_FLIGHT,
@@ -77,8 +91,14 @@ class Adapters:
             if self.embedded_broker and not await broker_answers(settings.MQTT_URL):
                 from .broker import start_embedded_broker  # amqtt is only imported when needed
 
-                self.broker = await start_embedded_broker(settings.MQTT_URL)
-                logger.info("No MQTT broker answered at %s: started an embedded one there", redacted(settings.MQTT_URL))
+                self.broker = await start_embedded_broker(settings.MQTT_URL, settings.MQTT_EMBEDDED_BROKER)
+                logger.info(
+                    "No MQTT broker answered at %s: started an embedded %s there",
+                    redacted(settings.MQTT_URL),
+                    self.broker.name,
+                )
+                if not self.broker.mqtt5 and self.mqtt.protocol == MQTT5:
+                    self.mqtt.protocol = MQTT311  # known: no MQTT 5 attempt to wait out
             await self.mqtt.start()
             publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
@@ -92,6 +112,8 @@ class Adapters:
             health.probes["mail_readers"] = mail_workers.health
 
     def _mqtt_health(self) -> tuple[bool, str]:
+        if self.mqtt.conflict:
+            return False, self.mqtt.conflict
         if not self.mqtt.connected:
             return False, "disconnected"
         if not self.mqtt.ready:
@@ -118,7 +140,7 @@ class Adapters:
         if self.smtp:
             lines.append(f"  SMTP       {settings.BIND}:{self.smtp.port}   mail to <room>@{settings.EMAIL_DOMAIN}")
         if self.mqtt:
-            broker = "embedded amqtt broker" if self.broker else "broker"
+            broker = f"embedded {self.broker.name}" if self.broker else "broker"
             url = redacted(settings.MQTT_URL)
             lines.append(f"  MQTT       {url} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out")
         layer = f"Redis {redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"

@@ -16,6 +16,7 @@ fanout_seconds = Histogram(
     "From a message being stored to a live reader being sent it",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+live_coalesced = Counter("gateway_live_coalesced_total", "Messages delivered live late, coalesced: over a rate")
 layer_errors = Counter("gateway_layer_errors_total", "Channel-layer sends that failed")
 adapter_reconnects = Gauge("gateway_mqtt_reconnects", "Times this process's MQTT adapter reconnected")
 loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran a timer, at worst, in the last 10 s")

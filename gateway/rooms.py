@@ -33,6 +33,7 @@ from . import limits, metrics, publishing, validation
 from .access import visible_rooms
 from .batches import Batches
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
+from .pacing import LivePacer
 from .validation import InvalidMessage
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _writer(room: str) -> Batches[_Post, tuple[dict, bool]]:
         async def fan_out(stored: list[tuple[dict, bool]]) -> None:
             new = [event for event, is_new in stored if is_new]
             if new:
-                await _fan_out(room, new)
+                await live.send(room, new)
 
         def idle() -> None:
             if _writers.get(room) is writer:
@@ -150,6 +151,7 @@ async def post(
     data: dict | None = None,
     key: str | None = None,
     digest: str | None = None,
+    over_rate: bool | None = None,
 ) -> dict:
     """Validate, store, then deliver to the room; returns the stored message object once it is
     stored (its delivery to the room's readers may still be under way).
@@ -157,11 +159,20 @@ async def post(
     Once stored the message is accepted: live delivery is best effort, and readers who
     missed it catch up from the history. With a ``key`` already stored in the room
     (a retry), nothing is stored or delivered again and the first message is returned.
+
+    ``over_rate`` None: a post over the room's rate is refused (``RateLimited``: the sender is told
+    to retry). True or False: the sender cannot be told (an MQTT QoS 1 device), and is over its own
+    rate or not; the post is stored all the same, and its live delivery coalesced (``gateway.pacing``)
+    while the sender or the room is over its rate.
     """
     text, sender = validate(room, text, sender, source)
     data, key = validation.check_data(data), validation.safe_key(key)
     if not limits.allow("ROOM", room):
-        raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
+        if over_rate is None:
+            raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
+        over_rate = True
+    if over_rate:
+        live.hold(room)
     try:
         event, new = await _writer(room).submit(_Post(text, sender, source, data, key, digest))
     except CONTENT_FAILURES as exc:
@@ -275,6 +286,9 @@ def _store_at_once(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]
         (message_event(room, first + n, post.text, post.sender, post.source, now, post.data), True)
         for n, post in enumerate(posts)
     ]
+
+
+live = LivePacer(lambda room, events: _fan_out(room, events))  # a room's live delivery, coalesced when held
 
 
 def to_json(event: dict) -> str:

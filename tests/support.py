@@ -378,7 +378,12 @@ def prepare_gateway(directory: Path, mqtt_url: str, **settings: Any) -> Gateway:
     """Ports, settings and a migrated database (SQLite in ``directory`` unless ``DATABASE_URL`` is given)
     for a gateway, not started yet."""
     gateway = Gateway(free_port(), free_port(), mqtt_url)
-    defaults = {"DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}"}
+    defaults = {
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+        # A node of its own: the adapter's persistent session is this gateway's, never resumed (with what the
+        # broker queued for it meanwhile) by another test's gateway on a shared broker.
+        "MQTT_NODE_NAME": unique("test-node"),
+    }
     gateway.env = gateway_env(
         HTTP_PORT=gateway.http_port, SMTP_PORT=gateway.smtp_port, MQTT_URL=mqtt_url, **{**defaults, **settings}
     )

@@ -3,6 +3,7 @@ password and ACL files) and by the embedded broker; the adapter refuses rooms th
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 
@@ -22,6 +23,7 @@ from tests.support import (
     receive,
     start_gateway,
     unique,
+    wait_for_port,
 )
 
 SETUP = """
@@ -58,10 +60,16 @@ def secured(tmp_path_factory, mosquitto):  # mosquitto: the machine has the bina
     passwords, acl, config = directory / "passwords", directory / "acl", directory / "mosquitto.conf"
     command = manage("mosquittofiles", "--passwords", str(passwords), "--acl", str(acl))
     subprocess.run(command, cwd=ROOT, env=gateway.env, check=True, capture_output=True)
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
+    # The adapter's account may also publish into rooms here, so that a test can post where no device may.
+    acl.write_text(acl.read_text().replace("topic read rooms/+/in", "topic readwrite rooms/+/in", 1))
+    config.write_text(
+        f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous false\n"
+        f"password_file {passwords}\nacl_file {acl}\n"
+    )
     broker = subprocess.Popen(["mosquitto", "-c", str(config)], stderr=subprocess.DEVNULL)
     gateway.port = port
     try:
+        wait_for_port(port, lambda: broker.poll() is None)  # else rungateway would embed a broker of its own
         yield start_gateway(gateway)
         assert gateway.process.stop() == 0
     finally:
@@ -106,16 +114,19 @@ async def test_the_adapter_refuses_rooms_that_take_no_mqtt(secured):
     await ws.close()
 
 
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    """Closed rooms, and no broker at MQTT_URL: the gateway's embedded broker enforces the devices."""
+@pytest.fixture(scope="module", params=["mosquitto", "amqtt"])
+def embedded(tmp_path_factory, request):
+    """Closed rooms, and no broker at MQTT_URL: the gateway's embedded broker (the machine's Mosquitto
+    with generated password and ACL files, or amqtt asking the database) enforces the devices."""
     port = free_port()
     gateway = prepare_gateway(
         tmp_path_factory.mktemp("embedded"),
         f"mqtt://gateway:gw-secret@127.0.0.1:{port}",
         ROOMS_OPEN="false",
         ROOMS_AUTO_CREATE="false",
+        MQTT_EMBEDDED_BROKER=request.param,
     )
+    gateway.broker = request.param
     subprocess.run(manage("shell", "-c", SETUP), cwd=ROOT, env=gateway.env, check=True, capture_output=True)
     gateway.port = port
     yield start_gateway(gateway)
@@ -123,7 +134,7 @@ def embedded(tmp_path_factory):
 
 
 async def test_the_embedded_broker_enforces_devices(embedded):
-    assert "(embedded amqtt broker)" in embedded.process.output
+    assert f"(embedded {embedded.broker} broker, MQTT " in embedded.process.output.replace("Mosquitto", "mosquitto")
     assert "gw-secret" not in embedded.process.output and "gateway:***@" in embedded.process.output
     assert connect_rc(embedded.port, "sensor-7", "pw-sensor") == 0
     assert connect_rc(embedded.port, "sensor-7", "wrong") != 0

@@ -58,14 +58,24 @@ async def test_websocket_frame_limit_is_configurable(limited):
     assert closed.value.rcvd.code == 1009
 
 
-async def test_device_rate(limited):
+async def test_device_rate_drops_only_qos_0(limited):
     room = unique()
     ws, _ = await join(limited, room)
     for n in range(3):
-        await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": f"d{n}", "sender": "chatty"}))
+        await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": f"d{n}", "sender": "chatty"}), 0)
     await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "calm", "sender": "calm-device"}))
     assert [(await receive(ws))["message"] for _ in range(3)] == ["d0", "d1", "calm"]
     limited.process.wait_for("rate limit: at most 1 a second for chatty")
+
+
+async def test_qos_1_over_the_device_and_room_rates_is_all_stored_and_delivered(limited):
+    room = unique()
+    ws, _ = await join(limited, room)
+    for n in range(6):  # twice the room's burst, three times the device's
+        await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": f"q{n}", "sender": "flusher"}))
+    expected = [f"q{n}" for n in range(6)]
+    assert [(await receive(ws))["message"] for _ in range(6)] == expected  # in order, the late ones coalesced
+    assert [m["message"] for m in await history(limited, room)] == expected
 
 
 async def test_room_rate_answers_429(limited):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from functools import partial
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -256,9 +258,11 @@ class AsyncioDriver:
             self.client.loop_misc()  # keepalive pings and their timeouts
             await asyncio.sleep(1)
 
-    async def connect(self, host: str, port: int, keepalive: int) -> None:
-        """Open the connection (in a thread: paho's TCP connect blocks); CONNACK arrives later."""
-        await self.loop.run_in_executor(None, self.client.connect, host, port, keepalive)
+    async def connect(self, host: str, port: int, keepalive: int, **options: Any) -> None:
+        """Open the connection (in a thread: paho's TCP connect blocks); CONNACK arrives later.
+        ``options``: paho's ``connect`` keywords (MQTT 5's ``clean_start`` and ``properties``)."""
+        call = partial(self.client.connect, host, port, keepalive, **options)
+        await self.loop.run_in_executor(None, call)
 
     def close(self) -> None:
         self._misc.cancel()

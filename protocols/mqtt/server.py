@@ -28,6 +28,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from channels.layers import get_channel_layer
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .. import ASGI_VERSION
 from ..routing import find_router
@@ -40,6 +42,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_PUBLISH_GROUP = "mqtt-publish"
 
 ANSWERED, RETRY, FAILED = "answered", "retry", "failed"  # how one application instance ended
+
+MQTT5, MQTT311 = paho.MQTTv5, paho.MQTTv311
+UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK (a 3.1.1 broker's "unacceptable protocol version" reads as this)
+SESSION_TAKEN_OVER = 142  # DISCONNECT: another client connected with our client id
+QUICK_DROPS = 3  # MQTT 3.1.1 has no reason: this many connections in a row dropped soon after CONNACK tell
+QUICK_DROP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class MqttServer(ProtocolServer):
         *,
         client_id: str = "",
         persistent: bool | None = None,
+        protocol: int | None = None,
+        session_expiry: int = 86400,
+        connect_timeout: float = 10.0,
         shared_group: str | None = None,
         topics: list[str] | None = None,
         qos: int = 1,
@@ -106,7 +117,19 @@ class MqttServer(ProtocolServer):
         self.topics = topics
         # A fixed client id means a persistent session: the broker keeps what arrives while we are away.
         self.persistent = bool(client_id) if persistent is None else persistent
+        # None: MQTT 5, and 3.1.1 for a broker that refuses it (CONNACK "unsupported protocol version").
+        self.protocol = protocol or MQTT5
+        self._protocol_fixed = protocol is not None
+        self.session_expiry = session_expiry  # MQTT 5: seconds the broker keeps the session while we are away
+        self.connect_timeout = connect_timeout  # for the CONNACK
+        self._spoke_mqtt5 = False  # this broker has accepted MQTT 5: a late CONNACK is not a reason to fall back
+        self.session_conflict = ""  # why we believe another client uses our client id ("": we don't)
+        self._quick_drops = 0
+        self._connected_at = 0.0
+        self._switch_protocol = False
+        self._lost_reason = ""
         # Several adapters in one shared-subscription group split the messages between them.
+        self.shared_group = shared_group
         self.filters = [f"$share/{shared_group}/{topic}" for topic in topics] if shared_group else list(topics)
         self.qos = qos
         self.keepalive = keepalive
@@ -143,8 +166,21 @@ class MqttServer(ProtocolServer):
     async def start(self) -> None:
         """Begin connecting (and reconnecting, with backoff) in the background."""
         loop = asyncio.get_running_loop()
+        self._make_client()
+        self._lost = asyncio.Event()
+        self._answered = asyncio.Event()  # a CONNACK came, accepting or not
+        self._ready = asyncio.Event()  # connected and subscribed
+        self._runner = loop.create_task(self._connection_loop())
+        channel = await self._join_publish_group()
+        self._relay = loop.create_task(self._relay_events(channel)) if channel else None
+
+    def _make_client(self) -> None:
+        """A paho client for ``self.protocol`` (a new one when falling back: paho's version is fixed)."""
+        if self._driver is not None:
+            self._driver.close()
+        options = {} if self.protocol == MQTT5 else {"clean_session": not self.persistent}
         self._client, self._host, self._port = client_from_url(
-            self.url, self.client_id, manual_ack=True, clean_session=not self.persistent
+            self.url, self.client_id, manual_ack=True, protocol=self.protocol, **options
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -154,12 +190,20 @@ class MqttServer(ProtocolServer):
         # Publications go out at once, however many await their PUBACK: paho's default of 20 in flight
         # would hold the relay's batches back, and walk the queue again on every PUBACK.
         self._client.max_inflight_messages_set(0)
-        self._driver = AsyncioDriver(self._client, loop)
-        self._lost = asyncio.Event()
-        self._ready = asyncio.Event()  # connected and subscribed
-        self._runner = loop.create_task(self._connection_loop())
-        channel = await self._join_publish_group()
-        self._relay = loop.create_task(self._relay_events(channel)) if channel else None
+        self._driver = AsyncioDriver(self._client, asyncio.get_running_loop())
+
+    def _connect_options(self) -> dict:
+        """MQTT 5: clean start or not, and how long the broker keeps the session (0: it ends with the
+        connection). MQTT 3.1.1 says it with clean_session, given to the client."""
+        if self.protocol != MQTT5:
+            return {}
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry if self.persistent else 0
+        return {"clean_start": not self.persistent, "properties": properties}
+
+    @property
+    def protocol_name(self) -> str:
+        return "MQTT 5" if self.protocol == MQTT5 else "MQTT 3.1.1"
 
     @property
     def oldest_unacked_age(self) -> float:
@@ -186,8 +230,14 @@ class MqttServer(ProtocolServer):
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Take no more messages; finish (and acknowledge) those in hand; disconnect cleanly."""
+        """Take no more messages; finish (and acknowledge) those in hand; disconnect cleanly.
+
+        In a shared group, leave it first: the broker keeps giving an absent member its share (queued
+        in its session until it returns), so a member that stops sends the group's messages to the
+        others. A subscription of our own stays: the session keeps what arrives for the next start."""
         self._stopping = True
+        if self.shared_group and self.connected and self._client is not None:
+            await self._leave_group()
         for task in (self._runner, self._relay):
             if task is not None:
                 task.cancel()
@@ -205,39 +255,96 @@ class MqttServer(ProtocolServer):
         if self._driver is not None:  # None: stop() after a start that never happened
             self._driver.close()
 
+    async def _leave_group(self, timeout: float = 2.0) -> None:
+        left = asyncio.Event()
+        self._client.on_unsubscribe = lambda *args: left.set()
+        self._client.unsubscribe(self.filters)
+        try:
+            await asyncio.wait_for(left.wait(), timeout)
+        except TimeoutError:
+            logger.warning("No UNSUBACK from the MQTT broker in %.0fs: stopping all the same", timeout)
+
     async def _connection_loop(self) -> None:
         delay = self.min_backoff
         while True:
             self._lost.clear()
+            self._answered.clear()
             try:
-                await self._driver.connect(self._host, self._port, self.keepalive)
+                await self._driver.connect(self._host, self._port, self.keepalive, **self._connect_options())
             except (OSError, ValueError) as exc:
                 logger.warning(
                     "MQTT broker %s:%s unreachable (%s); retrying in %.1fs", self._host, self._port, exc, delay
                 )
             else:
+                try:
+                    await asyncio.wait_for(self._answered.wait(), self.connect_timeout)
+                except TimeoutError:
+                    self._no_connack()
                 await self._lost.wait()
-                if self._was_connected:
-                    delay = self.min_backoff
-                logger.warning("MQTT connection to %s:%s lost; reconnecting in %.1fs", self._host, self._port, delay)
+                if self._switch_protocol:  # the broker speaks 3.1.1 only: again at once, in its version
+                    self._switch_protocol = False
+                    self._make_client()
+                    continue
+                if self._was_connected and not self.session_conflict:
+                    delay = self.min_backoff  # with a conflict, the delay grows: no reconnect storm
+                logger.warning(
+                    "MQTT connection to %s:%s lost (%s); reconnecting in %.1fs",
+                    self._host,
+                    self._port,
+                    self._lost_reason,
+                    delay,
+                )
             await asyncio.sleep(delay)  # backoff between attempts
             delay = min(delay * 2, self.max_backoff)
+
+    def _no_connack(self) -> None:
+        """No answer to CONNECT: give up on this connection. A broker that never accepted MQTT 5 may be
+        one that cannot read it (amqtt waits for ever on an MQTT 5 CONNECT): then 3.1.1."""
+        if self.protocol == MQTT5 and not self._protocol_fixed and not self._spoke_mqtt5:
+            logger.warning(
+                "MQTT broker %s:%s did not answer an MQTT 5 CONNECT in %.0fs: using 3.1.1",
+                self._host,
+                self._port,
+                self.connect_timeout,
+            )
+            self.protocol, self._switch_protocol = MQTT311, True
+        else:
+            logger.warning(
+                "MQTT broker %s:%s did not answer CONNECT in %.0fs", self._host, self._port, self.connect_timeout
+            )
+        self._client.disconnect()
 
     # paho callbacks (all on the event loop thread)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._was_connected = False
+        self._answered.set()
         if reason_code.is_failure:
+            unsupported = reason_code.value == UNSUPPORTED_PROTOCOL_VERSION
+            if unsupported and self.protocol == MQTT5 and not self._protocol_fixed:
+                logger.warning("MQTT broker %s:%s does not speak MQTT 5: using 3.1.1", self._host, self._port)
+                self.protocol, self._switch_protocol = MQTT311, True
+                return
             logger.error("MQTT broker refused connection: %s", reason_code)
             return
         self._generation += 1
         self._was_connected = self.connected = True
+        self._connected_at = time.monotonic()
+        self._spoke_mqtt5 |= self.protocol == MQTT5
         self.reconnects += self._generation > 1
         if self.filters:
             client.subscribe([(topic, self.qos) for topic in self.filters])
         else:
             self._ready.set()
-        logger.info("MQTT connected to %s:%s as %s", self._host, self._port, self.client_id)
+        resumed = "resumed its session" if flags.session_present else "new session"
+        logger.info(
+            "MQTT connected to %s:%s as %s (%s, %s)",
+            self._host,
+            self._port,
+            self.client_id,
+            self.protocol_name,
+            resumed,
+        )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [topic for topic, code in zip(self.filters, reason_codes, strict=False) if code.is_failure]
@@ -249,9 +356,41 @@ class MqttServer(ProtocolServer):
         self._ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected = False
+        was_connected, self.connected = self.connected, False
+        self._lost_reason = str(reason_code)  # MQTT 5: the broker's reason, when it sent DISCONNECT
         self._ready.clear()
         self._lost.set()
+        if was_connected and not self._stopping:
+            self._notice_conflict(reason_code)
+
+    def _notice_conflict(self, reason_code: Any) -> None:
+        """Two clients with one client id take the session from each other, each reconnect dropping the
+        other: say so (log, ``session_conflict``) and back off, rather than storm. MQTT 5 brokers tell
+        (DISCONNECT "session taken over"); under 3.1.1, connections dropped soon after CONNACK, a few
+        times in a row, do."""
+        lasted = time.monotonic() - self._connected_at
+        if lasted > 2 * self.max_backoff:  # a connection that long: no other client was taking it
+            self.session_conflict = ""
+        self._quick_drops = self._quick_drops + 1 if lasted < QUICK_DROP_SECONDS else 0
+        if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
+            why = "the broker says another client took over the session"
+        elif self._quick_drops >= QUICK_DROPS:
+            why = f"the broker dropped the connection {self._quick_drops} times in a row soon after connecting"
+        else:
+            return
+        self.session_conflict = f"client id {self.client_id} in use by another client: {why}"
+        logger.error(
+            "MQTT %s. Give each adapter its own id (unset MQTT_CLIENT_ID for a unique default); backing off",
+            self.session_conflict,
+        )
+
+    @property
+    def conflict(self) -> str:
+        """``session_conflict`` until a connection has lasted well past the longest backoff (the other
+        client would have taken the session back by then)."""
+        if self.session_conflict and self.connected and time.monotonic() - self._connected_at > 2 * self.max_backoff:
+            self.session_conflict, self._quick_drops = "", 0
+        return self.session_conflict
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
         if self._stopping:
