@@ -11,13 +11,16 @@ import asyncio
 from urllib.parse import quote
 from uuid import UUID
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_safe
 
 from . import access
 from .mail_attachments import MailAttachment
 from .models import Attachment, Message, Room
+from .rooms import NoSuchRoom
 
 # Shown in the page (``<img>``) and opened in the browser: images no browser runs code from. SVG is not
 # one of them: it is a document that can hold scripts.
@@ -55,7 +58,11 @@ def over_limits(attachments: list[MailAttachment], *, count: int, each: int, tot
 def store(room: str, attachments: list[MailAttachment]) -> list[Attachment]:
     """Each attachment written to the default storage and recorded, for a message yet to be posted (blocking:
     run it in a thread). Nothing is left behind when one fails."""
-    room_row, _ = Room.objects.get_or_create(name=room)  # the RCPT check has let mail into this room
+    room_row = Room.objects.filter(name=room).first()
+    if room_row is None:  # as a post would be: the room is made, or refused
+        if not settings.ROOMS_AUTO_CREATE:
+            raise NoSuchRoom(f"no room {room} here")
+        room_row, _ = Room.objects.get_or_create(name=room)
     rows: list[Attachment] = []
     try:
         for attachment in attachments:
@@ -94,6 +101,7 @@ def discard(rows: list[Attachment]) -> None:
 NOT_FOUND = {"error": "not found"}
 
 
+@require_safe
 async def download(request: HttpRequest, room: str, attachment: UUID, name: str) -> HttpResponse:
     """``GET /api/rooms/<room>/attachments/<id>/<name>``: to whoever may read the room (session or API
     token). A members-only room's attachment is, to an outsider, exactly a missing one: 404."""

@@ -81,6 +81,8 @@ def test_files_are_stored_linked_and_downloadable(gateway):
     assert headers["Content-Disposition"] == 'attachment; filename="Angebot.pdf"'
     assert headers["X-Content-Type-Options"] == "nosniff"
 
+    assert request(gateway, "OPTIONS", pdf["url"])[0] == 405  # GET and HEAD only
+
     status, headers, content = download(gateway, image["url"])
     assert (status, content) == (200, png())
     assert headers["Content-Type"] == "image/png"
