@@ -3,6 +3,7 @@ room's access rules (docs/email.md, "Attachments")."""
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import subprocess
 import urllib.error
@@ -22,27 +23,34 @@ from tests.attachment_mails import (
     with_files,
 )
 from tests.members import closed_gateway, request
-from tests.support import ROOT, manage, smtp_send, unique
+from tests.support import ROOT, fresh_database, manage, smtp_send, unique
 
 OPEN = "open-room@localhost"
 TEAM = "team.s3cr3t@localhost"  # members-only (alice's); its allowlist takes boss@example.com
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory, mosquitto):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gateway(request, tmp_path_factory, mosquitto):
+    """The closed rooms of ``tests.members`` with low attachment limits, on SQLite and on PostgreSQL."""
     directory = tmp_path_factory.mktemp("attachments")
-    gateway = closed_gateway(
-        directory,
-        mosquitto,
-        MAIL_SENDER_RATE=100,
-        MEDIA_ROOT=directory / "media",
-        MAIL_MAX_ATTACHMENTS=3,
-        MAIL_MAX_ATTACHMENT_BYTES=40_000,
-        MAIL_MAX_ATTACHMENTS_BYTES=60_000,
-    )
-    gateway.media = directory / "media"
-    yield gateway
-    assert gateway.process.stop() == 0, gateway.process.output[-3000:]
+    with contextlib.ExitStack() as stack:
+        database = {}
+        if request.param == "postgresql":
+            request.getfixturevalue("postgres_host")
+            database["DATABASE_URL"] = stack.enter_context(fresh_database("gw_attachments"))
+        gateway = closed_gateway(
+            directory,
+            mosquitto,
+            MAIL_SENDER_RATE=100,
+            MEDIA_ROOT=directory / "media",
+            MAIL_MAX_ATTACHMENTS=3,
+            MAIL_MAX_ATTACHMENT_BYTES=40_000,
+            MAIL_MAX_ATTACHMENTS_BYTES=60_000,
+            **database,
+        )
+        gateway.media = directory / "media"
+        yield gateway
+        assert gateway.process.stop() == 0, gateway.process.output[-3000:]
 
 
 def send(gateway, to: str, mail: str, sender: str = "alice@example.com") -> None:
