@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -90,7 +91,8 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         if not mail.attachments:
             await rooms.post(room, mail.text, sender=mail.sender, source="email", key=mail.key)
             return
-        stored = await database_sync_to_async(attachments.store)(room, mail.attachments)
+        stored = await asyncio.to_thread(attachments.write, room, mail.attachments)
+        await database_sync_to_async(attachments.record)(room, stored)
         data = {"attachments": attachments.described(room, stored)}
         try:
             event = await rooms.post(room, mail.text, sender=mail.sender, source="email", data=data, key=mail.key)

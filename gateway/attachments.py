@@ -55,27 +55,41 @@ def over_limits(attachments: list[MailAttachment], *, count: int, each: int, tot
     return None
 
 
-def store(room: str, attachments: list[MailAttachment]) -> list[Attachment]:
-    """Each attachment written to the default storage and recorded, for a message yet to be posted (blocking:
-    run it in a thread). Nothing is left behind when one fails."""
-    room_row = Room.objects.filter(name=room).first()
-    if room_row is None:  # as a post would be: the room is made, or refused
-        if not settings.ROOMS_AUTO_CREATE:
-            raise NoSuchRoom(f"no room {room} here")
-        room_row, _ = Room.objects.get_or_create(name=room)
+def write(room: str, attachments: list[MailAttachment]) -> list[Attachment]:
+    """Each attachment written to the default storage (blocking, and slow with a remote backend: run it in a
+    thread of its own, not the database's), as rows to ``record``. Nothing is left behind when one fails."""
     rows: list[Attachment] = []
     try:
         for attachment in attachments:
-            row = Attachment(room=room_row, name=attachment.name, content_type=attachment.content_type)
-            row.size = attachment.size
+            row = Attachment(name=attachment.name, content_type=attachment.content_type, size=attachment.size)
             row.file.save(f"attachments/{room}/{row.id}", ContentFile(attachment.content), save=False)
             rows.append(row)
-        Attachment.objects.bulk_create(rows)
     except BaseException:
-        for row in rows:
-            row.file.storage.delete(row.file.name)
+        delete_files(rows)
         raise
     return rows
+
+
+def record(room: str, rows: list[Attachment]) -> None:
+    """The written attachments recorded in ``room``, for a message yet to be posted (their files are deleted
+    when that fails). The room is made, or refused, as a post to it would be."""
+    try:
+        room_row = Room.objects.filter(name=room).first()
+        if room_row is None:
+            if not settings.ROOMS_AUTO_CREATE:
+                raise NoSuchRoom(f"no room {room} here")
+            room_row, _ = Room.objects.get_or_create(name=room)
+        for row in rows:
+            row.room = room_row
+        Attachment.objects.bulk_create(rows)
+    except BaseException:
+        delete_files(rows)
+        raise
+
+
+def delete_files(rows: list[Attachment]) -> None:
+    for row in rows:
+        row.file.storage.delete(row.file.name)
 
 
 def described(room: str, rows: list[Attachment]) -> list[dict]:
