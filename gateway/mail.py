@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -12,6 +12,8 @@ from email.utils import parseaddr
 
 import html2text
 from mailparser_reply import EmailReplyParser
+
+from .mail_attachments import MailAttachment, caption, extract
 
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 SURROGATES = re.compile("[\ud800-\udfff]")  # raw 8-bit bytes the parser kept as lone surrogates
@@ -29,6 +31,7 @@ class MailPost:
     sender: str
     message_id: str | None
     automatic: str | None  # why the mail is auto-generated (never posted, never answered), or None
+    attachments: list[MailAttachment] = field(default_factory=list)  # gateway.mail_attachments
 
     @property
     def key(self) -> str | None:
@@ -121,14 +124,15 @@ def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") 
     message = BytesParser(policy=policy.default).parsebytes(content)
     subject = header(message, "subject").strip()
     body = body_text(message)
-    text = "\n\n".join(part for part in (subject, body) if part)
+    attachments = extract(message)
+    text = "\n\n".join(part for part in (subject, body) if part) or caption(attachments)
     if not text:
         raise UnreadableMail("the mail has no subject and no text or HTML part to post")
     header_from = parseaddr(header(message, "from"))[1]
     message_id = " ".join(raw_header(message, "message-id").split()) or None  # (unfolded)
     automatically = automatic(message, envelope_from, own_domain.lower(), header_from)
     sender = header_from or envelope_from or "unknown"
-    return MailPost(readable(text), readable(sender), message_id, automatically)
+    return MailPost(readable(text), readable(sender), message_id, automatically, attachments)
 
 
 def readable(text: str) -> str:
