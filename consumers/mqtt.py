@@ -53,6 +53,8 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             # the claim is shown, as an anonymous HTTP post's is, and the rate is the room's anonymous one:
             # a claim can be changed at every message, a topic the broker guards cannot.
             sender, rate_key = (device, device) if device else (post.sender, f"{room}/in")
+            # Whose retries and redeliveries these are: a claim never borrows a device's keys.
+            origin = f"device/{device}" if device else f"sender/{post.sender}"
             # Over its rate, a QoS 0 message is dropped; a QoS 1 one is stored all the same (nothing can tell
             # the device to slow down, and holding its PUBACK would stall the broker's window for every
             # room), and the room's live delivery is coalesced meanwhile (docs/mqtt.md, "Rate limits").
@@ -63,7 +65,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
             # Without a key, what the device sent identifies it: a broker's redelivery (DUP) of a message
             # already stored moments ago is acknowledged, not stored again. Only redeliveries: a sensor
             # that sends the same reading twice on purpose is heard twice.
-            digest = None if key else hashlib.sha256(sender.encode() + b"\n" + payload).hexdigest()
+            digest = None if key else hashlib.sha256(origin.encode() + b"\n" + payload).hexdigest()
             if digest and self.scope["dup"] and await rooms.stored_recently(room, digest, REDELIVERY_WINDOW):
                 logger.info("Redelivered MQTT message on %s already stored", self.scope["topic"])
                 return await self.ack()
@@ -73,7 +75,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
                 sender=sender,
                 source="mqtt",
                 data=post.data,
-                key=key and f"mqtt:{sender}:{key}",  # a device's retry posts once
+                key=key and f"mqtt:{origin}:{key}",  # a device's retry posts once
                 digest=digest,
                 over_rate=over_rate if self.scope["qos"] else None,
             )

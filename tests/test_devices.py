@@ -37,9 +37,10 @@ SETUP = """
 from gateway.models import Device, Room
 plant = Room.objects.create(name="plant", public=True)
 Room.objects.create(name="quiet", public=True)
-Room.objects.create(name="open-air", public=True, mqtt_open=True)
+open_air = Room.objects.create(name="open-air", public=True, mqtt_open=True)
 device = Device(name="sensor-7"); device.set_password("pw-sensor"); device.save(); device.rooms.add(plant)
 device = Device(name="sensor-9"); device.set_password("pw-9"); device.save(); device.rooms.add(plant)
+device = Device(name="meter-1"); device.set_password("pw-m"); device.save(); device.rooms.add(open_air)
 """
 RATE = "0.2"  # DEVICE_RATE of these gateways: bursts of 2 (RATE_BURST_SECONDS 10), then one every 5 s
 
@@ -186,6 +187,20 @@ async def test_an_mqtt_open_room_takes_the_bare_topic_within_one_rate_for_all(se
     first = await receive(ws)  # (an earlier test may have used some of the room's burst)
     assert (first["message"], first["sender"]) == ("o0", "visitor-0")
     secured.process.wait_for(f"rate limit: at most {RATE} a second for open-air/in", count=7)
+    await ws.close()
+
+
+async def test_a_claimed_sender_cannot_borrow_a_devices_message_ids(secured):
+    """Retries are recognised by who sent them and their ``id``: a post on the bare topic claiming a
+    device's name does not make the device's own message with that ``id`` look like a retry."""
+    ws, _ = await join(secured, "open-air")
+    adapter = f"mqtt://gateway:gw-secret@127.0.0.1:{secured.port}"
+    await apublish(adapter, "rooms/open-air/in", json.dumps({"message": "forged", "sender": "meter-1", "id": 42}))
+    assert (await receive(ws))["message"] == "forged"
+    meter = device_url(secured, "meter-1", "pw-m")
+    await apublish(meter, "rooms/open-air/in/meter-1", json.dumps({"message": "genuine", "id": 42}))
+    event = await receive(ws)
+    assert (event["message"], event["sender"]) == ("genuine", "meter-1")
     await ws.close()
 
 
