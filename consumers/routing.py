@@ -25,7 +25,13 @@ websocket_urlpatterns = [
     re_path(r"", RefuseConsumer.as_asgi()),
 ]
 
-mqtt_router = MqttTopicRouter([topic("rooms/<room:room>/in", RoomMqttConsumer.as_asgi())])
+# A device on the topic that names it (its broker account may publish nowhere else), anyone on the bare one.
+mqtt_router = MqttTopicRouter(
+    [
+        topic("rooms/<room:room>/in/<room:device>", RoomMqttConsumer.as_asgi()),
+        topic("rooms/<room:room>/in", RoomMqttConsumer.as_asgi()),
+    ]
+)
 
 email_router = EmailToRouter(
     [

@@ -142,7 +142,8 @@ class Adapters:
         if self.mqtt:
             broker = f"embedded {self.broker.name}" if self.broker else "broker"
             url = redacted(settings.MQTT_URL)
-            lines.append(f"  MQTT       {url} ({broker})   publish to rooms/<room>/in, hear rooms/<room>/out")
+            topics = "publish to rooms/<room>/in (a device: rooms/<room>/in/<device>), hear rooms/<room>/out"
+            lines.append(f"  MQTT       {url} ({broker})   {topics}")
         layer = f"Redis {redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
         if settings.REDIS_SENTINELS:
             layer = f"{layer} through the sentinels {','.join(settings.REDIS_SENTINELS)}"

@@ -85,7 +85,7 @@ def production_settings(app_configs, **kwargs) -> list[Error]:
         errors.append(
             Error(
                 f"MQTT_URL connects anonymously to {broker.hostname}: anyone who reaches that broker "
-                "hears rooms/<room>/out and may post into rooms/<room>/in.",
+                "hears rooms/<room>/out and may post into rooms/<room>/in/<device> as any device.",
                 hint="Give the adapter its own broker account, and close the broker to anonymous clients: "
                 "mqtt://user:password@host:port (mqtts:// for TLS); see docs/security.md, 'MQTT devices'.",
                 id="gateway.E003",

@@ -1,13 +1,16 @@
 """Which MQTT clients may do what, in one place for the embedded broker, Mosquitto's files and the adapter.
 
-Devices (``gateway.models.Device``) publish to ``rooms/<room>/in`` and hear ``rooms/<room>/out`` for
-their rooms; the adapter's own account (the user of ``MQTT_URL``) may do everything; anonymous
-clients only in the open, development profile (``ROOMS_OPEN``).
+Devices (``gateway.models.Device``) publish to ``rooms/<room>/in/<device>`` and hear ``rooms/<room>/out``
+for their rooms; the adapter's own account (the user of ``MQTT_URL``) may do everything; anonymous
+clients only in the open, development profile (``ROOMS_OPEN``). A broker does not tell a subscriber who
+published, so the topic does: a device may publish only to the topic that ends in its own name, and the
+last level of a topic it posted to is the identity the broker authenticated.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
@@ -37,15 +40,40 @@ def may(username: str | None, topic: str, publish: bool) -> bool:
     if username == _adapter()[0]:
         return True
     levels = topic.split("/")
-    if len(levels) != 3 or levels[0] != "rooms" or levels[2] != ("in" if publish else "out"):
+    room = levels[1] if len(levels) > 1 else ""
+    # Publish only to the topic that names the device (its identity to the adapter), hear the room.
+    if levels != (["rooms", room, "in", username] if publish else ["rooms", room, "out"]):
         return False
-    return Device.objects.filter(name=username, is_active=True, rooms__name=levels[1]).exists()
+    return Device.objects.filter(name=username, is_active=True, rooms__name=room).exists()
 
 
-def room_takes_mqtt(room: str) -> bool:
-    """Whether the adapter serves posts into ``room``: an open room, or one with devices of its own."""
+@dataclass(frozen=True)
+class MqttRules:
+    """Whom the adapter takes a room's MQTT posts from: anyone on ``rooms/<room>/in`` when the room is
+    *MQTT open* (or yet to be made), and its own devices, each on ``rooms/<room>/in/<device>``."""
+
+    room: str
+    open: bool
+    devices: frozenset[str]
+
+    def refusal(self, device: str | None) -> str | None:
+        """Why a post on the device's topic (``None``: the bare topic) is refused, or None."""
+        if device is not None:
+            return None if device in self.devices else f"{device} is not a device of room {self.room}"
+        if self.open:
+            return None
+        if self.devices:  # the bare topic names nobody: only the device topics do
+            return f"room {self.room} takes posts from its devices only, on rooms/{self.room}/in/<device>"
+        return f"room {self.room} takes no MQTT posts (not MQTT-open, no devices)"
+
+
+def mqtt_rules(room: str) -> MqttRules:
+    """The room's rules as the database has them now."""
     row = Room.objects.filter(name=room).first()
-    return row is None or row.mqtt_open or row.devices.filter(is_active=True).exists()
+    if row is None:  # made by its first message, or refused then (ROOMS_AUTO_CREATE)
+        return MqttRules(room, open=True, devices=frozenset())
+    names = row.devices.filter(is_active=True).values_list("name", flat=True)
+    return MqttRules(room, open=row.mqtt_open, devices=frozenset(names))
 
 
 def mosquitto_files() -> tuple[str, str]:
@@ -56,10 +84,10 @@ def mosquitto_files() -> tuple[str, str]:
     acl = ["# Written by manage.py mosquittofiles: do not edit, run it again.", ""]
     if adapter:
         passwords.insert(0, f"{adapter}:{mosquitto_hash(adapter_password)}")
-        acl += [f"user {adapter}", "topic read rooms/+/in", "topic write rooms/+/out", ""]
+        acl += [f"user {adapter}", "topic read rooms/+/in", "topic read rooms/+/in/+", "topic write rooms/+/out", ""]
     for device in devices:
         acl.append(f"user {device.name}")
         for room in device.rooms.order_by("name"):
-            acl += [f"topic write rooms/{room.name}/in", f"topic read rooms/{room.name}/out"]
+            acl += [f"topic write rooms/{room.name}/in/{device.name}", f"topic read rooms/{room.name}/out"]
         acl.append("")
     return "\n".join(passwords) + "\n", "\n".join(acl)

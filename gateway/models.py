@@ -88,7 +88,8 @@ class Message(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     data = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # What makes a retry recognisable: "email:<Message-ID>", "mqtt:<sender>:<id>". Stored once per room.
+    # What makes a retry recognisable: "email:<Message-ID>", "mqtt:device/<device>:<id>" (on an open
+    # room's bare topic "mqtt:sender/<claimed sender>:<id>"). Stored once per room.
     key = models.CharField(max_length=300, null=True, blank=True)
     # A hash of what a device sent, to recognise a broker's redelivery of a message without a key.
     digest = models.CharField(max_length=64, null=True, blank=True, db_index=True)

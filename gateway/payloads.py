@@ -1,4 +1,4 @@
-"""What an MQTT payload on ``rooms/<room>/in`` means (see README, "MQTT")."""
+"""What an MQTT payload on ``rooms/<room>/in`` or ``rooms/<room>/in/<device>`` means (docs/rooms.md, "MQTT")."""
 
 from __future__ import annotations
 

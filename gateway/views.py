@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from . import access, rooms
+from .devices import mqtt_rules
 from .models import ROOM_NAME_REGEX, Room
 
 
@@ -24,11 +25,15 @@ def chat_room(request: HttpRequest, room: str) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         raise Http404(verdict.value)
     broker = urlsplit(settings.MQTT_URL)
+    mqtt_open = mqtt_rules(room).open
     context = {
         "room": room,
         "mqtt_host": broker.hostname,
         "mqtt_port": broker.port or 1883,
-        "mqtt_topic": f"rooms/{room}/in",
+        # An MQTT-open room takes anyone's posts on the bare topic; a devices-only one each device's on
+        # the topic that names it, from its own account.
+        "mqtt_devices_only": not mqtt_open,
+        "mqtt_topic": f"rooms/{room}/in" if mqtt_open else f"rooms/{room}/in/DEVICE",
         # Only an address the room takes: a closed room takes mail at its secret address alone.
         "email_address": f"{room}@{settings.EMAIL_DOMAIN}" if takes_plain_mail(room) else None,
         "smtp_host": request.get_host().rsplit(":", 1)[0],

@@ -12,7 +12,7 @@ from protocols.smtp import EmailToRouter
 
 def test_every_protocol_is_routed():
     assert set(application.application_mapping) == {"http", "websocket", "mqtt", "email", "lifespan"}
-    assert find_router(application, "mqtt", MqttTopicRouter).subscriptions() == ["rooms/+/in"]
+    assert find_router(application, "mqtt", MqttTopicRouter).subscriptions() == ["rooms/+/in/+", "rooms/+/in"]
     assert find_router(application, "email", EmailToRouter).accepts("lobby@localhost")
 
 

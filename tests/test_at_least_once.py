@@ -108,7 +108,7 @@ def test_two_adapters_in_a_shared_group_split_the_load_without_duplicates(tmp_pa
     ]
     try:
         for adapter in adapters:
-            adapter.wait_for("MQTT subscribed to ['$share/gateways/rooms/+/in']")
+            adapter.wait_for("MQTT subscribed to ['$share/gateways/rooms/+/in/+', '$share/gateways/rooms/+/in']")
         publisher, sent = publish_stream(port, room, 200, ids=False)
         all_published(sent, 200)
         publisher.loop_stop()

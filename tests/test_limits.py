@@ -59,13 +59,19 @@ async def test_websocket_frame_limit_is_configurable(limited):
 
 
 async def test_device_rate_drops_only_qos_0(limited):
-    room = unique()
+    """Anonymous posts on a room's bare topic share one rate, whatever sender each claims; another room
+    is not held back."""
+    room, other = unique(), unique()
     ws, _ = await join(limited, room)
+    calm, _ = await join(limited, other)
     for n in range(3):
-        await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": f"d{n}", "sender": "chatty"}), 0)
-    await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "calm", "sender": "calm-device"}))
-    assert [(await receive(ws))["message"] for _ in range(3)] == ["d0", "d1", "calm"]
-    limited.process.wait_for("rate limit: at most 1 a second for chatty")
+        payload = json.dumps({"message": f"d{n}", "sender": f"chatty-{n}"})
+        await apublish(limited.mqtt_url, f"rooms/{room}/in", payload, 0)
+    await apublish(limited.mqtt_url, f"rooms/{other}/in", json.dumps({"message": "calm", "sender": "calm-device"}))
+    assert [(await receive(ws))["message"] for _ in range(2)] == ["d0", "d1"]
+    assert (await receive(calm))["message"] == "calm"
+    limited.process.wait_for(f"rate limit: at most 1 a second for {room}/in")
+    assert [m["message"] for m in await history(limited, room)] == ["d0", "d1"]
 
 
 async def test_qos_1_over_the_device_and_room_rates_is_all_stored_and_delivered(limited):

@@ -23,3 +23,5 @@ class Command(BaseCommand):
         device.save()
         device.rooms.set(rooms)
         self.stdout.write(f"Device {name} created. MQTT user name: {name}  password: {password}")
+        for row in sorted(rooms, key=lambda row: row.name):  # the only topics its account may publish to
+            self.stdout.write(f"  {row.name}: publish to rooms/{row.name}/in/{name}, hear rooms/{row.name}/out")
