@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
 from typing import Any, NamedTuple
@@ -109,6 +110,7 @@ class _Post(NamedTuple):
     data: dict | None
     key: str | None
     digest: str | None
+    redelivered: bool = False  # a broker's redelivery: not stored again if its digest was, lately
 
 
 def _writer(room: str) -> Batches[_Post, tuple[dict, bool]]:
@@ -142,7 +144,17 @@ BATCH_MAX = 500
 _writers: dict[str, Batches[_Post, tuple[dict, bool]]] = {}
 
 
-async def post(
+# A broker's redelivery (MQTT DUP) of a message whose digest was stored this recently is that message.
+REDELIVERY_WINDOW = timedelta(minutes=10)
+
+
+async def post(room: str, text: Any, **details: Any) -> dict:
+    """Validate, store, then deliver to the room; returns the stored message object once it is
+    stored (its delivery to the room's readers may still be under way). See ``submit``."""
+    return await submit(room, text, **details)
+
+
+def submit(
     room: str,
     text: Any,
     *,
@@ -151,14 +163,19 @@ async def post(
     data: dict | None = None,
     key: str | None = None,
     digest: str | None = None,
+    redelivered: bool = False,
     over_rate: bool | None = None,
-) -> dict:
-    """Validate, store, then deliver to the room; returns the stored message object once it is
-    stored (its delivery to the room's readers may still be under way).
+) -> Awaitable[dict]:
+    """Validate the post and hand it to the room's writer at once (``InvalidMessage`` if it is not
+    one); await what this returns for the stored message object. Posts are stored in the order they
+    are handed in, so a caller that must keep an order (an MQTT topic's messages) hands them in in
+    that order, whatever it awaits afterwards.
 
     Once stored the message is accepted: live delivery is best effort, and readers who
     missed it catch up from the history. With a ``key`` already stored in the room
-    (a retry), nothing is stored or delivered again and the first message is returned.
+    (a retry), nothing is stored or delivered again and the first message is returned; likewise a
+    ``redelivered`` post whose ``digest`` was stored within ``REDELIVERY_WINDOW`` (decided in the
+    same transaction that would store it, so nothing can come between).
 
     ``over_rate`` None: a post over the room's rate is refused (``RateLimited``: the sender is told
     to retry). True or False: the sender cannot be told (an MQTT QoS 1 device), and is over its own
@@ -173,8 +190,12 @@ async def post(
         over_rate = True
     if over_rate:
         live.hold(room)
+    return _stored(room, source, _writer(room).submit(_Post(text, sender, source, data, key, digest, redelivered)))
+
+
+async def _stored(room: str, source: str, submitted: Awaitable[tuple[dict, bool]]) -> dict:
     try:
-        event, new = await _writer(room).submit(_Post(text, sender, source, data, key, digest))
+        event, new = await submitted
     except CONTENT_FAILURES as exc:
         if isinstance(exc, InvalidMessage):
             raise
@@ -189,7 +210,7 @@ async def post(
 def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
     """Store ``posts`` in one transaction: each one's message object, and whether it is new (not a retry)."""
     now = timezone.now()
-    if connection.vendor == "postgresql" and all(post.key is None for post in posts):
+    if connection.vendor == "postgresql" and all(post.key is None and not post.redelivered for post in posts):
         stored = _store_at_once(room, posts, now)
         if stored is not None:
             return stored
@@ -197,7 +218,8 @@ def _store(room: str, posts: list[_Post]) -> list[tuple[dict, bool]]:
 
 
 def _store_in_transaction(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]]:
-    """Any database, keys or not: the row lock, the keys already stored, one insert, the room's new last id."""
+    """Any database, keys or not: the row lock, the keys (and redelivered digests) already stored, one
+    insert, the room's new last id."""
     with transaction.atomic():
         # The row lock hands out ids (and decides keys) one transaction at a time, in every process.
         room_row = Room.objects.select_for_update().filter(name=room).first()
@@ -208,11 +230,17 @@ def _store_in_transaction(room: str, posts: list[_Post], now) -> list[tuple[dict
             room_row = Room.objects.select_for_update().get(name=room)
         keys = {post.key for post in posts if post.key is not None}
         earlier = {m.key: m.as_event(room) for m in Message.objects.filter(room=room_row, key__in=keys)} if keys else {}
+        digests = {post.digest for post in posts if post.redelivered and post.digest}
+        recent = Message.objects.filter(room=room_row, digest__in=digests, created_at__gte=now - REDELIVERY_WINDOW)
+        by_digest = {m.digest: m.as_event(room) for m in recent.order_by("seq")} if digests else {}  # the newest
         results: list[tuple[dict, bool]] = []
         rows = []
         for post in posts:
             if post.key is not None and post.key in earlier:
                 results.append((earlier[post.key], False))
+                continue
+            if post.redelivered and post.digest in by_digest:
+                results.append((by_digest[post.digest], False))
                 continue
             room_row.last_id += 1
             message = Message(
@@ -230,6 +258,8 @@ def _store_in_transaction(room: str, posts: list[_Post], now) -> list[tuple[dict
             event = message.as_event(room)
             if post.key is not None:
                 earlier[post.key] = event  # the same key twice in one batch: stored once
+            if post.digest is not None:
+                by_digest.setdefault(post.digest, event)  # a redelivery in the same batch as its original
             results.append((event, True))
         if rows:
             Message.objects.bulk_create(rows)
@@ -347,14 +377,6 @@ def _newest(room: str, limit: int) -> tuple[int, list[dict]]:
 async def newest(room: str, limit: int) -> tuple[int, list[dict]]:
     """The id of the room's newest message (0 when it has none) and up to ``limit`` messages up to it."""
     return await database_sync_to_async(_newest)(room, limit)
-
-
-def _stored_recently(room: str, digest: str, within: timedelta) -> bool:
-    since = timezone.now() - within
-    return Message.objects.filter(room__name=room, digest=digest, created_at__gte=since).exists()
-
-
-stored_recently = database_sync_to_async(_stored_recently)
 
 
 def room_list(user=None) -> list[dict]:

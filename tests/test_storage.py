@@ -12,7 +12,6 @@ from tests.support import PYTHON, ROOT, fresh_database, gateway_env, migrate
 
 CHECK = r"""
 import json, django
-from datetime import timedelta
 django.setup()
 from django.db import connection
 from django.utils import timezone
@@ -36,12 +35,14 @@ general = rooms._store_in_transaction("both", posts, timezone.now())
 keyed = rooms._store("both", [rooms._Post("keyed", "device", "mqtt", None, "mqtt:device:1", None)])
 missing = rooms._store_at_once("nowhere", posts, timezone.now())
 created = rooms._store("made-on-first-use", posts[:1])
+# A broker's redelivery of the first post (its digest): recognised in the transaction, not stored again.
+redelivered = rooms._store("both", [posts[0]._replace(redelivered=True)])
 print(json.dumps({
     "one_statement": one_statement,
     "at_once": at_once, "general": general, "keyed": keyed, "missing": missing, "created": created,
     "history": rooms._history("both", 0, None, 100),
     "last_id": Room.objects.get(name="both").last_id,
-    "digest_found": rooms._stored_recently("both", "d" * 64, timedelta(minutes=1)),
+    "redelivered": redelivered,
     "null_data_seqs": list(Message.objects.filter(room__name="both", data__isnull=True).values_list("seq", flat=True)),
 }))
 """
@@ -72,7 +73,9 @@ def test_posts_without_keys_are_stored_in_one_statement_as_the_general_path_stor
     assert result["history"][:3] == at_once and result["history"][3:6] == general
     assert result["keyed"][0][0]["id"] == 7 and result["history"][6] == result["keyed"][0][0]
     assert sorted(result["null_data_seqs"]) == [1, 3, 4, 6, 7]  # SQL NULL, as the general path stores no data
-    assert result["last_id"] == 7 and result["digest_found"]  # a redelivery is recognised by its digest
+    assert result["last_id"] == 7  # the redelivery was not stored again:
+    [[same, new]] = result["redelivered"]  # the newest post with its digest (the general path's first)
+    assert not new and same == general[0] and same["message"] == at_once[0]["message"]
     assert result["missing"] is None  # no such room: the general path decides (creates it here)
     assert result["created"][0][0]["id"] == 1 and result["created"][0][0]["room"] == "made-on-first-use"
 
