@@ -30,9 +30,9 @@ BAD_FRAMES = [
 BAD_PAYLOADS = [b"\xff\xfe\xfd", b"{", b"[1]", b"{}", b'{"message": 7}', b'{"message": "x", "id": [1]}', b"x" * 70_000]
 BAD_MAILS = [
     b"\r\n",
-    b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
-    b"--zz\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--zz--\r\n",
-    b"From: a@example.com\r\nSubject: \r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01",
+    b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"  # nothing to post: no subject,
+    b"--zz\r\nContent-Type: text/plain\r\n\r\n \r\n--zz--\r\n",  # an empty text, no file
+    b"From: a@example.com\r\nSubject: \r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n",  # text of nothing
 ]
 
 
