@@ -11,7 +11,7 @@ from django.conf import settings
 
 from gateway import deadletters, limits, mail_caps, mail_workers, metrics, rooms
 from gateway.answers import RecentAnswers
-from gateway.mail import UnreadableMail
+from gateway.mail import NOTHING_TO_POST, UnreadableMail, truncated
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
 
@@ -46,6 +46,8 @@ class RoomEmailConsumer(AsyncEmailConsumer):
                 budget=settings.MAIL_PARSE_TIMEOUT,
                 workers=settings.MAIL_PARSE_WORKERS,
             )
+            if not mail.text:
+                raise UnreadableMail(NOTHING_TO_POST)
         except (mail_caps.OverCap, UnreadableMail) as exc:  # the mail itself: a permanent refusal
             logger.info("Mail from %r for room %s refused: %s", mail_from, room, exc)
             metrics.mail_refusals.labels(_refusal_reason(exc)).inc()
@@ -55,12 +57,13 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             logger.info("Auto-generated mail for room %s not posted: %r", room, mail.automatic)
             return await self.accept()
         rules = await _rooms(room)
-        if rules is not None and not rules.email_sender_allowed(mail.sender):
+        if rules is not None and not rules.email_sender_allowed(mail.address):
             # The allowlist holds for the address the room shows (the From header), not only the envelope's.
-            logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.sender)
+            logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.address)
             return await self.reject(550, "5.7.1 the From address may not post to this room")
         try:
-            await rooms.post(room, mail.text, sender=mail.sender, source="email", key=mail.key)
+            text = truncated(mail.text, settings.MESSAGE_MAX_LENGTH)  # a long mail is posted, visibly cut
+            await rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
         except rooms.RateLimited as exc:
             return await self.reject(451, f"4.7.1 {exc}")
         except rooms.InvalidMessage as exc:

@@ -10,11 +10,11 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
 
-import html2text
-from mailparser_reply import EmailReplyParser
+from .mail_reply import new_text
+from .mail_text import is_placeholder, part_text, redecoded
 
-REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 SURROGATES = re.compile("[\ud800-\udfff]")  # raw 8-bit bytes the parser kept as lone surrogates
+NOTHING_TO_POST = "the mail has no subject and no text or HTML part to post"
 PLAIN_KEY_LENGTH = 200  # longer Message-IDs are hashed (the key column holds 300)
 
 
@@ -29,6 +29,7 @@ class MailPost:
     sender: str
     message_id: str | None
     automatic: str | None  # why the mail is auto-generated (never posted, never answered), or None
+    address: str = ""  # the From address (``sender`` may show the name with it): the allowlist's and key's
 
     @property
     def key(self) -> str | None:
@@ -38,7 +39,7 @@ class MailPost:
         (by chance, or sent first on purpose to suppress the genuine one) is another post."""
         if not self.message_id:
             return None
-        scoped = f"{self.sender.lower()}:{self.message_id}"
+        scoped = f"{(self.address or self.sender).lower()}:{self.message_id}"
         if scoped.isascii() and scoped.isprintable() and len(scoped) <= PLAIN_KEY_LENGTH:
             return f"email:{scoped}"
         return "email:sha256:" + hashlib.sha256(scoped.encode("utf-8", "surrogatepass")).hexdigest()
@@ -59,45 +60,71 @@ def raw_header(message: EmailMessage, name: str) -> str:
     return next((str(value) for key, value in message.raw_items() if key.lower() == name), "")
 
 
-def _html_to_text(html: str) -> str:
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wrapping: the page wraps
-    converter.ignore_images = True
-    return converter.handle(html)
+SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:re|aw|sv|vs|antw|ref|fwd?|fw|wg|tr|rv|enc)(?:\[\d+\]|\(\d+\))?\s*:)+\s*", re.I)
+FORWARD_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|enc)\s*:", re.I)
+FORWARD_HEADERS = ("from", "date", "subject", "to")
 
 
-def _content(part: EmailMessage) -> str:
-    try:
-        return part.get_content()
-    except (LookupError, UnicodeError, AssertionError):
-        # Unknown or lying charset: keep what can be read.
-        payload = part.get_payload(decode=True) or b""
-        return payload.decode("utf-8", errors="replace")
+def subject_text(message: EmailMessage) -> str:
+    """The Subject without its reply and forward prefixes (``Re:``, ``AW:``, ``SV:``, ``Fwd:``, ``WG:`` …)."""
+    return SUBJECT_PREFIX.sub("", redecoded(header(message, "subject"))).strip()
 
 
-def _without_quotes_and_signature(text: str) -> str:
-    """The new part of a reply: quoted earlier mail and the signature removed (when anything is left)."""
-    try:
-        reply = EmailReplyParser(languages=REPLY_LANGUAGES).read(text=text).replies[0].body.strip()
-    except Exception:  # a third-party heuristic must never cost the mail
-        return text
-    return reply or text
+def sender_of(message: EmailMessage, envelope_from: str) -> tuple[str, str]:
+    """The sender as shown (``Jürgen Müller <juergen@example.com>``, or the bare address) and the address."""
+    name, address = parseaddr(redecoded(header(message, "from")))
+    address = address or envelope_from or "unknown"
+    name = " ".join(name.split()).strip("\"' ")
+    shown = f"{name} <{address}>" if name and name.lower() != address.lower() else address
+    return shown, address
 
 
-def body_text(message: EmailMessage) -> str:
-    """The plain-text body, or the HTML body converted to text; empty if there is neither."""
+def body_text(message: EmailMessage, forward: bool = False) -> str:
+    """What the sender wrote: the plain body (or the HTML one when there is none, or the plain one is only a
+    placeholder), without the quoted history and signature, then any mail forwarded as an attachment."""
     part = message.get_body(preferencelist=("plain", "html"))
-    if part is None:
-        return ""
-    text = _content(part)
-    if part.get_content_type() == "text/html":
-        text = _html_to_text(text)
-    return _without_quotes_and_signature(text.strip())
+    text = part_text(part) if part is not None else ""
+    if part is not None and part.get_content_type() == "text/plain" and is_placeholder(text):
+        html = message.get_body(preferencelist=("html",))
+        text = part_text(html) if html is not None else text
+    texts = [new_text(text, forward)] + [forwarded_text(attached) for attached in attached_mails(message)]
+    return "\n\n".join(text for text in texts if text.strip())
 
 
-def automatic(message: EmailMessage, envelope_from: str, own_domain: str, header_from: str) -> str | None:
+def attached_mails(message: EmailMessage) -> list[EmailMessage]:
+    """Mails forwarded as ``message/rfc822`` attachments."""
+    if not message.is_multipart():
+        return []
+    return [
+        part.get_payload(0)
+        for part in message.iter_attachments()
+        if part.get_content_type() == "message/rfc822" and part.is_multipart()
+    ]
+
+
+def forwarded_text(message: EmailMessage) -> str:
+    """A forwarded mail as a mail client quotes it inline: a marker, its From, Date, Subject and To, its text."""
+    lines = ["---------- Forwarded message ---------"]
+    for name in FORWARD_HEADERS:
+        if value := " ".join(redecoded(header(message, name)).split()):
+            lines.append(f"{name.capitalize()}: {value}")
+    body = body_text(message, forward=True)
+    return "\n".join(lines) + ("\n\n" + body if body else "")
+
+
+AUTO_REPLY_SUBJECT = re.compile(
+    r"^(?:out of (?:the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|abwesenheitsnotiz|"
+    r"automatische antwort|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica)\b",
+    re.IGNORECASE,
+)
+MAILER_DAEMONS = ("mailer-daemon", "postmaster")
+
+
+def automatic(
+    message: EmailMessage, envelope_from: str, own_domain: str, header_from: str, subject: str = ""
+) -> str | None:
     """Why a mail was generated by a machine (bounce, auto-reply, list, our own), or None; ``header_from``
-    is the From header's address."""
+    is the From header's address, ``subject`` the Subject without its prefixes."""
     if envelope_from in ("", "<>"):
         return "empty envelope sender (a bounce)"
     if message.get_content_type() == "multipart/report":
@@ -106,29 +133,40 @@ def automatic(message: EmailMessage, envelope_from: str, own_domain: str, header
     if auto_submitted != "no":
         return f"Auto-Submitted: {auto_submitted}"
     precedence = raw_header(message, "precedence").strip().lower()
-    if precedence in ("bulk", "junk", "list"):
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
         return f"Precedence: {precedence}"
     if any(name in message for name in ("x-autoreply", "x-autorespond", "list-id")):
         return "an auto-reply or list header"
     for address in (envelope_from, header_from):
-        if address.lower().rpartition("@")[2] == own_domain:
+        local, _, domain = address.lower().rpartition("@")
+        if domain == own_domain:
             return "sent from one of our own addresses"
+        if local in MAILER_DAEMONS:
+            return f"sent by {local} (a bounce)"
+    if AUTO_REPLY_SUBJECT.match(subject):
+        return "an auto-reply subject"
     return None
 
 
 def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") -> MailPost:
-    """The Subject and the new text of the body, the From address, the Message-ID, and whether it is automatic."""
+    """The Subject and the new text of the body (empty when the mail has neither: the consumer decides),
+    the sender, the Message-ID, and whether it is automatic."""
     message = BytesParser(policy=policy.default).parsebytes(content)
-    subject = header(message, "subject").strip()
-    body = body_text(message)
+    subject = subject_text(message)
+    body = body_text(message, forward=bool(FORWARD_PREFIX.match(header(message, "subject"))))
     text = "\n\n".join(part for part in (subject, body) if part)
-    if not text:
-        raise UnreadableMail("the mail has no subject and no text or HTML part to post")
-    header_from = parseaddr(header(message, "from"))[1]
+    sender, address = sender_of(message, envelope_from)
     message_id = " ".join(raw_header(message, "message-id").split()) or None  # (unfolded)
-    automatically = automatic(message, envelope_from, own_domain.lower(), header_from)
-    sender = header_from or envelope_from or "unknown"
-    return MailPost(readable(text), readable(sender), message_id, automatically)
+    automatically = automatic(message, envelope_from, own_domain.lower(), address, subject)
+    return MailPost(readable(text), readable(sender), message_id, automatically, readable(address))
+
+
+def truncated(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a visible marker saying how long the mail was."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n\n… [truncated: the mail was {len(text)} characters]"
+    return text[: max(limit - len(marker), 0)].rstrip() + marker
 
 
 def readable(text: str) -> str:

@@ -1,0 +1,88 @@
+"""The new part of a reply: what the person wrote, without the history their client appended.
+
+Only a *trailing* quoted history goes (the ``> `` lines at the end and the "On … wrote:" line above
+them), so answers written inline between quotes stay; a top-posted Outlook history ("From: … Sent: …",
+"-----Original Message-----") goes unless the mail is a forward; a signature after the ``-- ``
+delimiter goes, and a phone's "Sent from my iPhone". Indentation is never touched. The "wrote" and
+"From:" patterns, in several languages, are mail-parser-reply's (its public ``MAIL_LANGUAGES``); its
+parser itself strips every line's indentation and keeps only the first inline answer, so it is not used.
+Django-free, like ``gateway.mail``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailparser_reply.constants import GENERIC_MAIL_SEPARATOR, MAIL_LANGUAGES
+
+REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs"]
+
+
+def _patterns(key: str) -> str:
+    return "|".join(
+        f"(?:{MAIL_LANGUAGES[language][key]})" for language in REPLY_LANGUAGES if MAIL_LANGUAGES[language].get(key)
+    )
+
+
+WROTE = re.compile(_patterns("wrote_header"), re.MULTILINE | re.IGNORECASE)
+HISTORY = re.compile(
+    rf"{_patterns('from_header')}|(?:{GENERIC_MAIL_SEPARATOR})|^_{{32,}}$", re.MULTILINE | re.IGNORECASE
+)
+SENT_FROM = re.compile(rf"^(?:{_patterns('sent_from')}|Von meinem \w+ gesendet)\b.*$", re.IGNORECASE)
+FORWARD_MARKER = re.compile(
+    r"^(?:-{3,} ?(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré|"
+    r"Mensaje reenviado|Messaggio inoltrato|Doorgestuurd bericht) ?-*|Begin forwarded message:|"
+    r"Anfang der weitergeleiteten Nachricht:)\s*$",
+    re.MULTILINE | re.IGNORECASE,
+)
+SIGNATURE_DELIMITER = re.compile(r"^--\s*$", re.MULTILINE)
+
+
+def new_text(text: str, forward: bool = False) -> str:
+    """The text the sender wrote (and, in a forward, the forwarded text); the whole text when stripping
+    would leave nothing."""
+    marker = FORWARD_MARKER.search(text)
+    own, forwarded = (text[: marker.start()], text[marker.start() :]) if marker else (text, "")
+    own = without_signature(without_history(own, keep_top_posted=forward or bool(marker)))
+    kept = _trimmed("\n".join(part for part in (own, forwarded) if part.strip()))
+    return kept or _trimmed(text)
+
+
+def without_history(text: str, keep_top_posted: bool = False) -> str:
+    """``text`` without its trailing quoted history and (unless kept) a top-posted one."""
+    lines = text.split("\n")
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith(">")):
+        end -= 1
+    if any(line.lstrip().startswith(">") for line in lines[end:]):  # a quoted block ends the mail
+        for span in (1, 2, 3):  # the attribution line, which clients wrap (a long name and address)
+            attribution = " ".join(line.strip() for line in lines[max(end - span, 0) : end])
+            if end - span >= 0 and WROTE.fullmatch(attribution):
+                end -= span
+                break
+        lines = lines[:end]
+    text = "\n".join(lines)
+    if not keep_top_posted:
+        history = HISTORY.search(text)
+        if history and text[: history.start()].strip():
+            text = text[: history.start()]
+    return text
+
+
+def without_signature(text: str) -> str:
+    """``text`` without the signature after the last ``-- `` line and a trailing "Sent from my …" line;
+    a text that is only a signature keeps it (without the delimiter)."""
+    delimiters = list(SIGNATURE_DELIMITER.finditer(text))
+    if delimiters:
+        last = delimiters[-1]
+        before, signature = text[: last.start()], text[last.end() :]
+        text = before if before.strip() else signature
+    lines = _trimmed(text).split("\n")
+    if len(lines) > 1 and SENT_FROM.match(lines[-1].strip()):
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _trimmed(text: str) -> str:
+    """Blank lines at both ends removed, white space at the end too, the first line's indentation kept."""
+    return re.sub(r"\A(?:[ \t]*\n)+", "", text).rstrip()
