@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
@@ -63,25 +64,45 @@ def raw_header(message: EmailMessage, name: str) -> str:
 SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:re|aw|sv|vs|antw|ref|fwd?|fw|wg|tr|rv|enc)(?:\[\d+\]|\(\d+\))?\s*:)+\s*", re.I)
 FORWARD_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|enc)\s*:", re.I)
 FORWARD_HEADERS = ("from", "date", "subject", "to")
+DELIMITER = re.compile(rb'^--([^\s"]{1,70})\r?$', re.MULTILINE)  # a MIME delimiter line (RFC 2046: 1-70 chars)
 
 
 def subject_text(message: EmailMessage) -> str:
     """The Subject without its reply and forward prefixes (``Re:``, ``AW:``, ``SV:``, ``Fwd:``, ``WG:`` …)."""
-    return SUBJECT_PREFIX.sub("", redecoded(header(message, "subject"))).strip()
+    return SUBJECT_PREFIX.sub("", header_text(message, "subject")).strip()
+
+
+def header_text(message: EmailMessage, name: str) -> str:
+    """A header's text: encoded words decoded, and raw 8-bit bytes (which the parser cannot read) decoded
+    as a body's are (UTF-8, else windows-1252)."""
+    raw = raw_header(message, name)
+    if raw == redecoded(raw):
+        return header(message, name)
+    return " ".join(redecoded(raw).split())
 
 
 def sender_of(message: EmailMessage, envelope_from: str) -> tuple[str, str]:
-    """The sender as shown (``Jürgen Müller <juergen@example.com>``, or the bare address) and the address."""
-    name, address = parseaddr(redecoded(header(message, "from")))
+    """The sender as shown (``Jürgen Müller <juergen@example.com>``, or the bare address) and the address.
+    The name is read from the header as written, so that an old-style ``root@host (Cron Daemon)`` keeps it."""
+    name, address = parseaddr(redecoded(raw_header(message, "from")))
     address = address or envelope_from or "unknown"
-    name = " ".join(name.split()).strip("\"' ")
+    name = " ".join(encoded_words(name).split()).strip("\"' ")
     shown = f"{name} <{address}>" if name and name.lower() != address.lower() else address
     return shown, address
+
+
+def encoded_words(text: str) -> str:
+    """RFC 2047 encoded words (``=?UTF-8?Q?J=C3=BCrgen?=``) decoded; text that has none as it is."""
+    try:
+        return str(make_header(decode_header(text)))
+    except (LookupError, UnicodeError, ValueError):  # an unknown charset or broken encoding: as written
+        return text
 
 
 def body_text(message: EmailMessage, forward: bool = False) -> str:
     """What the sender wrote: the plain body (or the HTML one when there is none, or the plain one is only a
     placeholder), without the quoted history and signature, then any mail forwarded as an attachment."""
+    message = repaired(message)
     part = message.get_body(preferencelist=("plain", "html"))
     text = part_text(part) if part is not None else ""
     if part is not None and part.get_content_type() == "text/plain" and is_placeholder(text):
@@ -89,6 +110,20 @@ def body_text(message: EmailMessage, forward: bool = False) -> str:
         text = part_text(html) if html is not None else text
     texts = [new_text(text, forward)] + [forwarded_text(attached) for attached in attached_mails(message)]
     return "\n\n".join(text for text in texts if text.strip())
+
+
+def repaired(message: EmailMessage) -> EmailMessage:
+    """A multipart whose boundary is missing or wrong (the parser keeps its body as one string) read again
+    with the delimiter its parts actually use, or as plain text when there is none: never MIME syntax."""
+    if message.get_content_maintype() != "multipart" or message.is_multipart():
+        return message
+    body = str(message.get_payload()).encode("ascii", "surrogateescape")
+    delimiter = DELIMITER.search(body)
+    if delimiter is None:
+        head = b"Content-Type: text/plain\r\n\r\n"
+    else:
+        head = b'Content-Type: multipart/mixed; boundary="' + delimiter.group(1) + b'"\r\n\r\n'
+    return BytesParser(policy=policy.default).parsebytes(head + body)
 
 
 def attached_mails(message: EmailMessage) -> list[EmailMessage]:
@@ -106,7 +141,7 @@ def forwarded_text(message: EmailMessage) -> str:
     """A forwarded mail as a mail client quotes it inline: a marker, its From, Date, Subject and To, its text."""
     lines = ["---------- Forwarded message ---------"]
     for name in FORWARD_HEADERS:
-        if value := " ".join(redecoded(header(message, name)).split()):
+        if value := " ".join(header_text(message, name).split()):
             lines.append(f"{name.capitalize()}: {value}")
     body = body_text(message, forward=True)
     return "\n".join(lines) + ("\n\n" + body if body else "")
@@ -153,7 +188,7 @@ def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") 
     the sender, the Message-ID, and whether it is automatic."""
     message = BytesParser(policy=policy.default).parsebytes(content)
     subject = subject_text(message)
-    body = body_text(message, forward=bool(FORWARD_PREFIX.match(header(message, "subject"))))
+    body = body_text(message, forward=bool(FORWARD_PREFIX.match(header_text(message, "subject"))))
     text = "\n\n".join(part for part in (subject, body) if part)
     sender, address = sender_of(message, envelope_from)
     message_id = " ".join(raw_header(message, "message-id").split()) or None  # (unfolded)

@@ -44,7 +44,7 @@ def new_text(text: str, forward: bool = False) -> str:
     marker = FORWARD_MARKER.search(text)
     own, forwarded = (text[: marker.start()], text[marker.start() :]) if marker else (text, "")
     own = without_signature(without_history(own, keep_top_posted=forward or bool(marker)))
-    kept = _trimmed("\n".join(part for part in (own, forwarded) if part.strip()))
+    kept = _trimmed("\n\n".join(part for part in (own, forwarded) if part.strip()))
     return kept or _trimmed(text)
 
 
