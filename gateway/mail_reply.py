@@ -28,6 +28,7 @@ WROTE = re.compile(_patterns("wrote_header"), re.MULTILINE | re.IGNORECASE)
 HISTORY = re.compile(
     rf"{_patterns('from_header')}|(?:{GENERIC_MAIL_SEPARATOR})|^_{{32,}}$", re.MULTILINE | re.IGNORECASE
 )
+HISTORY_START = re.compile(r"^(?:[* ]*\w[\w ]{0,24}:|-{5,}|_{32,})", re.MULTILINE)  # cheap: where HISTORY may begin
 SENT_FROM = re.compile(rf"^(?:{_patterns('sent_from')}|Von meinem \w+ gesendet)\b.*$", re.IGNORECASE)
 FORWARD_MARKER = re.compile(
     r"^(?:-{3,} ?(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré|"
@@ -35,6 +36,7 @@ FORWARD_MARKER = re.compile(
     r"Anfang der weitergeleiteten Nachricht:)\s*$",
     re.MULTILINE | re.IGNORECASE,
 )
+ATTRIBUTION_LENGTH = 500  # longer is no "On … wrote:" line (and the patterns are quadratic in the length)
 SIGNATURE_DELIMITER = re.compile(r"^--\s*$", re.MULTILINE)
 
 
@@ -57,16 +59,25 @@ def without_history(text: str, keep_top_posted: bool = False) -> str:
     if any(line.lstrip().startswith(">") for line in lines[end:]):  # a quoted block ends the mail
         for span in (1, 2, 3):  # the attribution line, which clients wrap (a long name and address)
             attribution = " ".join(line.strip() for line in lines[max(end - span, 0) : end])
-            if end - span >= 0 and WROTE.fullmatch(attribution):
+            if end - span >= 0 and len(attribution) <= ATTRIBUTION_LENGTH and WROTE.fullmatch(attribution):
                 end -= span
                 break
         lines = lines[:end]
     text = "\n".join(lines)
     if not keep_top_posted:
-        history = HISTORY.search(text)
-        if history and text[: history.start()].strip():
-            text = text[: history.start()]
+        start = top_posted_history(text)
+        if start is not None and text[:start].strip():
+            text = text[:start]
     return text
+
+
+def top_posted_history(text: str) -> int | None:
+    """Where a history that starts with a header block or separator line begins, or None. The patterns
+    are tried only where a line could start one (they are slow to try everywhere)."""
+    for candidate in HISTORY_START.finditer(text):
+        if HISTORY.match(text, candidate.start()):
+            return candidate.start()
+    return None
 
 
 def without_signature(text: str) -> str:

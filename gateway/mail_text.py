@@ -55,26 +55,23 @@ def unflowed(text: str, delsp: bool) -> str:
     """RFC 3676 ``format=flowed``: a line ending in a space continues on the next line of the same
     quote depth; space-stuffing is removed, and with ``DelSp=yes`` the soft break's space too."""
     lines: list[str] = []
-    paragraph: str | None = None
+    paragraph: list[str] = []  # the soft-broken lines of the paragraph being joined
     depth_of_paragraph = 0
     for line in text.split("\n"):
         depth = len(line) - len(line.lstrip(">"))
         content = line[depth:]
         content = content[1:] if content.startswith(" ") else content  # space-stuffed
-        if paragraph is not None and depth != depth_of_paragraph:
-            lines.append(_quoted(paragraph, depth_of_paragraph))
-            paragraph = None
+        if paragraph and depth != depth_of_paragraph:
+            lines.append(_quoted("".join(paragraph), depth_of_paragraph))
+            paragraph = []
         soft = content.endswith(" ") and content != "-- "  # the signature delimiter is never flowed
-        if soft and delsp:
-            content = content[:-1]
-        joined = (paragraph or "") + content
-        if soft:
-            paragraph, depth_of_paragraph = joined, depth
-        else:
-            lines.append(_quoted(joined, depth))
-            paragraph = None
-    if paragraph is not None:
-        lines.append(_quoted(paragraph, depth_of_paragraph))
+        paragraph.append(content[:-1] if soft and delsp else content)
+        depth_of_paragraph = depth
+        if not soft:
+            lines.append(_quoted("".join(paragraph), depth))
+            paragraph = []
+    if paragraph:
+        lines.append(_quoted("".join(paragraph), depth_of_paragraph))
     return "\n".join(lines)
 
 

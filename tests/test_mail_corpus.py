@@ -7,11 +7,13 @@ under ``automatic/`` are auto-generated: accepted and never posted.
 
 from __future__ import annotations
 
+import smtplib
 from pathlib import Path
 
 import pytest
 
-from gateway.mail import mail_to_post, truncated
+from gateway.mail import NOTHING_TO_POST, mail_to_post, truncated
+from tests.support import asmtp, history, unique
 
 CORPUS = Path(__file__).parent / "mail_corpus"
 MAILS = sorted(path.stem for path in CORPUS.glob("*.eml"))
@@ -61,3 +63,55 @@ def test_a_mail_without_any_text_part_is_empty_not_refused():
         b"--b\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--b--\r\n"
     )
     assert mail_to_post(raw, "a@example.com", "localhost").text == ""
+
+
+# End to end: over real SMTP into a running gateway, read back from the room's history.
+
+OVER_SMTP = [
+    "thunderbird_flowed_signature",
+    "outlook_top_posted_windows1252",
+    "owa_html_only_entities",
+    "thunderbird_forward_attached",
+    "windows1252_subject_and_body_8bit",
+    "mutt_patch_and_code",
+]
+
+
+def addressed(name: str, room: str) -> bytes:
+    """The corpus mail sent to ``room`` (its To header rewritten), under a Message-ID of its own."""
+    raw = (CORPUS / f"{name}.eml").read_bytes().replace(b"lobby@localhost", f"{room}@localhost".encode())
+    return raw.replace(b"\r\nMessage-I", b"\r\nX-Was-Message-I")  # the fixture's gateway may have seen it
+
+
+@pytest.mark.parametrize("name", OVER_SMTP)
+async def test_a_real_shaped_mail_over_smtp_is_posted_as_its_text(gateway, name):
+    room = unique("corpus")
+    assert await asmtp(gateway.smtp_port, "envelope@example.net", [f"{room}@localhost"], addressed(name, room)) == {}
+    [message] = await history(gateway, room)
+    assert (message["sender"], message["message"], message["source"]) == (*expected(name), "email")
+
+
+async def test_an_auto_reply_over_smtp_is_accepted_and_not_posted(gateway):
+    room = unique("corpus")
+    await asmtp(gateway.smtp_port, "bob@example.com", [f"{room}@localhost"], addressed("automatic/out_of_office", room))
+    mail = (CORPUS / "no_charset_utf8.eml").read_bytes().replace(b"lobby@localhost", f"{room}@localhost".encode())
+    await asmtp(gateway.smtp_port, "kim@example.com", [f"{room}@localhost"], mail)  # then a person's mail
+    assert [message["message"] for message in await history(gateway, room)] == ["no charset\n\nÅngström 日本"]
+
+
+async def test_a_mail_over_the_length_limit_is_posted_cut_with_a_marker(gateway):
+    room = unique("corpus")
+    lines = [f"line {number:05d} of the long report" for number in range(400)]
+    body, posted_length = "\r\n".join(lines), len("long\n\n" + "\n".join(lines))  # 12,005 characters
+    mail = f"From: Rita <rita@example.com>\r\nSubject: long\r\n\r\n{body}\r\n"
+    assert await asmtp(gateway.smtp_port, "rita@example.com", [f"{room}@localhost"], mail) == {}
+    [message] = await history(gateway, room)
+    assert len(message["message"]) <= 4000 and message["message"].startswith("long\n\nline 00000 of the long report")
+    assert message["message"].endswith(f"… [truncated: the mail was {posted_length} characters]")
+
+
+async def test_a_mail_with_nothing_to_post_is_refused_over_smtp(gateway):
+    room = unique("corpus")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], b"From: a@example.com\r\n\r\n\r\n")
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (554, b"5.6.0 " + NOTHING_TO_POST.encode())
