@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 from email.message import EmailMessage
+from email.utils import collapse_rfc2231_value
 
 import html2text
 
@@ -30,7 +31,7 @@ def decoded(data: bytes, label: str | None) -> str:
     in practice), undecodable bytes as U+FFFD."""
     try:
         declared = codecs.lookup(label).name.replace("-", "_") if label else None
-    except LookupError:
+    except (LookupError, UnicodeError):  # unknown, or not even text
         declared = None
     wide = declared is not None and declared.startswith(("utf_16", "utf_32"))  # never valid-looking UTF-8
     candidates = [declared] if wide else ["utf_8"]
@@ -96,9 +97,14 @@ def part_text(part: EmailMessage) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_type() == "text/html":
         text = html_to_text(text)
-    elif part.get_param("format", "").lower() == "flowed":
-        text = unflowed(text, part.get_param("delsp", "").lower() == "yes")
+    elif param(part, "format") == "flowed":
+        text = unflowed(text, param(part, "delsp") == "yes")
     return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def param(part: EmailMessage, name: str) -> str:
+    """A Content-Type parameter, lower-cased (RFC 2231 encoded ones too), or ``""``."""
+    return str(collapse_rfc2231_value(part.get_param(name, ""))).strip().lower()
 
 
 def is_placeholder(text: str) -> bool:

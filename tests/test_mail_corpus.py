@@ -115,3 +115,24 @@ async def test_a_mail_with_nothing_to_post_is_refused_over_smtp(gateway):
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], b"From: a@example.com\r\n\r\n\r\n")
     assert (refused.value.smtp_code, refused.value.smtp_error) == (554, b"5.6.0 " + NOTHING_TO_POST.encode())
+
+
+@pytest.mark.parametrize(
+    ("subject", "automatic"),
+    [
+        ("Automatic reply: Budget", True),
+        ("Out of Office", True),
+        ("AutoReply: Ihre Nachricht", True),
+        ("Re: Out of office plans for December", False),
+        ("Autoreply rules in our mail server", False),
+    ],
+)
+def test_an_auto_reply_is_known_by_its_subject_not_by_a_phrase_in_it(subject, automatic):
+    raw = f"From: bob@example.com\r\nSubject: {subject}\r\n\r\nText\r\n".encode()
+    assert bool(mail_to_post(raw, "bob@example.com", "localhost").automatic) is automatic
+
+
+def test_a_display_name_cannot_show_a_second_address():
+    raw = b'From: "Boss <ceo@example.com>" <eve@example.org>\r\nSubject: pay\r\n\r\nNow\r\n'
+    post = mail_to_post(raw, "eve@example.org", "localhost")
+    assert (post.sender, post.address) == ("Boss ceo@example.com <eve@example.org>", "eve@example.org")

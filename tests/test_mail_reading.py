@@ -134,8 +134,8 @@ async def workers():
 async def test_a_mail_over_its_budget_is_unreadable_and_the_next_is_read(workers):
     start = time.monotonic()
     with pytest.raises(UnreadableMail, match="took more than 0.5 s to read"):
-        await mail_workers.parse(hostile_mail.nested_html(1500), "m@example.com", "localhost", budget=0.5, workers=1)
-    assert time.monotonic() - start < 5  # killed, not left to run for the twenty seconds it needs
+        await mail_workers.parse(hostile_mail.nested_html(8000), "m@example.com", "localhost", budget=0.5, workers=1)
+    assert time.monotonic() - start < 5  # killed, not left to run for the seconds it needs
     good = b"From: a@example.com\r\nSubject: after\r\n\r\nstill read\r\n"
     post = await mail_workers.parse(good, "a@example.com", "localhost", budget=0.5, workers=1)
     assert post.text == "after\n\nstill read"
