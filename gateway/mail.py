@@ -1,4 +1,5 @@
-"""Turn a raw mail into a room message (see docs/rooms.md, "Email")."""
+"""Turn a raw mail into a room message (see docs/email.md, "The message text"): the Subject, the sender,
+the body (``mail_text`` reads a part, ``mail_reply`` keeps what the sender wrote), whether it is automatic."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from .mail_text import is_placeholder, part_text, redecoded
 SURROGATES = re.compile("[\ud800-\udfff]")  # raw 8-bit bytes the parser kept as lone surrogates
 NOTHING_TO_POST = "the mail has no subject and no text or HTML part to post"
 PLAIN_KEY_LENGTH = 200  # longer Message-IDs are hashed (the key column holds 300)
+SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:re|aw|sv|vs|antw|fwd?|fw|wg|tr|rv|enc)(?:\[\d+\]|\(\d+\))?\s*:)+\s*", re.I)
+FORWARD_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|enc)\s*:", re.I)  # a forward
+FORWARD_HEADERS = ("from", "date", "subject", "to")  # shown above a forwarded mail's text
+DELIMITER = re.compile(rb'^--([^\s"]{1,70})\r?$', re.MULTILINE)  # a MIME delimiter line (RFC 2046: 1-70 chars)
 
 
 class UnreadableMail(ValueError):
@@ -59,12 +64,6 @@ def raw_header(message: EmailMessage, name: str) -> str:
     structured reading costs as much as the rest of a mail."""
     name = name.lower()
     return next((str(value) for key, value in message.raw_items() if key.lower() == name), "")
-
-
-SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:re|aw|sv|vs|antw|fwd?|fw|wg|tr|rv|enc)(?:\[\d+\]|\(\d+\))?\s*:)+\s*", re.I)
-FORWARD_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|enc)\s*:", re.I)
-FORWARD_HEADERS = ("from", "date", "subject", "to")
-DELIMITER = re.compile(rb'^--([^\s"]{1,70})\r?$', re.MULTILINE)  # a MIME delimiter line (RFC 2046: 1-70 chars)
 
 
 def subject_text(message: EmailMessage) -> str:

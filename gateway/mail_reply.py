@@ -31,12 +31,13 @@ HISTORY = re.compile(
 HISTORY_START = re.compile(r"^(?:[* ]*\w[\w ]{0,24}:|-{5,}|_{32,})", re.MULTILINE)  # cheap: where HISTORY may begin
 SENT_FROM = re.compile(rf"^(?:{_patterns('sent_from')}|Von meinem \w+ gesendet)\b.*$", re.IGNORECASE)
 FORWARD_MARKER = re.compile(
-    r"^(?:-{3,} ?(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré|"
+    r"^(?:> ?)*(?:-{3,} ?(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré|"
     r"Mensaje reenviado|Messaggio inoltrato|Doorgestuurd bericht) ?-*|Begin forwarded message:|"
     r"Anfang der weitergeleiteten Nachricht:)\s*$",
     re.MULTILINE | re.IGNORECASE,
 )
 ATTRIBUTION_LENGTH = 500  # longer is no "On … wrote:" line (and the patterns are quadratic in the length)
+RULE = re.compile(r"\* \* \*|-{3,}|_{3,}")  # a horizontal rule (html2text writes <hr> as * * *)
 SIGNATURE_DELIMITER = re.compile(r"^--\s*$", re.MULTILINE)
 
 
@@ -67,7 +68,7 @@ def without_history(text: str, keep_top_posted: bool = False) -> str:
     if not keep_top_posted:
         start = top_posted_history(text)
         if start is not None and text[:start].strip():
-            text = text[:start]
+            text = without_rules_at_end(text[:start])
     return text
 
 
@@ -78,6 +79,14 @@ def top_posted_history(text: str) -> int | None:
         if HISTORY.match(text, candidate.start()):
             return candidate.start()
     return None
+
+
+def without_rules_at_end(text: str) -> str:
+    """``text`` without the blank lines and horizontal rules that separated it from a history."""
+    lines = text.split("\n")
+    while lines and (not lines[-1].strip() or RULE.fullmatch(lines[-1].strip())):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def without_signature(text: str) -> str:
@@ -95,5 +104,5 @@ def without_signature(text: str) -> str:
 
 
 def _trimmed(text: str) -> str:
-    """Blank lines at both ends removed, white space at the end too, the first line's indentation kept."""
-    return re.sub(r"\A(?:[ \t]*\n)+", "", text).rstrip()
+    """Blank lines at both ends removed and runs of them made one, the first line's indentation kept."""
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"\A(?:[ \t]*\n)+", "", text)).rstrip()
