@@ -20,6 +20,7 @@ NOTHING_TO_POST = "the mail has no subject and no text or HTML part to post"
 PLAIN_KEY_LENGTH = 200  # longer Message-IDs are hashed (the key column holds 300)
 SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:re|aw|sv|vs|antw|fwd?|fw|wg|tr|rv|enc)(?:\[\d+\]|\(\d+\))?\s*:)+\s*", re.I)
 FORWARD_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|enc)\s*:", re.I)  # a forward
+NAME_LENGTH = 80  # of a display name: the sender is cut at 200 characters, and the address must stay in them
 FORWARD_HEADERS = ("from", "date", "subject", "to")  # shown above a forwarded mail's text
 DELIMITER = re.compile(rb'^--([^\s"]{1,70})\r?$', re.MULTILINE)  # a MIME delimiter line (RFC 2046: 1-70 chars)
 
@@ -86,7 +87,7 @@ def sender_of(message: EmailMessage, envelope_from: str) -> tuple[str, str]:
     name, address = parseaddr(redecoded(raw_header(message, "from")))
     address = address or envelope_from or "unknown"
     name = " ".join(encoded_words(name).replace("<", "").replace(">", "").split()).strip("\"' ")  # one <address>
-    shown = f"{name} <{address}>" if name and name.lower() != address.lower() else address
+    shown = f"{name[:NAME_LENGTH]} <{address}>" if name and name.lower() != address.lower() else address
     return shown, address
 
 
