@@ -116,6 +116,10 @@ MAIL_MAX_PARTS = env.int("MAIL_MAX_PARTS", 100)
 MAIL_MAX_MIME_DEPTH = env.int("MAIL_MAX_MIME_DEPTH", 10)
 MAIL_PARSE_TIMEOUT = env.float("MAIL_PARSE_TIMEOUT", 2.0)  # seconds of a worker's time for one mail
 MAIL_PARSE_WORKERS = env.int("MAIL_PARSE_WORKERS", min(8, max(2, os.cpu_count() or 1)))  # a mail takes ~1 ms
+# Mail attachments (docs/email.md, "Attachments"): over any of these the mail is refused, 552 5.3.4.
+MAIL_MAX_ATTACHMENTS = env.int("MAIL_MAX_ATTACHMENTS", 10)  # files in one mail (0: no attachments taken)
+MAIL_MAX_ATTACHMENT_BYTES = env.int("MAIL_MAX_ATTACHMENT_BYTES", 5 * 1024 * 1024)  # one file, decoded
+MAIL_MAX_ATTACHMENTS_BYTES = env.int("MAIL_MAX_ATTACHMENTS_BYTES", 10 * 1024 * 1024)  # all of a mail's files
 
 INSTALLED_APPS = [
     "daphne",
@@ -253,6 +257,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles")
+# Uploaded files (mail attachments) go to Django's default storage: files under MEDIA_ROOT unless
+# STORAGES["default"] names another backend (docs/deploy.md). They are served by the gateway itself,
+# after its access check, never straight from MEDIA_ROOT.
+MEDIA_ROOT = env.path("MEDIA_ROOT", BASE_DIR / "media")
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -9,9 +10,9 @@ import secrets
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from gateway import deadletters, limits, mail_caps, mail_workers, metrics, rooms
+from gateway import attachments, deadletters, limits, mail_caps, mail_workers, metrics, rooms
 from gateway.answers import RecentAnswers
-from gateway.mail import NOTHING_TO_POST, UnreadableMail, truncated
+from gateway.mail import NOTHING_TO_POST, MailPost, UnreadableMail, truncated
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
 
@@ -61,9 +62,18 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             # The allowlist holds for the address the room shows (the From header), not only the envelope's.
             logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.address)
             return await self.reject(550, "5.7.1 the From address may not post to this room")
+        too_much = attachments.over_limits(
+            mail.attachments,
+            count=settings.MAIL_MAX_ATTACHMENTS,
+            each=settings.MAIL_MAX_ATTACHMENT_BYTES,
+            total=settings.MAIL_MAX_ATTACHMENTS_BYTES,
+        )
+        if too_much:  # refused whole, never posted without them: the sender learns at once what was wrong
+            logger.info("Mail from %r for room %s refused: %s", mail_from, room, too_much)
+            metrics.mail_refusals.labels("attachments").inc()
+            return await self.reject(552, f"5.3.4 {too_much}")
         try:
-            text = truncated(mail.text, settings.MESSAGE_MAX_LENGTH)  # a long mail is posted, visibly cut
-            await rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
+            await self._post(room, mail)
         except rooms.RateLimited as exc:
             return await self.reject(451, f"4.7.1 {exc}")
         except rooms.InvalidMessage as exc:
@@ -76,6 +86,33 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             await deadletters.park_mail(self.scope["rcpt_to"], content, f"{type(exc).__name__}: {exc}")
             return await self.reject(554, "5.3.0 the mail could not be posted; it is kept for the operator")
         await self.accept()
+
+    async def _post(self, room: str, mail: MailPost) -> None:
+        """The mail's attachments stored, then its message posted with links to them (``data.attachments``).
+        Attachments of a message that is not posted (refused, or posted before: a resent mail) are deleted."""
+        text = truncated(mail.text, settings.MESSAGE_MAX_LENGTH)  # a long mail is posted, visibly cut
+        if not mail.attachments:
+            await rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
+            return
+        stored = await asyncio.to_thread(attachments.write, room, mail.attachments)
+        await database_sync_to_async(attachments.record)(room, stored)
+        data = {"attachments": attachments.described(room, stored)}
+        try:
+            event = await rooms.post(room, text, sender=mail.sender, source="email", data=data, key=mail.key)
+        except BaseException:
+            await _discard(stored)
+            raise
+        if event.get("data") == data:
+            await database_sync_to_async(attachments.link)(room, event["id"], stored)
+        else:  # the same mail, posted before: its first message keeps its own attachments
+            await _discard(stored)
+
+
+async def _discard(stored: list) -> None:
+    try:
+        await database_sync_to_async(attachments.discard)(stored)
+    except Exception:  # the database is down: the rows (message unset) are the operator's to prune
+        logger.warning("Attachments of an unposted mail were not deleted", exc_info=True)
 
 
 def _refusal_reason(exc: Exception) -> str:

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from .models import ApiToken, DeadLetter, Device, Message, Room, new_secret
+from .models import ApiToken, Attachment, DeadLetter, Device, Message, Room, new_secret
 
 
 @admin.register(Room)
@@ -26,6 +26,24 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ["room", "seq", "sender", "source", "created_at"]
     list_filter = ["source"]
     search_fields = ["text", "sender"]
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Mailed files: to find and delete (each file goes with its row), not to edit. Those without a
+    message belong to a post that failed half-way (docs/email.md, "Attachments")."""
+
+    list_display = ["created_at", "room", "name", "content_type", "size", "message"]
+    list_filter = [("message", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "room__name"]
+    fields = ["created_at", "room", "message", "name", "content_type", "size"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

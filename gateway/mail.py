@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
 
+from .mail_attachments import MailAttachment, caption, extract
 from .mail_reply import new_text
 from .mail_text import is_placeholder, part_text, redecoded
 
@@ -36,6 +37,7 @@ class MailPost:
     sender: str
     message_id: str | None
     automatic: str | None  # why the mail is auto-generated (never posted, never answered), or None
+    attachments: list[MailAttachment] = field(default_factory=list)  # gateway.mail_attachments
     address: str = ""  # the From address (``sender`` may show the name with it): the allowlist's and key's
 
     @property
@@ -189,11 +191,12 @@ def mail_to_post(content: bytes, envelope_from: str = "", own_domain: str = "") 
     message = BytesParser(policy=policy.default).parsebytes(content)
     subject = subject_text(message)
     body = body_text(message, forward=bool(FORWARD_PREFIX.match(header_text(message, "subject"))))
-    text = "\n\n".join(part for part in (subject, body) if part)
+    attachments = extract(message)
+    text = "\n\n".join(part for part in (subject, body) if part) or caption(attachments)
     sender, address = sender_of(message, envelope_from)
     message_id = " ".join(raw_header(message, "message-id").split()) or None  # (unfolded)
     automatically = automatic(message, envelope_from, own_domain.lower(), address, header_text(message, "subject"))
-    return MailPost(readable(text), readable(sender), message_id, automatically, readable(address))
+    return MailPost(readable(text), readable(sender), message_id, automatically, attachments, address=readable(address))
 
 
 def truncated(text: str, limit: int) -> str:

@@ -4,10 +4,13 @@ import base64
 import hashlib
 import hmac
 import secrets
+import uuid
 
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 ROOM_NAME_REGEX = "[A-Za-z0-9_-]{1,64}"
@@ -121,6 +124,30 @@ def message_event(room: str, seq: int, text: str, sender: str, source: str, crea
     if data is not None:
         event["data"] = data
     return event
+
+
+class Attachment(models.Model):
+    """A file that came with a mail (docs/email.md, "Attachments"), kept with Django's storage API. Stored
+    before its message (whose ``data.attachments`` links to it), so ``message`` is set once that exists."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="attachments")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments")
+    name = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=200)
+    size = models.PositiveIntegerField()
+    file = models.FileField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.room_id} {self.name} ({self.size} bytes)"
+
+
+@receiver(post_delete, sender=Attachment)
+def delete_attachment_file(sender, instance: Attachment, **kwargs) -> None:
+    """A deleted attachment (its message's or room's deletion included) takes its file with it."""
+    if instance.file.name:
+        instance.file.storage.delete(instance.file.name)
 
 
 class Presence(models.Model):

@@ -49,7 +49,8 @@ def postgres_host() -> tuple[str, int]:
 def gateway(tmp_path_factory, mosquitto):
     """``rungateway`` in its own process: SQLite, in-memory layer, the machine's Mosquitto."""
     # The tests mail from one address far faster than a person: lift that one limit (see test_limits).
-    gateway = launch_gateway(tmp_path_factory.mktemp("gateway"), mosquitto, MAIL_SENDER_RATE=100)
+    directory = tmp_path_factory.mktemp("gateway")
+    gateway = launch_gateway(directory, mosquitto, MAIL_SENDER_RATE=100, MEDIA_ROOT=directory / "media")
     yield gateway
     code = gateway.process.stop()
     assert code == 0, f"rungateway exited {code} on SIGTERM:\n{gateway.process.output}"

@@ -144,11 +144,13 @@ def _attachment_only(subject: str | None) -> bytes:
 
 
 async def test_mail_without_text_part(gateway):
+    """A mail of files alone is posted (its subject, else the files' names); a mail of nothing is refused."""
     room = unique()
     await asmtp(gateway.smtp_port, "c@example.com", [f"{room}@localhost"], _attachment_only("Photo attached"))
-    assert [m["message"] for m in await history(gateway, room)] == ["Photo attached"]
+    await asmtp(gateway.smtp_port, "c@example.com", [f"{room}@localhost"], _attachment_only(None))
+    assert [m["message"] for m in await history(gateway, room)] == ["Photo attached", "📎 photo.png"]
     with pytest.raises(smtplib.SMTPDataError) as refused:
-        await asmtp(gateway.smtp_port, "c@example.com", [f"{room}@localhost"], _attachment_only(None))
+        await asmtp(gateway.smtp_port, "c@example.com", [f"{room}@localhost"], b"From: carol@example.com\r\n\r\n")
     assert refused.value.smtp_code == 554 and b"no subject and no text" in refused.value.smtp_error
 
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.attachment_mails import PDF, png, thunderbird_pdf
 from tests.support import (
     ROOT,
     build_mail,
@@ -186,6 +187,38 @@ def test_readings_draw_and_update_a_chart(page, gateway):
     expect(page.locator("canvas[data-field=temperature]")).to_be_visible()
     expect(latest).to_contain_text("temperature: 22")
     assert chart_data(page, "temperature") == [20.5, 22]
+
+
+def test_a_mails_files_show_as_links_and_an_image_preview(page, gateway):
+    room = unique()
+    open_room(page, gateway, room)
+    address = f"{room}@localhost"
+    smtp_send(gateway.smtp_port, "alice@example.com", [address], thunderbird_pdf(address, image=png(40, 30)))
+    message = page.locator(".message[data-source=email]")
+    expect(message.locator(".attachment-link")).to_have_text(["📎 Angebot.pdf", "📎 chart.png"])
+    preview = message.locator(".attachment-preview img")
+    expect(preview).to_have_count(1)  # the image, not the PDF
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle(), timeout=10_000)
+    assert preview.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [40, 30]
+    expect(message.locator("dl.data")).to_have_count(0)  # not shown as a reading
+    # The PDF's link downloads it, from the gateway's own origin.
+    href = message.locator(".attachment-link").first.get_attribute("href")
+    assert href.startswith(f"/api/rooms/{room}/attachments/")
+    got = page.evaluate(
+        """url => fetch(url).then(async r => [r.status, r.headers.get("content-disposition"), (await r.text())])""",
+        href,
+    )
+    assert got == [200, 'attachment; filename="Angebot.pdf"', PDF.decode()]
+
+
+def test_attachments_a_message_makes_up_are_not_shown(page, gateway):
+    """Only a mail's files are shown as files: not what a device sends as data."""
+    room = unique()
+    open_room(page, gateway, room)
+    fake = [{"name": "x", "type": "image/png", "size": 1, "url": f"/api/rooms/{room}/attachments/x"}]
+    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"attachments": fake}))
+    expect(page.locator(".message[data-source=mqtt] dl.data")).to_have_count(1)  # shown as the data it is
+    expect(page.locator(".attachment")).to_have_count(0)
 
 
 def test_server_restart_the_page_reconnects_and_catches_up_once(page, tmp_path, mosquitto):

@@ -10,6 +10,7 @@ import socket
 import time
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -102,6 +103,7 @@ async def test_make_run_without_mosquitto_embeds_amqtt_and_speaks_311(tmp_path):
     assert code == 0, process.output
 
 
+@pytest.mark.django_db(transaction=True)  # the embedded amqtt's plugins ask the database who may connect
 async def test_the_adapter_falls_back_to_311_when_the_broker_cannot_read_mqtt5():
     """amqtt never answers an MQTT 5 CONNECT (it waits for bytes that do not come): no CONNACK within
     ``connect_timeout`` from a broker that never accepted MQTT 5, and the adapter speaks 3.1.1."""

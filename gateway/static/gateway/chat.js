@@ -154,6 +154,48 @@
     return p;
   }
 
+  // Only the gateway's own attachment URLs (a path on this origin): never a link a message makes up.
+  const ATTACHMENT_URL = /^\/api\/rooms\/[A-Za-z0-9_-]{1,64}\/attachments\/[0-9a-f-]{36}\/[^/?#]*$/;
+  const PREVIEWED = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"]);
+
+  function formatSize(bytes) {
+    if (!Number.isFinite(bytes) || bytes < 0) return "";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + " KB";
+    return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  }
+
+  function attachmentList(attachments) {
+    const list = el("ul", "attachments");
+    for (const file of attachments) {
+      if (!file || typeof file !== "object" || typeof file.url !== "string" || !ATTACHMENT_URL.test(file.url)) continue;
+      const name = String(file.name || "attachment");
+      const type = String(file.type || "");
+      const entry = el("li", "attachment");
+      entry.dataset.type = type;
+      if (PREVIEWED.has(type)) {
+        const preview = el("a", "attachment-preview");
+        preview.href = file.url;
+        preview.target = "_blank";
+        preview.rel = "noopener";
+        const img = el("img");
+        img.src = file.url;
+        img.alt = name;
+        img.loading = "lazy";
+        preview.append(img);
+        entry.append(preview);
+      }
+      const link = el("a", "attachment-link", "📎 " + name);
+      link.href = file.url;
+      link.download = name;
+      const size = formatSize(Number(file.size));
+      entry.append(link);
+      if (size) entry.append(" ", el("span", "attachment-size", size));
+      list.append(entry);
+    }
+    return list.childElementCount ? list : null;
+  }
+
   function markMine() {
     const me = currentSender();
     for (const item of log.querySelectorAll(".message")) {
@@ -195,8 +237,14 @@
     if (sender === currentSender()) item.classList.add("mine");
     item.append(meta, textWithLinks(text));
 
+    // A mail's files (data.attachments): links, and previews of images.
+    let data = msg.data && typeof msg.data === "object" && !Array.isArray(msg.data) ? msg.data : null;
+    if (data && source === "email" && Array.isArray(data.attachments)) {
+      const files = attachmentList(data.attachments);
+      if (files) item.append(files);
+      data = null;
+    }
     // Structured device readings: compact "key: value" list under the text.
-    const data = msg.data && typeof msg.data === "object" && !Array.isArray(msg.data) ? msg.data : null;
     // (Not when the text already says it all, as a device reading's rendering does.)
     const saysItAll = (d) => Object.entries(d).every(([k, v]) => text.includes(k) && text.includes(formatValue(v)));
     if (data && Object.keys(data).length && !saysItAll(data)) {
