@@ -57,10 +57,11 @@ def test_a_long_text_is_cut_with_a_marker_within_the_limit():
     assert cut.startswith("word word") and truncated("short", 4000) == "short"
 
 
-def test_a_mail_without_any_text_part_is_empty_not_refused():
+def test_a_mail_with_only_empty_or_quoted_text_is_empty_not_refused():
+    """``mail_to_post`` does not refuse: the consumer decides (a mail of files alone is posted)."""
     raw = (
-        b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
-        b"--b\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--b--\r\n"
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\n \r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<p></p>\r\n--b--\r\n"
     )
     assert mail_to_post(raw, "a@example.com", "localhost").text == ""
 
