@@ -75,6 +75,8 @@ OVER_SMTP = [
     "thunderbird_forward_attached",
     "windows1252_subject_and_body_8bit",
     "mutt_patch_and_code",
+    "thunderbird_inline_answers",
+    "iphone_reply_delsp",
 ]
 
 
