@@ -12,7 +12,7 @@ from django.conf import settings
 
 from gateway import attachments, deadletters, limits, mail_caps, mail_workers, metrics, rooms
 from gateway.answers import RecentAnswers
-from gateway.mail import MailPost, UnreadableMail
+from gateway.mail import NOTHING_TO_POST, MailPost, UnreadableMail, truncated
 from gateway.models import Room
 from protocols.smtp import AsyncEmailConsumer
 
@@ -47,6 +47,8 @@ class RoomEmailConsumer(AsyncEmailConsumer):
                 budget=settings.MAIL_PARSE_TIMEOUT,
                 workers=settings.MAIL_PARSE_WORKERS,
             )
+            if not mail.text:
+                raise UnreadableMail(NOTHING_TO_POST)
         except (mail_caps.OverCap, UnreadableMail) as exc:  # the mail itself: a permanent refusal
             logger.info("Mail from %r for room %s refused: %s", mail_from, room, exc)
             metrics.mail_refusals.labels(_refusal_reason(exc)).inc()
@@ -56,9 +58,9 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             logger.info("Auto-generated mail for room %s not posted: %r", room, mail.automatic)
             return await self.accept()
         rules = await _rooms(room)
-        if rules is not None and not rules.email_sender_allowed(mail.sender):
+        if rules is not None and not rules.email_sender_allowed(mail.address):
             # The allowlist holds for the address the room shows (the From header), not only the envelope's.
-            logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.sender)
+            logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.address)
             return await self.reject(550, "5.7.1 the From address may not post to this room")
         too_much = attachments.over_limits(
             mail.attachments,
@@ -88,14 +90,15 @@ class RoomEmailConsumer(AsyncEmailConsumer):
     async def _post(self, room: str, mail: MailPost) -> None:
         """The mail's attachments stored, then its message posted with links to them (``data.attachments``).
         Attachments of a message that is not posted (refused, or posted before: a resent mail) are deleted."""
+        text = truncated(mail.text, settings.MESSAGE_MAX_LENGTH)  # a long mail is posted, visibly cut
         if not mail.attachments:
-            await rooms.post(room, mail.text, sender=mail.sender, source="email", key=mail.key)
+            await rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
             return
         stored = await asyncio.to_thread(attachments.write, room, mail.attachments)
         await database_sync_to_async(attachments.record)(room, stored)
         data = {"attachments": attachments.described(room, stored)}
         try:
-            event = await rooms.post(room, mail.text, sender=mail.sender, source="email", data=data, key=mail.key)
+            event = await rooms.post(room, text, sender=mail.sender, source="email", data=data, key=mail.key)
         except BaseException:
             await _discard(stored)
             raise

@@ -12,7 +12,7 @@ def _message_id() -> bytes:
 
 
 def nested_html(depth: int) -> bytes:
-    """HTML lists nested ``depth`` deep: html2text indents each level, the reply parser then crawls."""
+    """HTML lists nested ``depth`` deep: html2text indents each level, in time quadratic in the depth."""
     lines = b"\r\n".join(b"<ol><li>" * 50 for _ in range(depth // 50)) + b"<ol><li>" * (depth % 50)
     return HEAD + _message_id() + b"Content-Type: text/html\r\n\r\n" + lines + b"x\r\n"
 

@@ -28,11 +28,11 @@ BAD_FRAMES = [
     '{"message": {"deep": ' * 50 + "1" + "}" * 50 + "}",
 ]
 BAD_PAYLOADS = [b"\xff\xfe\xfd", b"{", b"[1]", b"{}", b'{"message": 7}', b'{"message": "x", "id": [1]}', b"x" * 70_000]
-BAD_MAILS = [
+BAD_MAILS = [  # nothing to post (a mail of files alone is posted since issue 15)
     b"\r\n",
-    b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"  # nothing to post: no subject,
-    b"--zz\r\nContent-Type: text/plain\r\n\r\n \r\n--zz--\r\n",  # an empty text, no file
-    b"From: a@example.com\r\nSubject: \r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n",  # text of nothing
+    b"From: a@example.com\r\nContent-Type: multipart/alternative; boundary=zz\r\n\r\n"
+    b"--zz\r\nContent-Type: text/html\r\n\r\n<p> &nbsp; </p><br>\r\n--zz--\r\n",
+    b"From: a@example.com\r\nSubject: \r\nContent-Type: text/plain; charset=utf-8\r\n\r\n \r\n\t\r\n",
 ]
 
 

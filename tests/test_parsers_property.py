@@ -75,6 +75,8 @@ mails = st.one_of(
 def test_any_mail_is_a_post_or_a_refusal(content):
     try:
         post = mail_to_post(content, "a@example.com", "localhost")
+        if not post.text:
+            return  # nothing to post: the consumer refuses it
         validate("lobby", post.text, post.sender, "email")
     except (UnreadableMail, InvalidMessage) as refusal:
         assert str(refusal)

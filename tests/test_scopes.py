@@ -8,7 +8,7 @@ import paho.mqtt.client as paho
 import pytest
 from aiosmtpd.smtp import Envelope, Session
 
-from gateway.mail import UnreadableMail, mail_to_post
+from gateway.mail import mail_to_post
 from gateway.payloads import parse_payload
 from gateway.rooms import InvalidMessage
 from protocols.mqtt import MqttServer, MqttTopicRouter, topic
@@ -139,7 +139,7 @@ def test_mail_plain_and_html_alternative_prefers_plain():
     mail.set_content("All good.\n")
     mail.add_alternative("<p>All <i>good</i>.</p>", subtype="html")
     post = mail_to_post(mail.as_bytes(), "bob@example.com")
-    assert (post.text, post.sender, post.automatic) == ("Status\n\nAll good.", "bob@example.com", None)
+    assert (post.text, post.sender, post.address) == ("Status\n\nAll good.", "Bob <bob@example.com>", "bob@example.com")
 
 
 def test_mail_bad_charset_is_read_anyway_and_from_falls_back_to_envelope():
@@ -148,9 +148,8 @@ def test_mail_bad_charset_is_read_anyway_and_from_falls_back_to_envelope():
     assert (post.text, post.sender, post.message_id) == ("odd\n\ncaf\u00e9", "env@example.com", None)
 
 
-def test_mail_with_nothing_to_post():
-    with pytest.raises(UnreadableMail, match="no subject and no text"):
-        mail_to_post(b"From: a@example.com\r\n\r\n")
+def test_mail_with_nothing_to_post_is_empty_text_not_an_error():
+    assert mail_to_post(b"From: a@example.com\r\n\r\n").text == ""  # the consumer refuses it (or posts files)
 
 
 def test_reading_envelope_fields_are_not_data():
@@ -187,7 +186,7 @@ def test_reply_quotes_and_signature_are_stripped():
         b"On Mon, Nov 23, 2026 at 10:00 AM Alice <alice@example.com> wrote:\r\n> Lunch at noon?\r\n"
     )
     post = mail_to_post(raw, "bob@example.com", "localhost")
-    assert (post.text, post.message_id) == ("Re: Lunch\n\nSounds good.", "<r1@example.com>")
+    assert (post.text, post.message_id) == ("Lunch\n\nSounds good.", "<r1@example.com>")
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,11 @@ async def test_every_way_in_reaches_a_websocket_client_on_daphne(split):
     mail = build_mail(f"{room}@localhost", "via runsmtp", "body", sender="carol@example.com")
     assert await asmtp(split.smtp_port, "carol@example.com", [f"{room}@localhost"], mail) == {}
     event = await receive(ws)
-    assert (event["message"], event["source"], event["sender"]) == ("via runsmtp\n\nbody", "email", "carol@example.com")
+    assert (event["message"], event["source"], event["sender"]) == (
+        "via runsmtp\n\nbody",
+        "email",
+        "Alice <carol@example.com>",
+    )
 
     status, posted = await ahttp("POST", f"{split.http}/api/rooms/{room}/messages", {"message": "via HTTP"})
     assert status == 201, posted

@@ -74,7 +74,7 @@ async def test_email_into_room(gateway):
     assert refused == {}
     event = await receive(ws)
     assert_message(event, room, "Lunch?\n\nAt noon.", "email")
-    assert event["sender"] == "alice@example.com"
+    assert event["sender"] == "Alice <alice@example.com>"  # the display name with the address
     assert (await history(gateway, room))[0]["message"] == "Lunch?\n\nAt noon."
     await ws.close()
 
