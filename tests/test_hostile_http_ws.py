@@ -165,6 +165,6 @@ async def test_a_mail_with_a_non_ascii_message_id_is_posted_once(gateway):
         for _ in range(2):  # the sending server retrying
             assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], mail) == {}
     assert [m["message"] for m in await history(gateway, room)] == [
-        "<\ufffdt\ufffd@example.com>\n\nhi",
+        "<été@example.com>\n\nhi",  # a raw 8-bit header is read as windows-1252 (docs/email.md)
         "<ünï@example.com>\n\nhi",
     ]
