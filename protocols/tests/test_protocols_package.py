@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -17,7 +18,7 @@ from protocols.smtp import AsyncEmailConsumer, EmailToRouter, SmtpServer, addres
 def test_routers_resolve_and_subscribe() -> None:
     mqtt = MqttTopicRouter([topic("rooms/<slug:room>/in", AsyncMqttConsumer.as_asgi())])
     assert mqtt.subscriptions() == ["rooms/+/in"]
-    assert mqtt.resolve("rooms/kitchen/in")[1] == {"room": "kitchen"}
+    assert mqtt.resolve("rooms/kitchen/in") == (mqtt.routes[0].application, {"room": "kitchen"})
     assert mqtt.resolve("rooms/kitchen/out") is None
     email = EmailToRouter([address("<slug:room>@rooms.example", AsyncEmailConsumer.as_asgi())])
     assert email.accepts("Kitchen@Rooms.Example")
@@ -71,14 +72,19 @@ async def test_mqtt_server_serves_the_application(broker: str) -> None:
     server = MqttServer(application, broker, publish_group=None)
     await server.start()
     heard: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    subscribed = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        loop.call_soon_threadsafe(heard.put_nowait, (message.topic, bytes(message.payload)))
+
+    def on_subscribe(*args: Any) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
     port = int(broker.rsplit(":", 1)[1])
     listener = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    listener.on_message = lambda client, userdata, message: loop.call_soon_threadsafe(
-        heard.put_nowait, (message.topic, message.payload)
-    )
-    subscribed = asyncio.Event()
-    listener.on_subscribe = lambda *args: loop.call_soon_threadsafe(subscribed.set)
+    listener.on_message = on_message
+    listener.on_subscribe = on_subscribe
     listener.connect("127.0.0.1", port)
     listener.subscribe("rooms/+/out", qos=1)
     listener.loop_start()
