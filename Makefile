@@ -3,16 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint tools bench clean
+.PHONY: run test lint lock tools bench clean
 
-$(VENV)/.runtime: requirements.txt
+# Installed from the lock files: every package, direct or not, at the version and hashes locked there.
+# requirements*.txt are what people edit; `make lock` turns them into requirements*.lock.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
+
+$(VENV)/.runtime: requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP_INSTALL) -r requirements.lock
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(PIP_INSTALL) -r requirements-dev.lock
 	touch $@
+
+# Resolved against PyPI alone (not a machine's local mirrors), for CPython 3.11 on Linux x86-64 (what runs
+# the gateway); versions already in a lock file are kept unless an input asks otherwise. The dev lock is
+# constrained by the runtime one, so the two agree on every package they share.
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--index-url https://pypi.org/simple --no-emit-index-url --custom-compile-command "make lock"
+lock: $(VENV)/.dev
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) -c requirements.lock requirements-dev.txt -o requirements-dev.lock
 
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
@@ -21,6 +34,7 @@ run: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # protocols/, untyped definitions refused (pyproject.toml [tool.mypy])
 
 # Programs the tests drive: Debian's Chromium (browser downloads are not possible on these machines),
 # nginx (the deploy example in front of two gateways) and systemd-analyze (the example units).

@@ -14,15 +14,20 @@ fresh one). With a channel layer, the consumer runs as Channels runs it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.exceptions import StopConsumer
 
+if TYPE_CHECKING:  # a mixin: what it extends, for the type checker
+    from channels.consumer import AsyncConsumer as _Consumer
+else:
+    _Consumer = object
 
-class DirectDispatch:
+
+class DirectDispatch(_Consumer):
     """Mixed in before ``AsyncConsumer`` (or one of its subclasses)."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

@@ -1,7 +1,9 @@
 """A minimal ASGI lifespan answer, so servers that speak lifespan (uvicorn, hypercorn) can host the app."""
 
+from typing import Any
 
-async def lifespan(scope, receive, send) -> None:
+
+async def lifespan(scope: dict, receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -114,7 +114,7 @@ class PatternRouter:
             return route.application, kwargs
         return None
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         found = self.resolve(scope[self.scope_key])
         if found is None:
             raise ValueError(f"No route found for {self.scope_key} {scope[self.scope_key]!r}")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -27,7 +28,7 @@ from paho.mqtt.exception import MalformedPacket
 logger = logging.getLogger(__name__)
 
 
-def client_from_url(url: str, client_id: str, **options) -> tuple[paho.Client, str, int]:
+def client_from_url(url: str, client_id: str, **options: Any) -> tuple[paho.Client, str, int]:
     """A paho client for ``mqtt://[user:pass@]host[:port]`` (``mqtts://`` for TLS), and where to connect."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
@@ -63,7 +64,7 @@ class InboundMessage(paho.MQTTMessage):
         self.timestamp = paho.time_func()
         self.state = paho.mqtt_ms_invalid
         self.mid, self._topic, self.qos, self.dup, self.retain, self.payload = mid, topic, qos, dup, retain, payload
-        self.info = None
+        self.info = None  # type: ignore[assignment]  # paho's own stub: no info until it is published
         self.properties = None
 
 
@@ -78,7 +79,7 @@ class BufferedClient(paho.Client):
     of ``loop_write``; what the socket does not take waits for the next writable event.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_buffer = b""
         self._read_at = 0
@@ -120,7 +121,7 @@ class BufferedClient(paho.Client):
             "remaining_count": [],
             "remaining_mult": 1,
             "remaining_length": length,
-            "packet": buffer[position : position + length],
+            "packet": buffer[position : position + length],  # type: ignore[typeddict-item]  # paho slices it
             "to_process": 0,
             "pos": 0,
         }
@@ -167,7 +168,7 @@ class BufferedClient(paho.Client):
             return self._send_puback(mid)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _handle_pubackcomp(self, cmd) -> paho.MQTTErrorCode:
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> paho.MQTTErrorCode:
         """An MQTT 3.1.1 PUBACK or PUBCOMP is a packet id and nothing else: without an ``on_publish``
         callback there is no reason code or properties to make (paho makes both, for every one)."""
         packet = self._in_packet["packet"]
@@ -176,7 +177,7 @@ class BufferedClient(paho.Client):
         mid = packet[0] << 8 | packet[1]
         with self._out_message_mutex:
             if mid in self._out_messages:
-                return self._do_on_publish(mid, None, None)  # only on_publish would look at the last two
+                return self._do_on_publish(mid, None, None)  # type: ignore[arg-type]  # only on_publish would look at the last two
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
@@ -235,22 +236,22 @@ class AsyncioDriver:
         client.on_socket_unregister_write = self._on_socket_unregister_write
         self._misc = loop.create_task(self._misc_loop())
 
-    def _in_loop(self, function, *args) -> None:
+    def _in_loop(self, function: Callable[..., object], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
             function(*args)
         else:
             self.loop.call_soon_threadsafe(function, *args)
 
-    def _on_socket_open(self, client, userdata, sock) -> None:
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self.loop.add_reader, sock.fileno(), client.loop_read)
 
-    def _on_socket_close(self, client, userdata, sock) -> None:
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self.loop.remove_reader, sock.fileno())
 
-    def _on_socket_register_write(self, client, userdata, sock) -> None:
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self.loop.add_writer, sock.fileno(), client.loop_write)
 
-    def _on_socket_unregister_write(self, client, userdata, sock) -> None:
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self.loop.remove_writer, sock.fileno())
 
     async def _misc_loop(self) -> None:

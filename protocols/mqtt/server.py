@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 from channels.layers import get_channel_layer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .. import ASGI_VERSION
 from ..routing import find_router
@@ -159,7 +160,7 @@ class MqttServer(ProtocolServer):
         self._runner: asyncio.Task | None = None
         self._relay: asyncio.Task | None = None
         self._driver: AsyncioDriver | None = None
-        self._client: paho.Client | None = None
+        self._client: paho.Client = None  # type: ignore[assignment]  # made by start()
 
     # Lifecycle
 
@@ -264,13 +265,18 @@ class MqttServer(ProtocolServer):
         except TimeoutError:
             logger.warning("No UNSUBACK from the MQTT broker in %.0fs: stopping all the same", timeout)
 
+    def _started_driver(self) -> AsyncioDriver:
+        if self._driver is None:
+            raise RuntimeError("MqttServer.start() makes the driver")
+        return self._driver
+
     async def _connection_loop(self) -> None:
         delay = self.min_backoff
         while True:
             self._lost.clear()
             self._answered.clear()
             try:
-                await self._driver.connect(self._host, self._port, self.keepalive, **self._connect_options())
+                await self._started_driver().connect(self._host, self._port, self.keepalive, **self._connect_options())
             except (OSError, ValueError) as exc:
                 logger.warning(
                     "MQTT broker %s:%s unreachable (%s); retrying in %.1fs", self._host, self._port, exc, delay
@@ -316,7 +322,9 @@ class MqttServer(ProtocolServer):
 
     # paho callbacks (all on the event loop thread)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
         self._was_connected = False
         self._answered.set()
         if reason_code.is_failure:
@@ -346,7 +354,9 @@ class MqttServer(ProtocolServer):
             resumed,
         )
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode], properties: Any
+    ) -> None:
         refused = [topic for topic, code in zip(self.filters, reason_codes, strict=False) if code.is_failure]
         if refused:
             logger.error("MQTT broker refused subscriptions to %s", refused)
@@ -355,7 +365,9 @@ class MqttServer(ProtocolServer):
         logger.info("MQTT subscribed to %s", [topic for topic in self.filters if topic not in refused])
         self._ready.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
         was_connected, self.connected = self.connected, False
         self._lost_reason = str(reason_code)  # MQTT 5: the broker's reason, when it sent DISCONNECT
         self._ready.clear()
@@ -392,7 +404,7 @@ class MqttServer(ProtocolServer):
             self.session_conflict, self._quick_drops = "", 0
         return self.session_conflict
 
-    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if self._stopping:
             return  # not taken, so not acknowledged: a persistent session gets it again
         queue = self._queues.get(message.topic)
@@ -415,7 +427,7 @@ class MqttServer(ProtocolServer):
                 while queue and len(in_flight) < self.max_in_flight:
                     generation, message, arrived = queue.popleft()
                     previous = in_flight[-1][3] if in_flight else None
-                    task = loop.create_task(self.serve(message, previous))
+                    task = loop.create_task(self.serve_message(message, previous))
                     in_flight.append((generation, message, arrived, task))
                 generation, message, _, task = in_flight[0]  # kept in the window until acknowledged
                 await task
@@ -438,7 +450,7 @@ class MqttServer(ProtocolServer):
             "client_id": self.client_id,
         }
 
-    async def serve(self, message: paho.MQTTMessage, previous: asyncio.Task | None = None) -> None:
+    async def serve_message(self, message: paho.MQTTMessage, previous: asyncio.Task | None = None) -> None:
         """Serve ``message`` until the application answers, or it is parked.
 
         An instance that answers ``mqtt.retry`` is run again with backoff, as often as it takes. One
@@ -487,7 +499,7 @@ class MqttServer(ProtocolServer):
     async def _park(self, message: paho.MQTTMessage, reason: str, error: str, attempts: int) -> bool:
         """Hand ``message`` to the ``park`` hook: True once it took it (within ``application_timeout``:
         a hook hanging on a database that does not answer must not hold the topic forever either)."""
-        parked = ParkedMessage(self.scope_for(message), message.payload, reason, error, attempts)
+        parked = ParkedMessage(self.scope_for(message), bytes(message.payload), reason, error, attempts)
         try:
             await asyncio.wait_for(self.park(parked), self.application_timeout)
         except Exception:
@@ -534,11 +546,11 @@ class MqttServer(ProtocolServer):
             if event is None:  # one event per instance: a second receive waits for the timeout
                 await asyncio.get_running_loop().create_future()
             given, event = event, None
-            return given
+            return given  # type: ignore[return-value]  # None only after the first
 
         # The instance runs in this task (the message's). Its deadline is kept in a table that one
         # watchdog looks through, rather than a timer of its own (a timer per message costs more).
-        task = asyncio.current_task()
+        task: asyncio.Task = asyncio.current_task()  # type: ignore[assignment]  # served in a task
         self._deadlines[task] = asyncio.get_running_loop().time() + self.application_timeout
         if self._watchdog is None:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())

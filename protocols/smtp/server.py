@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AnyStr
+from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -228,7 +228,7 @@ class _CountedSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._server.sessions >= self._server.max_sessions:
-            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            cast(asyncio.WriteTransport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
         self._server.sessions += 1
@@ -240,7 +240,7 @@ class _CountedSMTP(SMTP):
             )
 
     def end_long_session(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(b"421 4.4.2 Session lasted too long, closing\r\n")
+        cast(asyncio.WriteTransport, transport).write(b"421 4.4.2 Session lasted too long, closing\r\n")
         transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
