@@ -12,7 +12,7 @@ import pytest
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
-from gateway.footprint import InputQueue, _lean_protocol, _protocol_for
+from gateway.footprint import InputQueue, lean_protocol, protocol_for
 from tests.support import ROOT
 
 
@@ -64,28 +64,23 @@ async def test_input_queue_matches_asyncio_queue():
 def test_options_live_on_the_class_not_in_each_connection():
     factory = WebSocketFactory(None, server="daphne")
     factory.setProtocolOptions(autoPingTimeout=30, openHandshakeTimeout=5, maxFramePayloadSize=65536)
-    lean = _lean_protocol(WebSocketProtocol)
-    cls = _protocol_for(factory, lean)
-    assert issubclass(cls, WebSocketProtocol) and _protocol_for(factory, lean) is cls  # one class per option set
+    lean = lean_protocol(WebSocketProtocol)
+    cls = protocol_for(factory, lean)
+    assert issubclass(cls, WebSocketProtocol)
     for name in WebSocketServerProtocol.CONFIG_ATTRS:
         assert getattr(cls(), name) == getattr(factory, name), name
     accept = cls().perMessageCompressionAccept  # a function option is not bound to the connection
     assert accept([]) is None
-    factory.setProtocolOptions(maxFramePayloadSize=1024)  # new options: a new class for new connections
-    changed = _protocol_for(factory, lean)
-    assert changed is not cls and changed.maxFramePayloadSize == 1024 and cls.maxFramePayloadSize == 65536
 
 
 SCRIPT = """
 import asyncio, json, sys, threading
 import daphne.server  # the asyncio reactor
-from daphne.server import Server
+from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from consumers.outgoing import text_frame
-from gateway import daphne_io, footprint
-
-footprint.install(); footprint.install(); daphne_io.install()  # as config.asgi does, twice over
+from gateway import daphne_io
 events = []
 
 async def app(scope, receive, send):
@@ -104,7 +99,7 @@ async def app(scope, receive, send):
         elif event["type"] == "websocket.disconnect":
             return
 
-server = Server(app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0)
+server = GatewayServer(app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0)
 report = {}
 
 def client():
@@ -136,7 +131,7 @@ print(json.dumps(report))
 
 
 def test_under_daphne(tmp_path):
-    """A real daphne with the patches (gateway/footprint.py and gateway/daphne_io.py): the WebSocket
+    """The gateway's daphne (gateway/server.py, with gateway/footprint.py and gateway/daphne_io.py): the WebSocket
     works, written to through ``websocket.send`` and the frames extension, and keeps none of what it
     no longer needs."""
     done = subprocess.run(
