@@ -99,7 +99,10 @@ async def app(scope, receive, send):
         elif event["type"] == "websocket.disconnect":
             return
 
-server = GatewayServer(app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0)
+write_through = sys.argv[1] == "write-through"
+server = GatewayServer(
+    app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0, write_through=write_through
+)
 report = {}
 
 def client():
@@ -126,17 +129,19 @@ done = threading.Event()
 threading.Thread(target=client, daemon=True).start()
 server.run()
 report["events"] = events
+from twisted.internet import tcp
+report["tcp write"] = tcp.Connection.write.__module__
 print(json.dumps(report))
 """
 
 
-def test_under_daphne(tmp_path):
-    """The gateway's daphne (gateway/server.py, with gateway/footprint.py and gateway/daphne_io.py): the WebSocket
-    works, written to through ``websocket.send`` and the frames extension, and keeps none of what it
-    no longer needs."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+@pytest.mark.parametrize("write_through", [False, True])
+def test_under_the_gateway_server(write_through):
+    """The gateway's daphne (gateway/server.py, with gateway/footprint.py and gateway/daphne_io.py): the
+    WebSocket works, written to through ``websocket.send`` and the frames extension, and keeps none of
+    what it no longer needs; Twisted's TCP write is patched only when asked (TWISTED_WRITE_THROUGH)."""
+    argv = [sys.executable, "-c", textwrap.dedent(SCRIPT), "write-through" if write_through else "queued"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {
@@ -147,4 +152,5 @@ def test_under_daphne(tmp_path):
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
+        "tcp write": "gateway.write_through" if write_through else "twisted.internet._newtls",  # Twisted's own
     }
