@@ -9,8 +9,8 @@ as its own line, and asking for it makes one where Python kept the attributes in
 (the innermost frame in a package or in this project). Tracing slows daphne several times: keep ``N``
 to a few hundred and ``--concurrency`` low, or handshakes time out.
 
-daphne runs under ``bench.memprobe --serve``: the gateway's daphne command line (``gateway.serve``) with a SIGUSR1 handler that writes
-the snapshot (the first one also starts tracemalloc, so start-up is not traced).
+daphne runs under ``bench.memprobe --serve``: the gateway's daphne command line (``gateway.serve``)
+with a SIGUSR1 handler that writes the snapshot (the first one also starts tracemalloc, so start-up is not traced).
 """
 
 from __future__ import annotations
