@@ -33,6 +33,15 @@ import collections
 from types import FunctionType
 from typing import Any
 
+DAPHNE_SERIES = "4.2."  # GatewayServer.create_application is this daphne's, with an InputQueue
+
+
+def fits_this_daphne() -> bool:
+    """Whether the installed daphne is the one ``GatewayServer.create_application`` copies."""
+    import daphne
+
+    return daphne.__version__.startswith(DAPHNE_SERIES)
+
 
 class InputQueue:
     """The part of ``asyncio.Queue`` daphne uses for a connection's events: unbounded, FIFO,

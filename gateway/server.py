@@ -27,14 +27,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import daphne
 from daphne.server import Server  # installs Twisted's asyncio reactor first
 from twisted.web.http import HTTPChannel
 
 from gateway import daphne_io, footprint, write_through
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-LEAN_QUEUE = daphne.__version__.startswith("4.2.")  # create_application below is daphne 4.2's, with InputQueue
+LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
 
 
 class HeaderDeadlineChannel(HTTPChannel):

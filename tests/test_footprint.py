@@ -12,7 +12,7 @@ import pytest
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
-from gateway.footprint import InputQueue, lean_protocol, protocol_for
+from gateway.footprint import InputQueue, fits_this_daphne, lean_protocol, protocol_for
 from tests.support import ROOT
 
 
@@ -154,3 +154,9 @@ def test_under_the_gateway_server(write_through):
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
         "tcp write": "gateway.write_through" if write_through else "twisted.internet._newtls",  # Twisted's own
     }
+
+
+def test_the_installed_daphne_is_the_one_create_application_copies():
+    """Fails on an upgrade of daphne: GatewayServer.create_application is daphne 4.2's with a lean queue
+    (on another daphne it uses daphne's own); compare it with the new one, then widen DAPHNE_SERIES."""
+    assert fits_this_daphne()
