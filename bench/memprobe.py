@@ -1,6 +1,6 @@
 """Where an idle WebSocket's memory goes: ``python -m bench.memprobe N [--tracemalloc FRAMES]``.
 
-A diagnostic, not a scenario: one fresh ``daphne config.asgi:application`` in the bench's production
+A diagnostic, not a scenario: one fresh ``python -m gateway.serve config.asgi:application`` in the bench's production
 profile (its own database, Redis prefix and rooms of ``--room-size``), ``--warm`` connections, a first
 snapshot, ``N`` more connections, a second snapshot; then, per connection of the ``N``: RSS growth,
 the Python objects gained by type (``gc`` and ``sys.getsizeof``; an instance's ``__dict__`` is counted
@@ -9,8 +9,8 @@ as its own line, and asking for it makes one where Python kept the attributes in
 (the innermost frame in a package or in this project). Tracing slows daphne several times: keep ``N``
 to a few hundred and ``--concurrency`` low, or handshakes time out.
 
-daphne runs under ``bench.memprobe --serve``: daphne's command line with a SIGUSR1 handler that writes
-the snapshot (the first one also starts tracemalloc, so start-up is not traced).
+daphne runs under ``bench.memprobe --serve``: the gateway's daphne command line (``gateway.serve``)
+with a SIGUSR1 handler that writes the snapshot (the first one also starts tracemalloc, so start-up is not traced).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ OWN = ("site-packages/", str(pathlib.Path(__file__).resolve().parent.parent) + "
 
 
 def _serve() -> None:
-    """daphne's command line, with the snapshot hook."""
+    """The gateway's daphne command line (``python -m gateway.serve``), with the snapshot hook."""
     count = [0]
 
     def snapshot(signum: int, frame: object) -> None:
@@ -67,10 +67,10 @@ def _serve() -> None:
 
     signal.signal(signal.SIGUSR1, snapshot)
     sys.path.insert(0, os.getcwd())
-    from daphne.cli import CommandLineInterface
+    from gateway.serve import GatewayCommandLine
 
-    sys.argv = ["daphne", *sys.argv[2:]]
-    CommandLineInterface.entrypoint()
+    sys.argv = ["gateway.serve", *sys.argv[2:]]
+    GatewayCommandLine.entrypoint()
 
 
 def _owner(trace: tracemalloc.Trace, by_line: bool) -> str:

@@ -1,7 +1,6 @@
 """The one ASGI application: HTTP, WebSocket, MQTT and email scopes, each to its router."""
 
 import os
-import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -18,12 +17,6 @@ _refused = [
 ]
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
-
-if "twisted.internet.reactor" in sys.modules:  # under daphne:
-    from gateway import daphne_io, footprint
-
-    footprint.install()  # less kept per connection (it replaces create_application, which the next one wraps)
-    daphne_io.install()  # write-through, and frames made once for every reader
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402

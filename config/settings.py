@@ -101,9 +101,13 @@ SMTP_SESSION_TIMEOUT = env.float("SMTP_SESSION_TIMEOUT", 600)  # a whole session
 SMTP_MAX_REFUSED_RECIPIENTS = env.int("SMTP_MAX_REFUSED_RECIPIENTS", 5)
 SMTP_REFUSED_RECIPIENT_RATE = env.float("SMTP_REFUSED_RECIPIENT_RATE", 0.1)
 SMTP_REFUSED_RECIPIENT_BURST = env.int("SMTP_REFUSED_RECIPIENT_BURST", 20)
-# HTTP (rungateway's daphne): a connection that sends nothing for this long, mid-request or between
-# requests, is closed. A trickling client is nginx's to bound (client_header_timeout, deploy/nginx).
+# HTTP (the gateway's server, gateway/server.py: rungateway and `python -m gateway.serve`): a connection
+# that sends nothing for this long, mid-request or between requests, is closed; a request's headers must
+# be complete within HTTP_HEADER_TIMEOUT of its start (0: no deadline), however slowly they trickle.
 HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)
+HTTP_HEADER_TIMEOUT = env.float("HTTP_HEADER_TIMEOUT", 10)
+# Opt-in patch of Twisted's TCP writes (gateway/write_through.py): version-checked, off by default.
+TWISTED_WRITE_THROUGH = env.bool("TWISTED_WRITE_THROUGH", False)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).
 LOOP_LAG_LIMIT = env.float("LOOP_LAG_LIMIT", 1.0)
 # Mail reading (docs/email.md, "Reading a mail"): caps checked on the raw bytes first, then a parse in a

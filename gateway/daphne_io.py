@@ -1,13 +1,10 @@
-"""How the gateway writes to daphne's sockets: at once when nothing is queued, and ready-made frames.
+"""How the gateway writes to daphne's sockets: ready-made frames, and a bound on each reader's backlog.
 
 A room fan-out is one small write to each of many idle sockets, so the per-write bookkeeping on the
-way down is most of a delivery's cost. Two changes, installed by ``config.asgi`` under daphne:
+way down is most of a delivery's cost. Two scope extensions, offered by ``gateway.server.GatewayServer``
+(a plain ``daphne`` offers neither, and the consumers fall back to ``websocket.send`` and an unbounded
+stream). The write-through that once patched Twisted is ``gateway/write_through.py``, opt-in.
 
-- **Write-through.** Twisted queues every ``transport.write`` and sends it when the reactor next finds
-  the socket writable, which on the asyncio reactor costs two selector changes (start and stop watching
-  for writability) per write. Here a write to a connection with nothing queued goes straight to
-  ``send``; whatever the kernel does not take (or any error) goes through Twisted's queue as before, so
-  order, back-pressure and connection loss behave as they always did.
 - **Frames, made once.** Every WebSocket scope carries the extension ``gateway.websocket.frames``:
   ``{"write": write(data)}`` writes complete, unmasked RFC 6455 frames to the connection as they are.
   A message for a thousand readers is framed once, not a thousand times (autobahn frames each send
@@ -33,51 +30,16 @@ FRAMES_EXTENSION = "gateway.websocket.frames"
 BACKLOG_EXTENSION = "gateway.http.backlog"
 TOO_FAR_BEHIND = 1013  # "try again later": the client reconnects with the last id it saw and catches up
 
-_installed = False
 
-
-def install() -> None:
-    """Patch ``twisted.internet.tcp.Connection.write`` (plain TCP; TLS keeps its own path) and daphne's
-    ``Server.create_application`` (to offer the frames and backlog extensions). Idempotent."""
-    global _installed
-    if _installed:
-        return
-    from daphne.server import Server
-    from twisted.internet import tcp
-
-    queued_write = tcp.Connection.write
-
-    def write(self: Any, data: bytes) -> None:
-        if (
-            data
-            and isinstance(data, bytes)
-            and not self.TLS
-            and self.connected
-            and not self._writeDisconnected
-            and not self.dataBuffer
-            and not self._tempDataBuffer
-        ):  # (a producer, such as the HTTP channel every connection starts as, is paused only by a queue)
-            sent = self.writeSomeData(data)
-            if isinstance(sent, int) and sent >= 0:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            # an error: queued, so that Twisted's own write finds it and closes the connection
-        queued_write(self, data)
-
-    create_application = Server.create_application
-
-    def create_application_with_frames(self: Server, protocol: Any, scope: dict) -> Any:
-        if scope.get("type") == "websocket":
-            scope["extensions"] = {**scope.get("extensions", {}), FRAMES_EXTENSION: {"write": frame_writer(protocol)}}
-        elif scope.get("type") == "http":
-            watch = backlog.response_watcher(protocol)
-            scope["extensions"] = {**scope.get("extensions", {}), BACKLOG_EXTENSION: {"watch": watch}}
-        return create_application(self, protocol, scope)
-
-    tcp.Connection.write = write
-    Server.create_application = create_application_with_frames
-    _installed = True
+def scope_extensions(protocol: Any, scope: dict) -> dict:
+    """The scope's ``extensions`` with the gateway's own added: frames for a WebSocket, the backlog
+    watch for HTTP. Called by ``gateway.server.GatewayServer`` for each connection it serves."""
+    extensions = dict(scope.get("extensions") or {})
+    if scope.get("type") == "websocket":
+        extensions[FRAMES_EXTENSION] = {"write": frame_writer(protocol)}
+    elif scope.get("type") == "http":
+        extensions[BACKLOG_EXTENSION] = {"watch": backlog.response_watcher(protocol)}
+    return extensions
 
 
 def frame_writer(protocol: Any) -> Callable[[bytes], None]:

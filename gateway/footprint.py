@@ -22,21 +22,25 @@ measured with tracemalloc):
   delays a close after a full send buffer, which a paused producer did.) The opening handshake's
   raw request and response text are let go at the same time.
 
-``install()`` is called from ``config.asgi`` under daphne, before ``gateway.daphne_io``; it is idempotent.
+``gateway.server.GatewayServer`` uses these for the connections it serves (nothing is patched: a plain
+``daphne`` keeps its own queue and protocol).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
-from functools import partial
 from types import FunctionType
 from typing import Any
 
-logger = logging.getLogger(__name__)
+DAPHNE_SERIES = "4.2."  # GatewayServer.create_application is this daphne's, with an InputQueue
 
-_installed = False
+
+def fits_this_daphne() -> bool:
+    """Whether the installed daphne is the one ``GatewayServer.create_application`` copies."""
+    import daphne
+
+    return daphne.__version__.startswith(DAPHNE_SERIES)
 
 
 class InputQueue:
@@ -104,31 +108,12 @@ class InputQueue:
         return f"<InputQueue at {id(self):#x} items={self.qsize()} getters={len(self._getters or ())}>"
 
 
-def create_application(self: Any, protocol: Any, scope: dict) -> InputQueue | None:
-    """daphne 4.2's ``Server.create_application``, with an ``InputQueue`` for ``asyncio.Queue``."""
-    assert "application_instance" not in self.connections[protocol]
-    input_queue = InputQueue()
-    scope.setdefault("asgi", {"version": "3.0"})
-    application_instance = self.application(
-        scope=scope,
-        receive=input_queue.get,
-        send=partial(self.handle_reply, protocol),
-    )
-    if protocol not in self.connections:
-        return None
-    self.connections[protocol]["application_instance"] = asyncio.ensure_future(
-        application_instance,
-        loop=asyncio.get_event_loop(),
-    )
-    return input_queue
-
-
-def _lean_protocol(base: type) -> type:
+def lean_protocol(base: type) -> type:
     from twisted.internet import tcp
     from twisted.web.http import HTTPChannel
 
     class LeanWebSocketProtocol(base):
-        """daphne's ``WebSocketProtocol``; the options are class attributes (see ``_protocol_for``)."""
+        """daphne's ``WebSocketProtocol``; the options are class attributes (see ``protocol_for``)."""
 
         def onOpen(self) -> None:
             # The handshake is over: let go of what only it needed (module docstring).
@@ -141,41 +126,13 @@ def _lean_protocol(base: type) -> type:
     return LeanWebSocketProtocol
 
 
-def _protocol_for(factory: Any, lean: type) -> type:
+def protocol_for(factory: Any, lean: type) -> type:
     """A subclass of ``lean`` with the factory's current options as class attributes: autobahn then
     finds them on the class instead of copying them into every connection. (A function option, such
-    as ``perMessageCompressionAccept``, is kept as a static method: called unbound, as when copied.)"""
-    cached = factory.__dict__.get("_lean_protocol")
-    if cached is not None and all(getattr(factory, name) is value for name, value in cached._lean_options.items()):
-        return cached
+    as ``perMessageCompressionAccept``, is kept as a static method: called unbound, as when copied.)
+    Built once the options are final: options set on the factory afterwards do not reach it."""
     options = {name: getattr(factory, name) for name in lean.CONFIG_ATTRS}
     attributes = {
         name: staticmethod(value) if isinstance(value, FunctionType) else value for name, value in options.items()
     }
-    cached = type(lean.__name__, (lean,), {**attributes, "_lean_options": options, "__module__": __name__})
-    factory._lean_protocol = cached
-    return cached
-
-
-def install() -> None:
-    """Patch daphne's ``Server.create_application`` and ``WebSocketFactory.buildProtocol``. Idempotent."""
-    global _installed
-    if _installed:
-        return
-    import daphne
-    from daphne.server import Server
-    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
-
-    if not daphne.__version__.startswith("4.2."):  # create_application is a copy of 4.2's
-        logger.warning("gateway.footprint not installed: written for daphne 4.2, found %s", daphne.__version__)
-        return
-    Server.create_application = create_application
-    lean = _lean_protocol(WebSocketProtocol)
-    build = WebSocketFactory.buildProtocol
-
-    def buildProtocol(self: Any, addr: Any) -> Any:
-        self.protocol = _protocol_for(self, lean)
-        return build(self, addr)
-
-    WebSocketFactory.buildProtocol = buildProtocol
-    _installed = True
+    return type(lean.__name__, (lean,), {**attributes, "__module__": __name__})

@@ -12,7 +12,7 @@ import pytest
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
-from gateway.footprint import InputQueue, _lean_protocol, _protocol_for
+from gateway.footprint import InputQueue, fits_this_daphne, lean_protocol, protocol_for
 from tests.support import ROOT
 
 
@@ -64,28 +64,23 @@ async def test_input_queue_matches_asyncio_queue():
 def test_options_live_on_the_class_not_in_each_connection():
     factory = WebSocketFactory(None, server="daphne")
     factory.setProtocolOptions(autoPingTimeout=30, openHandshakeTimeout=5, maxFramePayloadSize=65536)
-    lean = _lean_protocol(WebSocketProtocol)
-    cls = _protocol_for(factory, lean)
-    assert issubclass(cls, WebSocketProtocol) and _protocol_for(factory, lean) is cls  # one class per option set
+    lean = lean_protocol(WebSocketProtocol)
+    cls = protocol_for(factory, lean)
+    assert issubclass(cls, WebSocketProtocol)
     for name in WebSocketServerProtocol.CONFIG_ATTRS:
         assert getattr(cls(), name) == getattr(factory, name), name
     accept = cls().perMessageCompressionAccept  # a function option is not bound to the connection
     assert accept([]) is None
-    factory.setProtocolOptions(maxFramePayloadSize=1024)  # new options: a new class for new connections
-    changed = _protocol_for(factory, lean)
-    assert changed is not cls and changed.maxFramePayloadSize == 1024 and cls.maxFramePayloadSize == 65536
 
 
 SCRIPT = """
 import asyncio, json, sys, threading
 import daphne.server  # the asyncio reactor
-from daphne.server import Server
+from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from consumers.outgoing import text_frame
-from gateway import daphne_io, footprint
-
-footprint.install(); footprint.install(); daphne_io.install()  # as config.asgi does, twice over
+from gateway import daphne_io
 events = []
 
 async def app(scope, receive, send):
@@ -104,7 +99,10 @@ async def app(scope, receive, send):
         elif event["type"] == "websocket.disconnect":
             return
 
-server = Server(app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0)
+write_through = sys.argv[1] == "write-through"
+server = GatewayServer(
+    app, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False, verbosity=0, write_through=write_through
+)
 report = {}
 
 def client():
@@ -131,17 +129,19 @@ done = threading.Event()
 threading.Thread(target=client, daemon=True).start()
 server.run()
 report["events"] = events
+from twisted.internet import tcp
+report["tcp write"] = tcp.Connection.write.__module__
 print(json.dumps(report))
 """
 
 
-def test_under_daphne(tmp_path):
-    """A real daphne with the patches (gateway/footprint.py and gateway/daphne_io.py): the WebSocket
-    works, written to through ``websocket.send`` and the frames extension, and keeps none of what it
-    no longer needs."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+@pytest.mark.parametrize("write_through", [False, True])
+def test_under_the_gateway_server(write_through):
+    """The gateway's daphne (gateway/server.py, with gateway/footprint.py and gateway/daphne_io.py): the
+    WebSocket works, written to through ``websocket.send`` and the frames extension, and keeps none of
+    what it no longer needs; Twisted's TCP write is patched only when asked (TWISTED_WRITE_THROUGH)."""
+    argv = [sys.executable, "-c", textwrap.dedent(SCRIPT), "write-through" if write_through else "queued"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {
@@ -152,4 +152,11 @@ def test_under_daphne(tmp_path):
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
+        "tcp write": "gateway.write_through" if write_through else "twisted.internet._newtls",  # Twisted's own
     }
+
+
+def test_the_installed_daphne_is_the_one_create_application_copies():
+    """Fails on an upgrade of daphne: GatewayServer.create_application is daphne 4.2's with a lean queue
+    (on another daphne it uses daphne's own); compare it with the new one, then widen DAPHNE_SERIES."""
+    assert fits_this_daphne()

@@ -88,8 +88,9 @@ def asgi_unit_command(port: int) -> list[str]:
     unit = (DEPLOY / "systemd" / "gateway-asgi@.service").read_text().replace("\\\n", " ")
     [command] = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
     executable, *arguments = shlex.split(command.replace("%i", str(port)))
-    assert executable == "/srv/gateway/.venv/bin/daphne", executable
-    return [PYTHON, "-m", "daphne", *arguments]
+    assert executable == "/srv/gateway/.venv/bin/python", executable
+    assert arguments[:2] == ["-m", "gateway.serve"], arguments  # the gateway's daphne (gateway/server.py)
+    return [PYTHON, *arguments]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         from channels.routing import get_default_application
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server  # installs Twisted's asyncio reactor first
+        from gateway.server import GatewayServer  # isort: skip  # installs Twisted's asyncio reactor first
         from twisted.internet import defer, reactor
 
         from gateway.adapters import Adapters
@@ -44,10 +44,6 @@ class Command(BaseCommand):
             print("\n".join(lines), flush=True)
 
         def ready() -> None:
-            # Close an oversized frame's connection with a 1009 close frame, not a bare TCP drop.
-            server.ws_factory.setProtocolOptions(failByDrop=False)
-            # Twisted's idle timeout (its HTTPFactory's timeOut, 60 s by default) for connections made from now.
-            server.http_factory.timeOut = settings.HTTP_IDLE_TIMEOUT
             reactor.addSystemEventTrigger("before", "shutdown", stop)
             asyncio.get_event_loop().create_task(start())
 
@@ -64,7 +60,7 @@ class Command(BaseCommand):
         def stop() -> defer.Deferred:
             return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
 
-        server = Server(
+        server = GatewayServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=settings.BIND, port=settings.HTTP_PORT),
             signal_handlers=True,

@@ -1,0 +1,160 @@
+"""The gateway's daphne: a ``daphne.server.Server`` subclass that ``rungateway`` and ``python -m
+gateway.serve`` start. Nothing is patched: a plain ``daphne config.asgi:application`` still serves
+the same application, without these extras (the consumers fall back when an extension is absent).
+
+What it adds, through public methods and attributes only (docs/architecture.md, docs/daphne-upstream.md):
+
+- **Scope extensions** (``create_application``): ``gateway.websocket.frames`` and
+  ``gateway.http.backlog`` (``gateway/daphne_io.py``).
+- **Less per connection** (``gateway/footprint.py``): a lean input queue instead of ``asyncio.Queue``
+  (``create_application`` is daphne 4.2's, with that queue; on another daphne, daphne's own is used),
+  and a WebSocket protocol class holding autobahn's options, set as the factory's ``protocol``.
+- **A deadline for a request's headers** (``HeaderDeadlineChannel``, the HTTP factory's ``protocol``):
+  Twisted restarts its idle timer on every byte, so a client trickling a header a byte a second
+  would hold a connection for hours. ``HTTP_HEADER_TIMEOUT`` bounds the whole header; a WebSocket or
+  an event stream, whose headers are complete, is not affected.
+- **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
+  connection closed with 1009, not dropped.
+- **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
+
+The factories' options are final when the server is ready: they are set, then ``ready_callable`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from daphne.server import Server  # installs Twisted's asyncio reactor first
+from twisted.web.http import HTTPChannel
+
+from gateway import daphne_io, footprint, write_through
+
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
+
+
+class HeaderDeadlineChannel(HTTPChannel):
+    """Twisted's HTTP/1.1 channel with a total deadline for each request's headers, from the connection
+    (or the first byte of a later request on it) to the end of the headers; past it, the connection is
+    answered 408 and closed. ``header_timeout`` is set on the subclass ``GatewayServer`` makes (0: no deadline).
+
+    (Served over plain TCP: the gateway's TLS is nginx's. daphne's HTTP/2 needs TLS in daphne.)"""
+
+    header_timeout: float = 10.0
+    header_deadline: Any = None  # the pending call, while headers are awaited
+    awaiting_headers: bool = True
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.start_header_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.awaiting_headers and self.header_deadline is None:  # a later request on this connection
+            self.start_header_deadline()
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self.awaiting_headers = False
+        self.cancel_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        self.awaiting_headers = True  # the next request's deadline starts with its first byte
+
+    def connectionLost(self, reason: Any) -> None:
+        self.cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def start_header_deadline(self) -> None:
+        if self.header_timeout > 0:
+            self.header_deadline = self.callLater(self.header_timeout, self.headers_overdue)
+
+    def cancel_header_deadline(self) -> None:
+        if self.header_deadline is not None:
+            if self.header_deadline.active():
+                self.header_deadline.cancel()
+            self.header_deadline = None
+
+    def headers_overdue(self) -> None:
+        self.header_deadline = None
+        if self.awaiting_headers and self.transport is not None:
+            self.transport.write(REQUEST_TIMEOUT)
+            self.transport.loseConnection()
+
+
+class GatewayServer(Server):
+    """daphne's ``Server`` with the gateway's scope extensions, lean connections and header deadline.
+    Its own options default to the Django settings of the same names (read when it runs)."""
+
+    def __init__(
+        self,
+        application: Any,
+        *,
+        http_idle_timeout: float | None = None,
+        http_header_timeout: float | None = None,
+        write_through: bool | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(application, **options)
+        self.http_idle_timeout = http_idle_timeout
+        self.http_header_timeout = http_header_timeout
+        self.write_through = write_through
+
+    def run(self) -> None:
+        self.settings_defaults()
+        if self.write_through:
+            write_through.install()
+        then: Callable[[], None] | None = self.ready_callable
+
+        def configure_then_ready() -> None:
+            self.configure_factories()
+            if then is not None:
+                then()
+
+        self.ready_callable = configure_then_ready
+        super().run()
+
+    def settings_defaults(self) -> None:
+        """Options not given are the Django settings' (``config/settings.py``), or these defaults."""
+        from django.conf import settings
+
+        configured = settings.configured
+        if self.http_idle_timeout is None:
+            self.http_idle_timeout = getattr(settings, "HTTP_IDLE_TIMEOUT", 30) if configured else 30
+        if self.http_header_timeout is None:
+            self.http_header_timeout = getattr(settings, "HTTP_HEADER_TIMEOUT", 10) if configured else 10
+        if self.write_through is None:
+            self.write_through = getattr(settings, "TWISTED_WRITE_THROUGH", False) if configured else False
+
+    def configure_factories(self) -> None:
+        """Set the factories ``Server.run`` made, before the first connection: their public options
+        and the protocol classes they build."""
+        self.ws_factory.setProtocolOptions(failByDrop=False)  # an oversized frame: 1009, not a bare drop
+        self.http_factory.timeOut = self.http_idle_timeout
+        self.http_factory.protocol = type(
+            "HeaderDeadlineChannel", (HeaderDeadlineChannel,), {"header_timeout": float(self.http_header_timeout)}
+        )
+        lean = footprint.lean_protocol(self.ws_factory.protocol)
+        self.ws_factory.protocol = footprint.protocol_for(self.ws_factory, lean)
+
+    def create_application(self, protocol: Any, scope: dict) -> Any:
+        """daphne 4.2's, with the gateway's scope extensions and a lean input queue."""
+        scope["extensions"] = daphne_io.scope_extensions(protocol, scope)
+        if not LEAN_QUEUE:
+            return super().create_application(protocol, scope)
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = footprint.InputQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
