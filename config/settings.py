@@ -246,7 +246,7 @@ if redis_urls or REDIS_SENTINELS:
         ]
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "gateway.layers.GatewayRedisChannelLayer",  # channels-redis core + one-pop receive, claim
             "CONFIG": {"hosts": redis_hosts, "prefix": CHANNEL_LAYER_PREFIX, "channel_capacity": HUB_CAPACITY},
         }
     }

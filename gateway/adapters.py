@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 
-from protocols.mqtt import MqttServer
+from protocols.mqtt import DEFAULT_PUBLISH_GROUP, MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
 from protocols.smtp import SmtpServer
 
-from . import health, loop_lag, mail_workers, metrics, publishing
+from . import health, loop_lag, mail_workers, metrics, rooms
 from .client_ids import claim_client_id
 from .deadletters import park_mqtt
-from .publishing import claim_once
+from .publishing import claim_once, publish_through
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Adapters:
         self.application = application
         self.embedded_broker = embedded_broker
         self.broker = None
+        self._unsubscribe_mqtt: Callable[[], None] | None = None
         self.mqtt = (
             MqttServer(
                 application,
@@ -100,7 +102,8 @@ class Adapters:
                 if not self.broker.mqtt5 and self.mqtt.protocol == MQTT5:
                     self.mqtt.protocol = MQTT311  # known: no MQTT 5 attempt to wait out
             await self.mqtt.start()
-            publishing.local_adapter = self.mqtt  # what this process stores, its own adapter publishes
+            if self.mqtt.publish_group == DEFAULT_PUBLISH_GROUP:  # what this process stores, its adapter publishes
+                self._unsubscribe_mqtt = rooms.stored.subscribe(publish_through(self.mqtt), first=True)
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             metrics.mqtt_retries.set_function(lambda: self.mqtt.retries)
             metrics.mqtt_failures.set_function(lambda: self.mqtt.failures)
@@ -129,8 +132,9 @@ class Adapters:
             await self.smtp.stop()
             await asyncio.to_thread(mail_workers.shutdown)  # the mail-reading worker processes, if started
         if self.mqtt:
-            if publishing.local_adapter is self.mqtt:
-                publishing.local_adapter = None
+            if self._unsubscribe_mqtt is not None:
+                self._unsubscribe_mqtt()
+                self._unsubscribe_mqtt = None
             await self.mqtt.stop()
         if self.broker is not None:
             await self.broker.shutdown()

@@ -1,32 +1,48 @@
-"""Room messages out to MQTT: exactly one adapter publishes each one. A message stored in a process that
-runs an adapter is published by that adapter; any other goes to the group, where every adapter on the
-channel layer hears it and the first to claim it publishes it."""
+"""Room messages out to MQTT: subscribers of the room service's stored batches (gateway.room_events),
+and the claim by which exactly one adapter publishes each batch.
+
+By default a batch goes to the layer group ``DEFAULT_PUBLISH_GROUP`` as one ``mqtt.publish.many``
+message: every adapter on the layer hears it, and the first to claim its key publishes it. A process
+that runs a connected adapter of its own publishes what it stores through it, with no layer round trip
+and no claim: ``gateway.adapters`` subscribes ``publish_through(adapter)`` ahead of the group's.
+"""
 
 from __future__ import annotations
 
 from channels.layers import get_channel_layer
 
-from protocols.mqtt import DEFAULT_PUBLISH_GROUP
+from protocols.mqtt import DEFAULT_PUBLISH_GROUP, MqttServer
 
-local_adapter = None  # this process's MQTT adapter (gateway.adapters sets it while it runs)
+from .room_events import StoredBatch, Subscriber
 
-CLAIM_SECONDS = 600  # how long a message's claim is remembered: longer than any adapter lags behind
+CLAIM_SECONDS = 600  # how long a batch's claim is remembered: longer than any adapter lags behind
 
 
 async def claim_once(event: dict) -> bool:
-    """Whether this adapter publishes ``event``: the first to claim its ``key`` does. On Redis the claim
-    is a ``SET NX`` beside the layer's own keys; a layer of one process has no one to share with."""
-    layer = get_channel_layer()
+    """Whether this adapter publishes ``event``: the first to claim its ``key`` does, through the
+    layer's ``claim`` (gateway.layers); a layer without one serves one process: no one to share with."""
     key = event.get("key")
-    if key is None or not hasattr(layer, "consistent_hash"):
+    claim = getattr(get_channel_layer(), "claim", None)
+    if key is None or claim is None:
         return True
-    connection = layer.connection(layer.consistent_hash(key))
-    return bool(await connection.set(f"{layer.prefix}:published:{key}", b"1", nx=True, ex=CLAIM_SECONDS))
+    return await claim(f"published:{key}", CLAIM_SECONDS)
 
 
-def publish_here(publications: list[dict]) -> bool:
-    """Publish a batch's ``mqtt.publish`` events through this process's own adapter, if it runs and is
-    connected: it publishes what is stored here, and the group (with its claims) carries the rest.
-    False: send them to the group."""
-    adapter = local_adapter
-    return adapter is not None and adapter.publish_group == DEFAULT_PUBLISH_GROUP and adapter.publish_here(publications)
+async def send_to_adapters(batch: StoredBatch) -> None:
+    """The batch to the adapters' group (unless this process's own adapter took it)."""
+    if batch.mqtt_taken:
+        return
+    batch.mqtt_taken = True
+    message = {"type": "mqtt.publish.many", "messages": batch.publications, "key": batch.key}
+    await get_channel_layer().group_send(DEFAULT_PUBLISH_GROUP, message)
+
+
+def publish_through(adapter: MqttServer) -> Subscriber:
+    """A subscriber that publishes each batch through ``adapter`` while it is connected (and not
+    stopping); a batch it cannot take goes on to the group's adapters."""
+
+    async def publish_here(batch: StoredBatch) -> None:
+        if not batch.mqtt_taken and adapter.publish_here(batch.publications):
+            batch.mqtt_taken = True
+
+    return publish_here

@@ -28,13 +28,12 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from protocols.mqtt import DEFAULT_PUBLISH_GROUP
-
 from . import limits, metrics, publishing, validation
 from .access import visible_rooms
 from .batches import Batches
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
 from .pacing import LivePacer
+from .room_events import RoomEvents, StoredBatch
 from .validation import InvalidMessage
 
 logger = logging.getLogger(__name__)
@@ -318,38 +317,35 @@ def _store_at_once(room: str, posts: list[_Post], now) -> list[tuple[dict, bool]
     ]
 
 
-live = LivePacer(lambda room, events: _fan_out(room, events))  # a room's live delivery, coalesced when held
-
-
 def to_json(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
+async def deliver_live(batch: StoredBatch) -> None:
+    """One layer message for the room's readers: each process's hub gets it once."""
+    group = group_name(batch.room)
+    messages = [[event["id"], text] for event, text in zip(batch.events, batch.texts, strict=True)]
+    await get_channel_layer().group_send(
+        group, {"type": "room.messages", "group": group, "messages": messages, "at": time.time()}
+    )
+
+
+# What the room service emits once per stored batch. Live delivery, then MQTT egress: to the adapters'
+# group, unless this process's own adapter (subscribed first by gateway.adapters) took the batch.
+stored = RoomEvents([deliver_live, publishing.send_to_adapters])
+
+
 async def _fan_out(room: str, events: list[dict]) -> None:
-    """One layer message for the room's readers (each process's hub gets it once), and the batch's
-    publications to the room's ``out`` topic: through this process's own MQTT adapter when it has a
-    connected one, else as one layer message to the adapters' group."""
-    layer = get_channel_layer()
-    texts = [to_json(event) for event in events]  # serialised once for every reader
-    group = group_name(room)
-    try:
-        messages = [[event["id"], text] for event, text in zip(events, texts, strict=True)]
-        await layer.group_send(
-            group, {"type": "room.messages", "group": group, "messages": messages, "at": time.time()}
-        )
-        publications = [
-            {"type": "mqtt.publish", "topic": out_topic(room), "payload": text.encode(), "qos": 1, "retain": False}
-            for text in texts
-        ]
-        if not publishing.publish_here(publications):  # no adapter of our own: one of the group's
-            # One adapter publishes the batch, however many hear it: the key names it.
-            key = f"{room}#{events[0]['id']}-{events[-1]['id']}"
-            await layer.group_send(
-                DEFAULT_PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": publications, "key": key}
-            )
-    except Exception:
-        metrics.layer_errors.inc()
-        logger.exception("Live delivery of %s#%s.. failed; readers will catch up from history", room, events[0]["id"])
+    """Emit a stored batch to the ways out (gateway.room_events)."""
+    texts = [to_json(event) for event in events]  # serialised once for every way out
+    topic = out_topic(room)
+    publications = [
+        {"type": "mqtt.publish", "topic": topic, "payload": text.encode(), "qos": 1, "retain": False} for text in texts
+    ]
+    await stored.emit(StoredBatch(room, events, texts, publications))
+
+
+live = LivePacer(lambda room, events: _fan_out(room, events))  # a room's live delivery, coalesced when held
 
 
 def _history(room: str, after: int | None, before: int | None, limit: int) -> list[dict]:

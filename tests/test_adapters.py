@@ -29,3 +29,45 @@ def test_the_mqtt_window_comes_from_the_settings(settings):
     settings.MQTT_MAX_IN_FLIGHT = 7
     adapter = Adapters(mqtt_router, smtp=False).mqtt
     assert adapter.max_in_flight == 7
+
+
+async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stopped_leaves_it_to_the_group(
+    settings, mosquitto, monkeypatch
+):
+    import asyncio
+    import json
+
+    from channels.layers import get_channel_layer
+
+    from consumers.routing import mqtt_router
+    from gateway import rooms
+    from gateway.adapters import Adapters
+    from protocols.mqtt import DEFAULT_PUBLISH_GROUP
+    from tests.support import MqttListener, unique
+
+    settings.MQTT_URL = mosquitto
+    settings.MQTT_CLIENT_ID = unique("test-adapters")
+    layer = get_channel_layer()
+    sent_to: list[str] = []
+    group_send = layer.group_send
+
+    async def recorded(group, message):
+        sent_to.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recorded)
+    room = unique()
+    listener = MqttListener(mosquitto, rooms.out_topic(room))
+    adapters = Adapters(mqtt_router, smtp=False)
+    try:
+        await adapters.start()
+        await adapters.mqtt.wait_ready(10)
+        await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "while running"}])
+        messages = await asyncio.to_thread(listener.wait, 1)
+        assert sent_to == [rooms.group_name(room)]  # its own adapter published it: no trip to the group
+    finally:
+        await adapters.stop()
+        listener.close()
+    assert [json.loads(message.payload)["message"] for message in messages] == ["while running"]
+    await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "once stopped"}])
+    assert sent_to[1:] == [rooms.group_name(room), DEFAULT_PUBLISH_GROUP]  # unsubscribed on stop

@@ -182,7 +182,7 @@ async def test_an_adapter_publishes_what_its_own_process_stores_without_the_grou
         await group_send(group, message)
 
     monkeypatch.setattr(layer, "group_send", recorded)
-    monkeypatch.setattr(publishing, "local_adapter", server)
+    unsubscribe = rooms.stored.subscribe(publishing.publish_through(server), first=True)
     try:
         await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])
         messages = await asyncio.to_thread(listener.wait, 1)
@@ -190,7 +190,12 @@ async def test_an_adapter_publishes_what_its_own_process_stores_without_the_grou
         server._stopping = True  # stopping (or disconnected): the group's adapters take it
         await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "there"}])
         assert sent_to[1:] == [rooms.group_name(room), "mqtt-publish"]
+        unsubscribe()  # no adapter of its own: the group's
+        server._stopping = False
+        await rooms._fan_out(room, [{"type": "message", "id": 3, "room": room, "message": "elsewhere"}])
+        assert sent_to[3:] == [rooms.group_name(room), "mqtt-publish"]
     finally:
+        unsubscribe()
         server._stopping = False
         await server.stop()
         listener.close()

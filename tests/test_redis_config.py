@@ -385,3 +385,14 @@ async def test_redis_sentinel_finds_the_master_and_a_failover(tmp_path, database
         await reader.close()
     finally:
         assert_stopped_cleanly(processes)
+
+
+def test_redis_selects_the_gateways_layer_and_no_redis_the_in_memory_one():
+    script = "print(settings.CHANNEL_LAYERS['default']['BACKEND'])"
+    on_redis = load_settings(script, REDIS_URL="redis://127.0.0.1:6379/0")
+    assert on_redis.stdout.strip() == "gateway.layers.GatewayRedisChannelLayer", on_redis.stderr
+    env = gateway_env(**dict.fromkeys(REDIS_VARIABLES, ""))
+    alone = subprocess.run(
+        [PYTHON, "-c", f"from django.conf import settings; {script}"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert alone.stdout.strip() == "channels.layers.InMemoryChannelLayer", alone.stderr
