@@ -10,6 +10,7 @@ import os
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -406,3 +407,22 @@ def start_gateway(gateway: Gateway) -> Gateway:
 def launch_gateway(directory: Path, mqtt_url: str, **settings: Any) -> Gateway:
     """A fresh gateway running in its own process (see ``prepare_gateway`` and ``start_gateway``)."""
     return start_gateway(prepare_gateway(directory, mqtt_url, **settings))
+
+
+def stored_texts(database: Path | str, room: str) -> list[str]:
+    """A room's message texts, in id order, read straight from a gateway's SQLite file."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT text FROM gateway_message JOIN gateway_room ON gateway_room.id = room_id WHERE name = ?"
+            " ORDER BY seq",
+            (room,),
+        )
+        return [text for (text,) in rows]
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    """Wait until ``condition()`` holds, failing with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)  # polling, with a deadline

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import threading
-import time
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support import Mosquitto, Process, gateway_env, manage, migrate, unique
+from tests.support import Mosquitto, Process, gateway_env, manage, migrate, stored_texts, unique, wait_until
 
 COUNT = 2000
 
@@ -50,21 +48,6 @@ def all_published(sent: list, count: int, timeout: float = 60) -> None:
         info.wait_for_publish(timeout)
 
 
-def stored(database, room: str) -> list[str]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT text FROM gateway_message JOIN gateway_room ON gateway_room.id = room_id WHERE name = ?", (room,)
-        )
-        return [text for (text,) in rows]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)  # polling the database with a deadline
-
-
 def test_kill_9_mid_stream_loses_and_repeats_nothing(tmp_path, roomy_broker):
     url, port = roomy_broker
     room, database = unique(), tmp_path / "db.sqlite3"
@@ -81,16 +64,16 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(tmp_path, roomy_broker):
 
     publisher, sent = publish_stream(port, room, COUNT, ids=True)
     try:
-        wait_until(lambda: len(stored(database, room)) >= COUNT // 4, 60, "the first quarter never arrived")
+        wait_until(lambda: len(stored_texts(database, room)) >= COUNT // 4, 60, "the first quarter never arrived")
         adapter.popen.send_signal(signal.SIGKILL)
         adapter.popen.wait()
-        at_the_kill = len(stored(database, room))
+        at_the_kill = len(stored_texts(database, room))
         assert at_the_kill < COUNT, "the stream was over before the kill: nothing was tested"
         adapter = Process(manage("runmqtt"), env=env).start()
         adapter.wait_for("MQTT subscribed")
         all_published(sent, COUNT)
-        wait_until(lambda: len(stored(database, room)) >= COUNT, 120, "not everything arrived")
-        texts = stored(database, room)
+        wait_until(lambda: len(stored_texts(database, room)) >= COUNT, 120, "not everything arrived")
+        texts = stored_texts(database, room)
         assert sorted(texts) == sorted(f"m{n}" for n in range(COUNT))  # every one, exactly once
     finally:
         publisher.loop_stop()
@@ -113,8 +96,8 @@ def test_two_adapters_in_a_shared_group_split_the_load_without_duplicates(tmp_pa
         all_published(sent, 200)
         publisher.loop_stop()
         publisher.disconnect()
-        wait_until(lambda: len(stored(database, room)) >= 200, 60, "not everything arrived")
-        assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(200))  # each once
+        wait_until(lambda: len(stored_texts(database, room)) >= 200, 60, "not everything arrived")
+        assert sorted(stored_texts(database, room)) == sorted(f"m{n}" for n in range(200))  # each once
     finally:
         codes = [adapter.stop() for adapter in adapters]
     assert codes == [0, 0]
@@ -131,14 +114,14 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path, roomy_broker):
     adapter.wait_for("MQTT subscribed")
     publisher, sent = publish_stream(port, room, 3000, ids=False)
     try:
-        wait_until(lambda: len(stored(database, room)) >= 50, 30, "nothing arrived")
+        wait_until(lambda: len(stored_texts(database, room)) >= 50, 30, "nothing arrived")
         assert adapter.stop() == 0  # SIGTERM: finish what is in hand, acknowledge it, disconnect
-        assert len(stored(database, room)) < 3000, "the stream was over before the stop: nothing was tested"
+        assert len(stored_texts(database, room)) < 3000, "the stream was over before the stop: nothing was tested"
         all_published(sent, 3000)
         adapter = Process(manage("runmqtt"), env=env).start()  # the persistent session has the rest
-        wait_until(lambda: len(stored(database, room)) >= 3000, 60, "not everything arrived")
+        wait_until(lambda: len(stored_texts(database, room)) >= 3000, 60, "not everything arrived")
         # No id in these payloads: nothing acknowledged was redelivered, nothing unacknowledged was lost.
-        assert sorted(stored(database, room)) == sorted(f"m{n}" for n in range(3000))
+        assert sorted(stored_texts(database, room)) == sorted(f"m{n}" for n in range(3000))
     finally:
         publisher.loop_stop()
         publisher.disconnect()

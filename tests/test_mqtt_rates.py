@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 
@@ -14,7 +13,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support import Mosquitto, ahttp, join, launch_gateway, receive, unique
+from tests.support import Mosquitto, ahttp, join, launch_gateway, receive, stored_texts, unique
 
 BURST = 1500  # the defaults: 20 a second (bursts of 200) a device, 100 a second (bursts of 1000) a room
 PROMPT = 1.0  # seconds: the other room's device is heard within this, burst or not
@@ -36,16 +35,6 @@ def defaults(tmp_path_factory, broker):
     gateway.database = directory / "db.sqlite3"
     yield gateway
     assert gateway.process.stop() == 0
-
-
-def stored(database, room: str) -> list[str]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT text FROM gateway_message JOIN gateway_room ON gateway_room.id = room_id WHERE name = ?"
-            " ORDER BY gateway_message.id",
-            (room,),
-        )
-        return [text for (text,) in rows]
 
 
 def device(port: int, name: str) -> paho.Client:
@@ -84,7 +73,7 @@ async def test_a_burst_over_the_rates_is_all_stored_and_another_room_is_not_slow
         flooded = [(await receive(flood_reader, timeout=60))["message"] for _ in range(BURST)]
         expected = [f"f{n}" for n in range(BURST)]
         assert flooded == expected  # every one live, in order
-        assert stored(defaults.database, flood_room) == expected
+        assert stored_texts(defaults.database, flood_room) == expected
         print(f"calm latencies: {min(latencies):.3f}-{max(latencies):.3f}s")
         assert max(latencies) < PROMPT, f"the calm room's device was slowed: {latencies}"
         status, metrics = await ahttp("GET", f"{defaults.http}/metrics")

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import signal
-import sqlite3
 import threading
 import time
 
@@ -18,7 +17,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
-from tests.support import Mosquitto, Process, gateway_env, http_json, launch_gateway, manage, migrate, unique
+from tests.support import (
+    Mosquitto,
+    Process,
+    gateway_env,
+    http_json,
+    launch_gateway,
+    manage,
+    migrate,
+    stored_texts,
+    unique,
+    wait_until,
+)
 
 COUNT, RATE = 1000, 400  # a device flushing what it buffered offline, at 400 a second
 
@@ -55,21 +65,6 @@ def flush_readings(port: int, room: str, count: int, rate: float) -> list:
     return sent
 
 
-def stored(database, room: str) -> list[str]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT text FROM gateway_message JOIN gateway_room ON gateway_room.id = room_id WHERE name = ?", (room,)
-        )
-        return [text for (text,) in rows]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)  # polling, with a deadline
-
-
 def client_id(adapter: Process) -> str:
     adapter.wait_for("MQTT connected")
     [line] = [line for line in adapter.lines if "MQTT connected" in line][:1]
@@ -86,18 +81,18 @@ def test_kill_9_while_flushing_loses_and_repeats_nothing_with_no_settings(tmp_pa
 
     sent = flush_readings(broker.port, room, COUNT, RATE)
     try:
-        wait_until(lambda: len(stored(database, room)) >= 150, 30, "the first readings never arrived")
+        wait_until(lambda: len(stored_texts(database, room)) >= 150, 30, "the first readings never arrived")
         adapter.popen.send_signal(signal.SIGKILL)
         adapter.popen.wait()
         sent_at_kill = len(sent)
         wait_until(lambda: len(sent) >= min(COUNT, sent_at_kill + 2 * RATE), 30, "the device stopped")  # 2 s
-        assert len(stored(database, room)) < COUNT, "the flush was over before the restart: nothing was tested"
+        assert len(stored_texts(database, room)) < COUNT, "the flush was over before the restart: nothing was tested"
         adapter = Process(manage("runmqtt"), env=env).start()
         adapter.wait_for("MQTT subscribed")
         assert client_id(adapter) == first_id
         adapter.wait_for("resumed its session")
-        wait_until(lambda: len(stored(database, room)) >= COUNT, 60, "not every reading arrived")
-        texts = stored(database, room)
+        wait_until(lambda: len(stored_texts(database, room)) >= COUNT, 60, "not every reading arrived")
+        texts = stored_texts(database, room)
         assert sorted(texts) == sorted(f"r{n}" for n in range(COUNT))  # every one, exactly once
         assert "rate limit" not in adapter.output  # over the device's rate, and all stored
     finally:
@@ -117,15 +112,15 @@ def test_adapters_with_defaults_on_one_host_keep_their_own_sessions(tmp_path, br
         first_id, second_id = client_id(first), client_id(second)
         assert first_id != second_id
         sent = flush_readings(broker.port, room, COUNT // 2, RATE)
-        wait_until(lambda: len(stored(database, room)) >= 100, 30, "the first readings never arrived")
+        wait_until(lambda: len(stored_texts(database, room)) >= 100, 30, "the first readings never arrived")
         first.popen.send_signal(signal.SIGKILL)
         first.popen.wait()
         first = Process(manage("runmqtt"), env=env).start()
         first.wait_for("MQTT subscribed")
         assert client_id(first) == first_id  # its slot, so its session, back
         wait_until(lambda: len(sent) == COUNT // 2, 30, "the device stopped")
-        wait_until(lambda: len(stored(database, room)) >= COUNT // 2, 60, "not every reading arrived")
-        assert sorted(stored(database, room)) == sorted(f"r{n}" for n in range(COUNT // 2))
+        wait_until(lambda: len(stored_texts(database, room)) >= COUNT // 2, 60, "not every reading arrived")
+        assert sorted(stored_texts(database, room)) == sorted(f"r{n}" for n in range(COUNT // 2))
         for adapter in (first, second):
             assert "in use by another client" not in adapter.output
         assert second.count("MQTT connected") == 1, second.output  # never dropped
@@ -205,8 +200,8 @@ def test_an_adapter_that_stops_for_good_leaves_its_shared_group(tmp_path, broker
         assert leaving.stop() == 0
         sent = flush_readings(broker.port, room, 200, RATE)
         wait_until(lambda: len(sent) == 200, 30, "the device stopped")
-        wait_until(lambda: len(stored(database, room)) >= 200, 30, "the stopped adapter's share never arrived")
-        assert sorted(stored(database, room)) == sorted(f"r{n}" for n in range(200))
+        wait_until(lambda: len(stored_texts(database, room)) >= 200, 30, "the stopped adapter's share never arrived")
+        assert sorted(stored_texts(database, room)) == sorted(f"r{n}" for n in range(200))
     finally:
         staying.stop()
         leaving.stop()
