@@ -35,6 +35,7 @@ MQTT_NODE_NAME = env.str("MQTT_NODE_NAME", socket.gethostname())  # this host, i
 MQTT_SLOT_DIR = env.str("MQTT_SLOT_DIR", os.path.join(tempfile.gettempdir(), "gateway-mqtt-slots"))
 MQTT_SESSION_EXPIRY = env.int("MQTT_SESSION_EXPIRY", 86400)  # MQTT 5: seconds the broker keeps an absent session
 MQTT_PROTOCOL = env.str("MQTT_PROTOCOL", "auto")  # auto: MQTT 5, or 3.1.1 when the broker refuses 5; or 5, 3.1.1
+MQTT_FAST_CLIENT = env.bool("MQTT_FAST_CLIENT", False)  # opt-in paho 2.2.0 BufferedClient (docs/paho-upstream.md)
 MQTT_EMBEDDED_BROKER = env.str("MQTT_EMBEDDED_BROKER", "auto")  # rungateway: auto (Mosquitto, else amqtt), or one
 MQTT_SHARED_GROUP = env.str("MQTT_SHARED_GROUP", "")  # set: adapters share rooms/+/in ($share/<group>/...)
 # The channel layer: unset, in memory (one process); set, channels-redis (see docs/deploy.md). REDIS_URL may

@@ -64,6 +64,7 @@ class Adapters:
                 claim=claim_once,
                 max_failures=settings.MQTT_MAX_FAILURES,
                 park=park_mqtt,
+                fast_client=settings.MQTT_FAST_CLIENT,
             )
             if mqtt
             else None

@@ -1,13 +1,37 @@
-"""The adapter's paho client reads and writes its socket in large pieces, and loses nothing doing so."""
+"""The opt-in ``BufferedClient`` reads and writes its socket in large pieces and loses nothing doing so;
+it is written for one paho, refuses any other, and is never what the adapter uses unless asked."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import paho.mqtt.client as paho
+import pytest
+from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion
 
-from protocols.mqtt.client import BufferedClient
+from protocols.mqtt.client import client_from_url
+from protocols.mqtt.fast_client import PAHO_VERSION, BufferedClient, UnsupportedPaho, buffered_client_class
+
+
+def test_the_installed_paho_is_the_one_buffered_client_overrides():
+    """Fails on an upgrade of paho-mqtt: check BufferedClient's overrides against it, then PAHO_VERSION."""
+    assert paho_version == PAHO_VERSION
+    assert buffered_client_class() is BufferedClient
+
+
+@pytest.mark.parametrize("other", ["2.2.1", "2.3.0", "2.1.0", "3.0.0"])
+def test_buffered_client_refuses_any_other_paho(other):
+    with pytest.raises(UnsupportedPaho, match=f"found {other}"):
+        buffered_client_class(other)
+
+
+def test_the_adapter_client_is_plain_paho_unless_asked():
+    plain, _, _ = client_from_url("mqtt://127.0.0.1:1883", "t")
+    fast, _, _ = client_from_url("mqtt://127.0.0.1:1883", "t", fast=True)
+    assert type(plain) is paho.Client
+    assert type(fast) is BufferedClient
 
 
 def publish_packet(mid: int, payload: bytes, topic: bytes = b"a/b") -> bytes:
@@ -46,7 +70,9 @@ def test_every_packet_a_read_brings_is_handled_in_that_read():
     assert [m.payload for m in received] == [f"m{mid}".encode() for mid in range(1, 200)]
     broker.sendall(packets[-3:])
     client.loop_read()
-    assert received[-1].payload == b"m200" and received[-1].mid == 200 and len(received) == 200
+    assert received[-1].payload == b"m200"
+    assert received[-1].mid == 200
+    assert len(received) == 200
     broker.close()
     assert client.loop_read() != paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # the end of the connection is seen
 
@@ -58,7 +84,8 @@ def test_queued_packets_leave_in_one_send():
         client.ack(mid, 1)
     assert client.want_write()
     client.loop_write()
-    assert Recording.sends == 1 and not client.want_write()
+    assert Recording.sends == 1
+    assert not client.want_write()
     assert broker.recv(100) == b"".join(bytes([0x40, 2, 0, mid]) for mid in (1, 2, 3))  # three PUBACKs
 
 
@@ -73,10 +100,8 @@ def test_what_the_socket_does_not_take_waits_for_the_next_writable_event():
     received = bytearray()
     while client.want_write() or len(received) < len(payload):
         client.loop_write()
-        try:
+        with contextlib.suppress(BlockingIOError):
             received += broker.recv(65536)
-        except BlockingIOError:
-            pass
     assert received.endswith(payload)
 
 
@@ -87,12 +112,16 @@ def test_a_puback_releases_its_publication_with_or_without_a_callback():
     client.loop_write()
     broker.sendall(bytes([0x40, 2]) + first.mid.to_bytes(2, "big"))
     client.loop_read()
-    assert first.is_published() and not second.is_published() and list(client._out_messages) == [second.mid]
+    assert first.is_published()
+    assert not second.is_published()
+    assert list(client._out_messages) == [second.mid]
     heard = []
     client.on_publish = lambda c, userdata, mid, reason_code, properties: heard.append((mid, reason_code.is_failure))
     broker.sendall(bytes([0x40, 2]) + second.mid.to_bytes(2, "big") + bytes([0x40, 2, 0xFF, 0xFF]))  # and a stray one
     client.loop_read()
-    assert second.is_published() and not client._out_messages and heard == [(second.mid, False)]
+    assert second.is_published()
+    assert not client._out_messages
+    assert heard == [(second.mid, False)]
 
 
 def test_a_malformed_packet_ends_the_connection():
@@ -125,7 +154,8 @@ def test_a_qos_2_publish_is_left_to_paho():
     broker.sendall(bytes(packet))
     client.loop_read()
     client.loop_write()
-    assert received == [] and broker.recv(4) == bytes([0x50, 2, 0, 9])  # PUBREC; delivered on PUBREL
+    assert received == []
+    assert broker.recv(4) == bytes([0x50, 2, 0, 9])  # PUBREC; delivered on PUBREL
     broker.sendall(bytes([0x62, 2, 0, 9]))  # PUBREL
     client.loop_read()
     assert [m.payload for m in received] == [b"exactly once"]

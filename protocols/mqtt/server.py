@@ -17,6 +17,7 @@ message is fine) is served again with capped backoff, without limit: ``oldest_un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -106,9 +107,11 @@ class MqttServer(ProtocolServer):
         max_failures: int = 3,
         park_after: float = 300.0,
         park: Callable[[ParkedMessage], Awaitable[None]] = log_parked,
+        fast_client: bool = False,
     ) -> None:
         self.application = application
         self.url = url
+        self.fast_client = fast_client  # the opt-in, paho-2.2.0-only BufferedClient (client.client_from_url)
         self.client_id = client_id or f"asgi-mqtt-{socket.gethostname()}-{os.getpid()}"
         self.router = find_router(application, "mqtt", MqttTopicRouter)
         if topics is None:
@@ -181,7 +184,7 @@ class MqttServer(ProtocolServer):
             self._driver.close()
         options = {} if self.protocol == MQTT5 else {"clean_session": not self.persistent}
         self._client, self._host, self._port = client_from_url(
-            self.url, self.client_id, manual_ack=True, protocol=self.protocol, **options
+            self.url, self.client_id, fast=self.fast_client, manual_ack=True, protocol=self.protocol, **options
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -247,23 +250,21 @@ class MqttServer(ProtocolServer):
         if self.connected and self._client is not None:
             self._lost.clear()
             self._client.disconnect()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), 2)
-            except TimeoutError:
-                pass
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._driver is not None:  # None: stop() after a start that never happened
             self._driver.close()
 
-    async def _leave_group(self, timeout: float = 2.0) -> None:
+    async def _leave_group(self, seconds: float = 2.0) -> None:
         left = asyncio.Event()
         self._client.on_unsubscribe = lambda *args: left.set()
         self._client.unsubscribe(self.filters)
         try:
-            await asyncio.wait_for(left.wait(), timeout)
+            await asyncio.wait_for(left.wait(), seconds)
         except TimeoutError:
-            logger.warning("No UNSUBACK from the MQTT broker in %.0fs: stopping all the same", timeout)
+            logger.warning("No UNSUBACK from the MQTT broker in %.0fs: stopping all the same", seconds)
 
     def _started_driver(self) -> AsyncioDriver:
         if self._driver is None:
