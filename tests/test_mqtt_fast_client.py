@@ -1,0 +1,66 @@
+"""The adapter over a real broker with plain paho (the default) and with the opt-in ``BufferedClient``,
+in both protocol versions: a burst of QoS 1 messages arrives whole, once each, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import paho.mqtt.client as paho
+import pytest
+
+from protocols.mqtt import MqttServer
+from protocols.mqtt.client import client_from_url
+from protocols.mqtt.fast_client import BufferedClient
+from protocols.mqtt.server import MQTT5, MQTT311
+from tests.support import unique
+
+BURST = 300
+
+
+def publish_burst(url: str, topic: str, payloads: list[bytes]) -> None:
+    """One connection publishing every payload at QoS 1, returned once the broker acknowledged them all."""
+    client, host, port = client_from_url(url, "")
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for payload in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Collector:
+    """An ``mqtt`` application that acknowledges each message and keeps its payload."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.all_here = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        event = await receive()
+        self.payloads.append(event["payload"])
+        if len(self.payloads) >= BURST:
+            self.all_here.set()
+        await send({"type": "mqtt.ack"})
+
+
+@pytest.mark.parametrize("protocol", [MQTT311, MQTT5], ids=["3.1.1", "5"])
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+async def test_a_burst_arrives_whole_once_and_in_order(mosquitto, protocol, fast):
+    topic = unique("fast") + "/in"
+    collector = Collector()
+    server = MqttServer(collector, mosquitto, topics=[topic], publish_group=None, protocol=protocol, fast_client=fast)
+    await server.start()
+    try:
+        await server.wait_ready(10)
+        assert type(server._client) is (BufferedClient if fast else paho.Client)
+        payloads = [f"{n:05d} ".encode() + bytes(range(256)) * (n % 7) for n in range(BURST)]
+        await asyncio.to_thread(publish_burst, mosquitto, topic, payloads)
+        await asyncio.wait_for(collector.all_here.wait(), 20)
+    finally:
+        await server.stop()
+    assert collector.payloads == payloads
+
