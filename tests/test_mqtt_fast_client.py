@@ -63,4 +63,3 @@ async def test_a_burst_arrives_whole_once_and_in_order(mosquitto, protocol, fast
     finally:
         await server.stop()
     assert collector.payloads == payloads
-
