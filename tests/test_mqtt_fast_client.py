@@ -4,6 +4,7 @@ in both protocol versions: a burst of QoS 1 messages arrives whole, once each, i
 from __future__ import annotations
 
 import asyncio
+import json
 
 import paho.mqtt.client as paho
 import pytest
@@ -12,7 +13,7 @@ from protocols.mqtt import MqttServer
 from protocols.mqtt.client import client_from_url
 from protocols.mqtt.fast_client import BufferedClient
 from protocols.mqtt.server import MQTT5, MQTT311
-from tests.support import unique
+from tests.support import Process, gateway_env, manage, migrate, stored_texts, unique, wait_until
 
 BURST = 300
 
@@ -63,3 +64,22 @@ async def test_a_burst_arrives_whole_once_and_in_order(mosquitto, protocol, fast
     finally:
         await server.stop()
     assert collector.payloads == payloads
+
+
+def test_runmqtt_with_the_fast_client_setting_stores_every_reading_once(tmp_path, mosquitto):
+    """``MQTT_FAST_CLIENT=true`` reaches the adapter ``runmqtt`` starts, which then stores what arrives."""
+    room, database = unique(), tmp_path / "db.sqlite3"
+    env = gateway_env(
+        DATABASE_URL=f"sqlite:///{database}", MQTT_URL=mosquitto, MQTT_PROTOCOL="3.1.1", MQTT_FAST_CLIENT="true"
+    )
+    migrate(env)
+    adapter = Process(manage("runmqtt"), env=env).start()
+    try:
+        adapter.wait_for("MQTT subscribed")
+        assert "(MQTT 3.1.1, fast client, new session)" in adapter.output
+        readings = [json.dumps({"sender": "fast-sensor", "message": f"r{n}"}).encode() for n in range(BURST)]
+        publish_burst(mosquitto, f"rooms/{room}/in", readings)
+        wait_until(lambda: len(stored_texts(database, room)) >= BURST, 30, "not every reading was stored")
+        assert sorted(stored_texts(database, room)) == sorted(f"r{n}" for n in range(BURST))
+    finally:
+        adapter.stop()

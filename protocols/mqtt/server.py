@@ -351,7 +351,7 @@ class MqttServer(ProtocolServer):
             self._host,
             self._port,
             self.client_id,
-            self.protocol_name,
+            self.protocol_name + (", fast client" if self.fast_client else ""),
             resumed,
         )
 
