@@ -17,6 +17,7 @@ message is fine) is served again with capped backoff, without limit: ``oldest_un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -247,10 +248,8 @@ class MqttServer(ProtocolServer):
         if self.connected and self._client is not None:
             self._lost.clear()
             self._client.disconnect()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), 2)
-            except TimeoutError:
-                pass
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._driver is not None:  # None: stop() after a start that never happened
