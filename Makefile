@@ -34,7 +34,7 @@ run: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy  # protocols/, untyped definitions refused (pyproject.toml [tool.mypy])
+	$(BIN)/mypy  # protocols/ and the fan-out engine, untyped definitions refused (pyproject.toml [tool.mypy])
 
 # Programs the tests drive: Debian's Chromium (browser downloads are not possible on these machines),
 # nginx (the deploy example in front of two gateways) and systemd-analyze (the example units).

@@ -318,10 +318,8 @@ class SubscriberPool:
 
     def close(self) -> None:
         """Close every connection, then end the processes (killed if they do not end by themselves)."""
-        try:
+        with contextlib.suppress(OSError, EOFError, TimeoutError):
             self._command("close", 30, only_alive=True)
-        except (OSError, EOFError, TimeoutError):
-            pass
         for process in self.processes:
             process.join(5)
             if process.is_alive():

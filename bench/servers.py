@@ -65,10 +65,8 @@ class Cleanup:
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the bench itself dies, even by SIGKILL (Linux only)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class ServerProcess:

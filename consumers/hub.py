@@ -95,7 +95,6 @@ class Hub:
         self.layer = layer
         self.audiences: dict[str, Audience] = {}  # by group name
         self.channel: str | None = None
-        self._receive_one: Receive | None = None  # the channel's receive()
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
 
@@ -109,7 +108,8 @@ class Hub:
             loop = asyncio.get_running_loop()
             audience.opening = loop.create_task(self._open(group, audience), context=contextvars.Context())
         audience.readers.add(reader)
-        if not audience.stream.begun:  # its opening, shared by everyone who joins meanwhile
+        # Its opening, shared by everyone who joins meanwhile (always set while the stream has not begun).
+        if not audience.stream.begun and audience.opening is not None:
             try:
                 await asyncio.shield(audience.opening)
             except BaseException:
@@ -154,19 +154,19 @@ class Hub:
 
     async def _start(self) -> None:
         if self.channel is None:
-            self.channel, self._receive_one = await open_channel(self.layer, CHANNEL_PREFIX)
+            self.channel, receive_one = await open_channel(self.layer, CHANNEL_PREFIX)
             loop = asyncio.get_running_loop()
             # Contexts of their own, not the first reader's: they outlive it.
             self._tasks = [
-                loop.create_task(self._receive(), context=contextvars.Context()),
+                loop.create_task(self._receive(receive_one), context=contextvars.Context()),
                 loop.create_task(self._refresh(), context=contextvars.Context()),
             ]
 
-    async def _receive(self) -> None:
+    async def _receive(self, receive_one: Receive) -> None:
         delay = 0.1
         while True:
             try:
-                message = await self._receive_one()
+                message = await receive_one()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the layer is down (Redis restarting): wait, then listen again

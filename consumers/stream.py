@@ -93,7 +93,8 @@ class RoomStream:
     def _release(self, fill_gaps: bool) -> None:
         """Deliver the held messages in order; a gap is read from the history, unless a reading has just
         failed: then what is here is delivered anyway."""
-        held, run = sorted(self.held or (), key=_id), []
+        held = sorted(self.held or (), key=_id)
+        run: list[Outgoing] = []
         for position, item in enumerate(held):
             following = run[-1].id if run else self.last_sent
             if item.id <= following:

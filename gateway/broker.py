@@ -8,6 +8,7 @@ plugins ask the database at every connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import getpass
 import logging
@@ -91,20 +92,29 @@ class MosquittoBroker:
         if settings.ROOMS_OPEN:  # the development profile: anonymous clients go anywhere (the lines before any user)
             acl = "topic readwrite #\n" + acl
         files = {"passwords": passwords, "acl": acl, "mosquitto.conf": self._config(host, port)}
-        for name, text in files.items():
-            path = os.path.join(self.directory.name, name)
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-                file.write(text)
-        config = os.path.join(self.directory.name, "mosquitto.conf")
-        self.process = subprocess.Popen(
-            [self.program, "-c", config], stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent
-        )
+        await asyncio.to_thread(self._write, files)
+        self.process = self._spawn()
         deadline = asyncio.get_running_loop().time() + self.START_TIMEOUT
         while not await _answers(host, port):
             if self.process.poll() is not None or asyncio.get_running_loop().time() > deadline:
                 await self.shutdown()
                 raise RuntimeError(f"{self.program} did not start on {host}:{port} (see its output above)")
             await asyncio.sleep(0.05)  # polling its port, with a deadline
+
+    def _write(self, files: dict[str, str]) -> None:
+        """Readable by this user alone: the passwords file holds the devices' hashes."""
+        for name, text in files.items():
+            path = os.path.join(self.directory.name, name)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(text)
+
+    def _spawn(self) -> subprocess.Popen:
+        """Once, at start-up (a fork and exec, not a wait); on the loop's thread, since ``preexec_fn``
+        is not safe from other threads. The program is the configured mosquitto, not outside input."""
+        config = os.path.join(self.directory.name, "mosquitto.conf")
+        return subprocess.Popen(  # noqa: S603
+            [self.program, "-c", config], stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent
+        )
 
     def _config(self, host: str, port: int) -> str:
         lines = [
@@ -135,10 +145,8 @@ class MosquittoBroker:
 def _end_with_parent() -> None:
     """Linux: the broker is sent SIGTERM when the gateway ends, even killed with SIGKILL; otherwise it
     would hold the port, and the next ``make run`` would use it, with the devices of back then."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the broker may outlive a killed gateway
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the broker may outlive a killed gateway
-        pass
 
 
 PR_SET_PDEATHSIG = 1

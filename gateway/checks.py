@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import Error, register
 from django.core.checks.security.base import SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS
 
-DEVELOPMENT_SECRET_KEY = "dev-insecure-only-for-make-run"
+DEVELOPMENT_SECRET_KEY = "dev-insecure-only-for-make-run"  # noqa: S105 (the known key this check refuses)
 
 
 def _is_loopback(host: str | None) -> bool:

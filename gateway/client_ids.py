@@ -30,7 +30,7 @@ def claim_client_id(node: str, directory: str) -> str:
     node = node_part(node)
     os.makedirs(directory, exist_ok=True)
     for slot in range(1, MAX_SLOTS + 1):
-        handle = open(os.path.join(directory, f"gateway-mqtt-{node}-{slot}.lock"), "a")  # held: closed with the process
+        handle = open(os.path.join(directory, f"gateway-mqtt-{node}-{slot}.lock"), "a")  # noqa: SIM115 (held: closed with the process)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -275,6 +275,7 @@ def _insert_statement() -> str:
     )
     last_id, last_activity, name = (quote(Room._meta.get_field(f).column) for f in ("last_id", "last_activity", "name"))
     pk = quote(Room._meta.pk.column)
+    # Only identifiers, each quoted by the database's own quote_name; every value is a parameter.
     return f"""
         WITH room AS (
             UPDATE {rooms} SET {last_id} = {last_id} + %(count)s, {last_activity} = %(now)s WHERE {name} = %(room)s
@@ -285,7 +286,7 @@ def _insert_statement() -> str:
         FROM room, json_to_recordset(%(posts)s::json)
             AS post(n bigint, text text, sender text, source text, data jsonb, digest text)
         RETURNING {seq}
-    """
+    """  # noqa: S608
 
 
 _INSERT: list[str] = []  # the statement, built on first use (the models' tables and columns)

@@ -146,7 +146,7 @@ class GatewayServer(Server):
         scope["extensions"] = daphne_io.scope_extensions(protocol, scope)
         if not LEAN_QUEUE:
             return super().create_application(protocol, scope)
-        assert "application_instance" not in self.connections[protocol]
+        assert "application_instance" not in self.connections[protocol]  # noqa: S101 (daphne's line, verbatim)
         input_queue = footprint.InputQueue()
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(

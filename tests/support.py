@@ -230,7 +230,7 @@ class Mosquitto:
     def start(self, timeout: float = 10) -> Mosquitto:
         # Its log goes to a file: a pipe nobody reads fills up (64 KiB of connection lines), and then the
         # broker blocks on its next log line and stops serving everyone.
-        self.output = tempfile.TemporaryFile(mode="w+")
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (the broker's lifetime)
         self.process = subprocess.Popen(["mosquitto", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.output)
         try:
             wait_for_port(self.port, lambda: self.process.poll() is None, timeout)

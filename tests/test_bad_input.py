@@ -54,7 +54,7 @@ async def test_websocket_bad_room_or_path_is_refused(gateway):
 
 
 @pytest.mark.parametrize(
-    "payload, reason",
+    ("payload", "reason"),
     [
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b'{"message": 5}', "non-empty text"),

@@ -35,7 +35,7 @@ def answers(gateway, method: str, path: str, **headers: str) -> dict[str, tuple]
 
 @pytest.mark.parametrize("who", ["anonymous", "a bad token", "mallory's token", "mallory's session"])
 @pytest.mark.parametrize(
-    "method, path",
+    ("method", "path"),
     [
         ("GET", "/api/rooms/{room}/messages"),
         ("POST", "/api/rooms/{room}/messages"),

@@ -197,9 +197,8 @@ async def test_a_slow_mail_to_many_rooms_is_read_once(gateway):
 
 
 def smtp_refusal(port: int, recipients: list[str], content: bytes) -> tuple[int, bytes]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        with pytest.raises(smtplib.SMTPDataError) as refused:
-            client.sendmail(f"{uuid.uuid4().hex}@example.com", recipients, content)
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail(f"{uuid.uuid4().hex}@example.com", recipients, content)
     return refused.value.smtp_code, refused.value.smtp_error
 
 

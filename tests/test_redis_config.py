@@ -58,7 +58,7 @@ class RedisServer:
         return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
 
     def start(self) -> RedisServer:
-        self.log = open(self.directory / "log", "w")  # closed in stop()
+        self.log = open(self.directory / "log", "w")  # noqa: SIM115 (closed in stop())
         argv = [*self.command(), "--dir", str(self.directory), *self.extra]
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, lambda: self.process.poll() is None)

@@ -101,7 +101,7 @@ def test_combine_replies():
 
 
 @pytest.mark.parametrize(
-    "payload, text, sender, data",
+    ("payload", "text", "sender", "data"),
     [
         (b"hello", "hello", "device", None),
         (b"42", "42", "device", None),
@@ -190,7 +190,7 @@ def test_reply_quotes_and_signature_are_stripped():
 
 
 @pytest.mark.parametrize(
-    "headers, envelope_from",
+    ("headers", "envelope_from"),
     [
         ("Auto-Submitted: auto-replied", "a@example.com"),
         ("Precedence: bulk", "a@example.com"),

@@ -232,7 +232,8 @@ async def test_a_websocket_reader_that_reads_again_gets_its_messages_then_1013_t
     assert (await receive(slow, "history"))["messages"] == []
     posted = await post_until_closed(gateway, room, "websocket", closed_before)
     got = []
-    with pytest.raises(websockets.ConnectionClosed) as closed:  # it reads again: within the close's 1 s
+    with pytest.raises(websockets.ConnectionClosed) as closed:  # noqa: PT012 (reading until the close)
+        # it reads again: within the close's 1 s
         async with asyncio.timeout(20):
             while True:
                 got.append((await receive(slow))["id"])
