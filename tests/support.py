@@ -426,3 +426,16 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.02)  # polling, with a deadline
+
+
+def record_group_sends(monkeypatch: Any, layer: Any) -> list[str]:
+    """The groups ``layer`` is asked to send to from now on, in order (the sends still go through)."""
+    sent_to: list[str] = []
+    group_send = layer.group_send
+
+    async def recorded(group: str, message: dict) -> None:
+        sent_to.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recorded)
+    return sent_to

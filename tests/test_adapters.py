@@ -43,19 +43,12 @@ async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stop
     from gateway import rooms
     from gateway.adapters import Adapters
     from protocols.mqtt import DEFAULT_PUBLISH_GROUP
-    from tests.support import MqttListener, unique
+    from tests.support import MqttListener, record_group_sends, unique
 
     settings.MQTT_URL = mosquitto
     settings.MQTT_CLIENT_ID = unique("test-adapters")
     layer = get_channel_layer()
-    sent_to: list[str] = []
-    group_send = layer.group_send
-
-    async def recorded(group, message):
-        sent_to.append(group)
-        await group_send(group, message)
-
-    monkeypatch.setattr(layer, "group_send", recorded)
+    sent_to = record_group_sends(monkeypatch, layer)
     room = unique()
     listener = MqttListener(mosquitto, rooms.out_topic(room))
     adapters = Adapters(mqtt_router, smtp=False)

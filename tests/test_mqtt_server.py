@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 
 from consumers.mqtt import RoomMqttConsumer
 from protocols.mqtt import AsyncMqttConsumer, MqttServer
-from tests.support import MqttListener, apublish, unique
+from tests.support import MqttListener, apublish, record_group_sends, unique
 
 
 class Recorder:
@@ -174,14 +174,7 @@ async def test_an_adapter_publishes_what_its_own_process_stores_without_the_grou
     listener = MqttListener(mosquitto, rooms.out_topic(room))
     server = await served(Recorder(), mosquitto, topics=[], publish_group="mqtt-publish")
     layer = get_channel_layer()
-    sent_to: list[str] = []
-    group_send = layer.group_send
-
-    async def recorded(group, message):
-        sent_to.append(group)
-        await group_send(group, message)
-
-    monkeypatch.setattr(layer, "group_send", recorded)
+    sent_to = record_group_sends(monkeypatch, layer)
     unsubscribe = rooms.stored.subscribe(publishing.publish_through(server), first=True)
     try:
         await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])
