@@ -192,7 +192,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Each process has one channel for all its room readers (consumers/hub.py) and one for its MQTT relay:
+# Each process has one channel for all its room readers (fanout/hub.py) and one for its MQTT relay:
 # room for a burst of batches there, where a reader's own channel would have needed only the default 100.
 HUB_CAPACITY = {"hub.*": 10_000, "mqtt-relay.*": 10_000}
 
@@ -247,7 +247,7 @@ if redis_urls or REDIS_SENTINELS:
         ]
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "gateway.layers.GatewayRedisChannelLayer",  # channels-redis core + one-pop receive, claim
+            "BACKEND": "fanout.redis_layer.GatewayRedisChannelLayer",  # channels-redis core + one-pop receive, claim
             "CONFIG": {"hosts": redis_hosts, "prefix": CHANNEL_LAYER_PREFIX, "channel_capacity": HUB_CAPACITY},
         }
     }

@@ -7,16 +7,15 @@ import contextlib
 
 from channels.generic.http import AsyncHttpConsumer
 
+from fanout.outgoing import Outbox, Outgoing
 from gateway import access, metrics, rooms
 from gateway.backlog import max_backlog
 from gateway.daphne_io import BACKLOG_EXTENSION
+from gateway.hub import get_hub
 from protocols.consumer import DirectDispatch
 
-from .hub import get_hub
 from .origins import WRONG_HOST_ERROR, allowed_host
-from .outgoing import Outbox, Outgoing
 from .params import after_id
-from .stream import RoomStream
 
 DELIVERIES = metrics.deliveries.labels("sse")
 
@@ -62,8 +61,8 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.backlog = watcher["watch"](limit, self.too_far_behind) if watcher else None  # under daphne
         self.outbox = Outbox(self._send_event, limit, self.too_far_behind)
         self.ending: asyncio.Task | None = None
-        self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
+        self.stream = self.hub.stream(self.room, self.deliver)
         audience = await self.hub.join(self.room, self)
         missed, start = ([], audience.last_id) if after is None else await audience.catch_up(after)
         self.deliver(missed)

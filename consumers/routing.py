@@ -4,6 +4,7 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.urls import path, re_path
 
+from gateway.topics import DEVICE_IN_ROUTE, IN_ROUTE
 from protocols.mqtt import MqttTopicRouter, topic
 from protocols.smtp import EmailToRouter, address
 
@@ -28,8 +29,8 @@ websocket_urlpatterns = [
 # A device on the topic that names it (its broker account may publish nowhere else), anyone on the bare one.
 mqtt_router = MqttTopicRouter(
     [
-        topic("rooms/<room:room>/in/<room:device>", RoomMqttConsumer.as_asgi()),
-        topic("rooms/<room:room>/in", RoomMqttConsumer.as_asgi()),
+        topic(DEVICE_IN_ROUTE, RoomMqttConsumer.as_asgi()),
+        topic(IN_ROUTE, RoomMqttConsumer.as_asgi()),
     ]
 )
 

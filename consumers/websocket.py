@@ -8,16 +8,15 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
+from fanout.outgoing import Outbox, Outgoing, frames
 from gateway import access, limits, metrics, presence, rooms, validation
 from gateway.backlog import max_backlog
 from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
+from gateway.hub import get_hub
 from protocols.consumer import DirectDispatch
 
 from .http import UNAVAILABLE_ERROR
-from .hub import get_hub
-from .outgoing import Outbox, Outgoing, frames
 from .params import after_id
-from .stream import RoomStream
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +43,8 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         writer = self.scope.get("extensions", {}).get(FRAMES_EXTENSION)
         self.write_frames = writer["write"] if writer else None
         self.outbox = None if writer else Outbox(self._send_texts, max_backlog(), self.too_far_behind)
-        self.stream = RoomStream(self.room, self.deliver)
         self.hub = get_hub()
+        self.stream = self.hub.stream(self.room, self.deliver)
         audience = await self.hub.join(self.room, self)
         self.key = f"{self.hub.channel}#{id(self):x}"  # this connection, for presence and rate limits
         metrics.connections.labels("websocket").inc()

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 
-from protocols.mqtt import DEFAULT_PUBLISH_GROUP, MqttServer
+from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
 from protocols.smtp import SmtpServer
 
@@ -19,6 +19,7 @@ from . import health, loop_lag, mail_workers, metrics, rooms
 from .client_ids import claim_client_id
 from .deadletters import park_mqtt
 from .publishing import claim_once, publish_through
+from .topics import PUBLISH_GROUP, in_topic, out_topic
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Adapters:
                 if not self.broker.mqtt5 and self.mqtt.protocol == MQTT5:
                     self.mqtt.protocol = MQTT311  # known: no MQTT 5 attempt to wait out
             await self.mqtt.start()
-            if self.mqtt.publish_group == DEFAULT_PUBLISH_GROUP:  # what this process stores, its adapter publishes
+            if self.mqtt.publish_group == PUBLISH_GROUP:  # what this process stores, its adapter publishes
                 self._unsubscribe_mqtt = rooms.stored.subscribe(publish_through(self.mqtt), first=True)
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             metrics.mqtt_retries.set_function(lambda: self.mqtt.retries)
@@ -147,7 +148,8 @@ class Adapters:
         if self.mqtt:
             broker = f"embedded {self.broker.name}" if self.broker else "broker"
             url = redacted(settings.MQTT_URL)
-            topics = "publish to rooms/<room>/in (a device: rooms/<room>/in/<device>), hear rooms/<room>/out"
+            post, device, hear = in_topic("<room>"), in_topic("<room>", "<device>"), out_topic("<room>")
+            topics = f"publish to {post} (a device: {device}), hear {hear}"
             lines.append(f"  MQTT       {url} ({broker})   {topics}")
         layer = f"Redis {redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "in-memory (this process only)"
         if settings.REDIS_SENTINELS:

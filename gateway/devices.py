@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 
 from .models import Device, Room, mosquitto_hash
+from .topics import DEVICE_IN_FILTER, IN_FILTER, OUT_FILTER, in_topic, out_topic
 
 
 def _adapter() -> tuple[str | None, str]:
@@ -63,7 +64,7 @@ class MqttRules:
         if self.open:
             return None
         if self.devices:  # the bare topic names nobody: only the device topics do
-            return f"room {self.room} takes posts from its devices only, on rooms/{self.room}/in/<device>"
+            return f"room {self.room} takes posts from its devices only, on {in_topic(self.room, '<device>')}"
         return f"room {self.room} takes no MQTT posts (not MQTT-open, no devices)"
 
 
@@ -84,10 +85,11 @@ def mosquitto_files() -> tuple[str, str]:
     acl = ["# Written by manage.py mosquittofiles: do not edit, run it again.", ""]
     if adapter:
         passwords.insert(0, f"{adapter}:{mosquitto_hash(adapter_password)}")
-        acl += [f"user {adapter}", "topic read rooms/+/in", "topic read rooms/+/in/+", "topic write rooms/+/out", ""]
+        acl += [f"user {adapter}", f"topic read {IN_FILTER}", f"topic read {DEVICE_IN_FILTER}"]
+        acl += [f"topic write {OUT_FILTER}", ""]
     for device in devices:
         acl.append(f"user {device.name}")
         for room in device.rooms.order_by("name"):
-            acl += [f"topic write rooms/{room.name}/in/{device.name}", f"topic read rooms/{room.name}/out"]
+            acl += [f"topic write {in_topic(room.name, device.name)}", f"topic read {out_topic(room.name)}"]
         acl.append("")
     return "\n".join(passwords) + "\n", "\n".join(acl)

@@ -14,9 +14,12 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from fanout.hub import ROOM_PRESENCE
+
 from .batches import Batches
 from .models import Message, Presence
-from .rooms import blames_one_post, group_name, to_json
+from .rooms import blames_one_post, to_json
+from .topics import room_group
 from .validation import clean_name
 
 logger = logging.getLogger(__name__)
@@ -86,8 +89,8 @@ async def _announce(room: str) -> None:
     del _announcing[room]  # changes from now on are told by the next announcement
     try:
         snapshot = await database_sync_to_async(_snapshot)(room)
-        group = group_name(room)
-        message = {"type": "room.presence", "group": group, "text": to_json(snapshot)}
+        group = room_group(room)
+        message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
         await get_channel_layer().group_send(group, message)
     except Exception:
         logger.exception("Presence update failed in room %s", room)

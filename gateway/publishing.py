@@ -1,7 +1,7 @@
 """Room messages out to MQTT: subscribers of the room service's stored batches (gateway.room_events),
 and the claim by which exactly one adapter publishes each batch.
 
-By default a batch goes to the layer group ``DEFAULT_PUBLISH_GROUP`` as one ``mqtt.publish.many``
+By default a batch goes to the layer group ``PUBLISH_GROUP`` (gateway.topics) as one ``mqtt.publish.many``
 message: every adapter on the layer hears it, and the first to claim its key publishes it. A process
 that runs a connected adapter of its own publishes what it stores through it, with no layer round trip
 and no claim: ``gateway.adapters`` subscribes ``publish_through(adapter)`` ahead of the group's.
@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from channels.layers import get_channel_layer
 
-from protocols.mqtt import DEFAULT_PUBLISH_GROUP, MqttServer
+from protocols.mqtt import MqttServer
 
 from .room_events import StoredBatch, Subscriber
+from .topics import PUBLISH_GROUP, publish_claim
 
 CLAIM_SECONDS = 600  # how long a batch's claim is remembered: longer than any adapter lags behind
 
 
 async def claim_once(event: dict) -> bool:
     """Whether this adapter publishes ``event``: the first to claim its ``key`` does, through the
-    layer's ``claim`` (gateway.layers); a layer without one serves one process: no one to share with."""
+    layer's ``claim`` (fanout.redis_layer); a layer without one serves one process: no one to share with."""
     key = event.get("key")
     claim = getattr(get_channel_layer(), "claim", None)
     if key is None or claim is None:
         return True
-    return await claim(f"published:{key}", CLAIM_SECONDS)
+    return await claim(publish_claim(key), CLAIM_SECONDS)
 
 
 async def send_to_adapters(batch: StoredBatch) -> None:
@@ -34,7 +35,7 @@ async def send_to_adapters(batch: StoredBatch) -> None:
         return
     batch.mqtt_taken = True
     message = {"type": "mqtt.publish.many", "messages": batch.publications, "key": batch.key}
-    await get_channel_layer().group_send(DEFAULT_PUBLISH_GROUP, message)
+    await get_channel_layer().group_send(PUBLISH_GROUP, message)
 
 
 def publish_through(adapter: MqttServer) -> Subscriber:

@@ -28,12 +28,15 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from fanout.hub import ROOM_MESSAGES
+
 from . import limits, metrics, publishing, validation
 from .access import visible_rooms
 from .batches import Batches
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
 from .pacing import LivePacer
 from .room_events import RoomEvents, StoredBatch
+from .topics import out_topic, room_group
 from .validation import InvalidMessage
 
 logger = logging.getLogger(__name__)
@@ -61,15 +64,6 @@ class RoomNameConverter:
 
     def to_url(self, value: str) -> str:
         return value
-
-
-def group_name(room: str) -> str:
-    """The channel-layer group of a room's live subscribers."""
-    return f"room.{room}"
-
-
-def out_topic(room: str) -> str:
-    return f"rooms/{room}/out"
 
 
 def validate(room: str, text: Any, sender: Any, source: str) -> tuple[str, str]:
@@ -324,10 +318,10 @@ def to_json(event: dict) -> str:
 
 async def deliver_live(batch: StoredBatch) -> None:
     """One layer message for the room's readers: each process's hub gets it once."""
-    group = group_name(batch.room)
+    group = room_group(batch.room)
     messages = [[event["id"], text] for event, text in zip(batch.events, batch.texts, strict=True)]
     await get_channel_layer().group_send(
-        group, {"type": "room.messages", "group": group, "messages": messages, "at": time.time()}
+        group, {"type": ROOM_MESSAGES, "group": group, "messages": messages, "at": time.time()}
     )
 
 

@@ -10,6 +10,7 @@ from django.shortcuts import render
 from . import access, rooms
 from .devices import mqtt_rules
 from .models import ROOM_NAME_REGEX, Room
+from .topics import in_topic
 
 
 def chat_index(request: HttpRequest) -> HttpResponse:
@@ -33,7 +34,7 @@ def chat_room(request: HttpRequest, room: str) -> HttpResponse:
         # An MQTT-open room takes anyone's posts on the bare topic; a devices-only one each device's on
         # the topic that names it, from its own account.
         "mqtt_devices_only": not mqtt_open,
-        "mqtt_topic": f"rooms/{room}/in" if mqtt_open else f"rooms/{room}/in/DEVICE",
+        "mqtt_topic": in_topic(room) if mqtt_open else in_topic(room, "DEVICE"),
         # Only an address the room takes: a closed room takes mail at its secret address alone.
         "email_address": f"{room}@{settings.EMAIL_DOMAIN}" if takes_plain_mail(room) else None,
         "smtp_host": request.get_host().rsplit(":", 1)[0],

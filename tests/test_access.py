@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 import websockets
 
+from gateway.topics import in_topic
 from tests.support import ROOT, ahttp, apublish, asmtp, build_mail, join, launch_gateway, manage, receive, unique
 
 SETUP = """
@@ -146,7 +147,7 @@ async def test_rotating_the_secret_address_stops_the_old_one_at_once(closed):
 async def test_mqtt_into_an_unknown_room_is_rejected(closed):
     room = unique()
     ws, _ = await join(closed, "open-room")
-    await apublish(closed.mqtt_url, f"rooms/{room}/in", "nobody made this room")
+    await apublish(closed.mqtt_url, in_topic(room), "nobody made this room")
     await apublish(closed.mqtt_url, "rooms/open-room/in", "fine")
     assert (await receive(ws))["message"] == "fine"
     closed.process.wait_for(f"Rejected MQTT message on rooms/{room}/in: no room {room} here")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 
 from gateway.adapters import GC_THRESHOLD, settle_heap
+from gateway.topics import PUBLISH_GROUP, out_topic, room_group
 
 
 def test_settle_heap_freezes_what_start_up_made():
@@ -42,7 +43,6 @@ async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stop
     from consumers.routing import mqtt_router
     from gateway import rooms
     from gateway.adapters import Adapters
-    from protocols.mqtt import DEFAULT_PUBLISH_GROUP
     from tests.support import MqttListener, record_group_sends, unique
 
     settings.MQTT_URL = mosquitto
@@ -50,17 +50,17 @@ async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stop
     layer = get_channel_layer()
     sent_to = record_group_sends(monkeypatch, layer)
     room = unique()
-    listener = MqttListener(mosquitto, rooms.out_topic(room))
+    listener = MqttListener(mosquitto, out_topic(room))
     adapters = Adapters(mqtt_router, smtp=False)
     try:
         await adapters.start()
         await adapters.mqtt.wait_ready(10)
         await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "while running"}])
         messages = await asyncio.to_thread(listener.wait, 1)
-        assert sent_to == [rooms.group_name(room)]  # its own adapter published it: no trip to the group
+        assert sent_to == [room_group(room)]  # its own adapter published it: no trip to the group
     finally:
         await adapters.stop()
         listener.close()
     assert [json.loads(message.payload)["message"] for message in messages] == ["while running"]
     await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "once stopped"}])
-    assert sent_to[1:] == [rooms.group_name(room), DEFAULT_PUBLISH_GROUP]  # unsubscribed on stop
+    assert sent_to[1:] == [room_group(room), PUBLISH_GROUP]  # unsubscribed on stop

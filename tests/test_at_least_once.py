@@ -11,6 +11,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.topics import in_topic
 from tests.support import Mosquitto, Process, gateway_env, manage, migrate, stored_texts, unique, wait_until
 
 COUNT = 2000
@@ -35,7 +36,7 @@ def publish_stream(port: int, room: str, count: int, *, ids: bool) -> tuple[paho
     def publish_all() -> None:
         for n in range(count):
             message = {"message": f"m{n}", "sender": "loader", **({"id": n} if ids else {})}
-            sent.append(publisher.publish(f"rooms/{room}/in", json.dumps(message), qos=1))
+            sent.append(publisher.publish(in_topic(room), json.dumps(message), qos=1))
 
     threading.Thread(target=publish_all, daemon=True).start()
     return publisher, sent

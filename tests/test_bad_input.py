@@ -10,6 +10,7 @@ from email.message import EmailMessage
 import pytest
 import websockets
 
+from gateway.topics import in_topic
 from tests.support import ahttp, apublish, asmtp, build_mail, history, join, receive, unique
 
 
@@ -70,11 +71,11 @@ async def test_mqtt_bad_payload_is_rejected_and_the_next_message_delivered(gatew
     room = unique()
     ws, _ = await join(gateway, room)
     rejects = gateway.process.count("Rejected MQTT message")
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", payload)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "the next one")
+    await apublish(gateway.mqtt_url, in_topic(room), payload)
+    await apublish(gateway.mqtt_url, in_topic(room), "the next one")
     assert (await receive(ws))["message"] == "the next one"
     gateway.process.wait_for("Rejected MQTT message", count=rejects + 1)
-    assert any(f"rooms/{room}/in" in line and reason in line for line in gateway.process.lines), reason
+    assert any(in_topic(room) in line and reason in line for line in gateway.process.lines), reason
     assert [m["message"] for m in await history(gateway, room)] == ["the next one"]
     await ws.close()
 
@@ -83,7 +84,7 @@ async def test_mqtt_topic_with_a_bad_room_name_is_rejected(gateway):
     room = unique()
     ws, _ = await join(gateway, room)
     await apublish(gateway.mqtt_url, "rooms/bad.room/in", "lost")
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "fine")
+    await apublish(gateway.mqtt_url, in_topic(room), "fine")
     assert (await receive(ws))["message"] == "fine"
     gateway.process.wait_for("Rejected MQTT message on rooms/bad.room/in: no route")
     await ws.close()
@@ -92,8 +93,8 @@ async def test_mqtt_topic_with_a_bad_room_name_is_rejected(gateway):
 async def test_mqtt_oversized_payload_is_rejected(gateway):
     room = unique()
     ws, _ = await join(gateway, room)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "x" * 70_000)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "small")
+    await apublish(gateway.mqtt_url, in_topic(room), "x" * 70_000)
+    await apublish(gateway.mqtt_url, in_topic(room), "small")
     assert (await receive(ws))["message"] == "small"
     gateway.process.wait_for(f"Rejected MQTT message on rooms/{room}/in: payload of 70000 bytes")
     await ws.close()
@@ -213,8 +214,8 @@ async def test_the_same_mail_or_device_message_sent_twice_posts_once(gateway):
         assert await asmtp(gateway.smtp_port, "a@example.com", [f"{room}@localhost"], mail) == {}
     reading = json.dumps({"temperature": 20, "sender": "s1", "id": "r-1"})
     for _ in range(2):
-        await apublish(gateway.mqtt_url, f"rooms/{room}/in", reading)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 21, "sender": "s1", "id": "r-2"}))
+        await apublish(gateway.mqtt_url, in_topic(room), reading)
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": 21, "sender": "s1", "id": "r-2"}))
     ws, _ = await join(gateway, room)
     deadline = asyncio.get_running_loop().time() + 10
     while len(messages := await history(gateway, room)) < 3:  # r-2 comes after both r-1 copies

@@ -10,6 +10,7 @@ import threading
 import pytest
 from playwright.sync_api import Page, expect
 
+from gateway.topics import in_topic
 from tests.attachment_mails import PDF, png, thunderbird_pdf
 from tests.support import (
     ROOT,
@@ -81,7 +82,7 @@ def test_pages_see_each_other_and_every_source(browser, page, gateway):
     expect(page.locator(".message.mine")).to_contain_text("hello from alice")
     expect(other.locator(".message.mine")).to_have_count(0)  # other is "anonymous", not alice
 
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "hello from a device", "sender": "d1"}))
+    mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"message": "hello from a device", "sender": "d1"}))
     smtp_send(gateway.smtp_port, "bob@example.com", [f"{room}@localhost"], build_mail(room, "Mail", "hello by mail"))
     post(gateway, room, "hello over the API")
     for source, label, text in [
@@ -175,11 +176,11 @@ def chart_data(page: Page, field: str) -> list[float]:
 def test_readings_draw_and_update_a_chart(page, gateway):
     room = unique()
     open_room(page, gateway, room)
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 20.5}))
+    mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": 20.5}))
     expect(page.locator("canvas[data-field=temperature]")).to_be_visible()
     latest = page.locator(".chart-latest[data-field=temperature]")
     expect(latest).to_contain_text("temperature: 20.5")
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 22}))
+    mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": 22}))
     expect(latest).to_contain_text("temperature: 22 at ")
     assert chart_data(page, "temperature") == [20.5, 22]
     expect(page.locator("#presence .presence-device")).to_have_count(1)  # the device that posted
@@ -216,7 +217,7 @@ def test_attachments_a_message_makes_up_are_not_shown(page, gateway):
     room = unique()
     open_room(page, gateway, room)
     fake = [{"name": "x", "type": "image/png", "size": 1, "url": f"/api/rooms/{room}/attachments/x"}]
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"attachments": fake}))
+    mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"attachments": fake}))
     expect(page.locator(".message[data-source=mqtt] dl.data")).to_have_count(1)  # shown as the data it is
     expect(page.locator(".attachment")).to_have_count(0)
 
@@ -282,9 +283,9 @@ def test_a_message_the_server_refuses_is_marked_failed_with_its_reason(page, gat
 def test_screenshot_of_a_busy_room(page, gateway):
     room = unique("lobby")
     post(gateway, room, "Welcome! Post here from a device, a mail client or curl.", "gateway")
-    mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "door opened", "sender": "hall-sensor"}))
+    mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"message": "door opened", "sender": "hall-sensor"}))
     for value in (20.5, 21.2, 21.9, 21.4, 22.3, 22.8):
-        mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": value, "sender": "thermo"}))
+        mqtt_publish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": value, "sender": "thermo"}))
     smtp_send(gateway.smtp_port, "carol@example.com", [f"{room}@localhost"], build_mail(room, "Lunch", "Noon?"))
     page.goto(f"{gateway.http}/chat/")  # the name is remembered for the room page
     page.evaluate("localStorage.setItem('chat.sender', 'dave')")

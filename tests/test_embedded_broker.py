@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from gateway.topics import in_topic, out_topic
 from tests.support import MqttListener, Process, apublish, free_port, history, join, launch_gateway, receive, unique
 
 
@@ -25,9 +26,9 @@ async def test_embedded_broker_when_none_answers(tmp_path):
 
         room = unique()
         ws, _ = await join(gateway, room)
-        listener = MqttListener(url, f"rooms/{room}/out")
+        listener = MqttListener(url, out_topic(room))
         try:
-            await apublish(url, f"rooms/{room}/in", "through the embedded broker")
+            await apublish(url, in_topic(room), "through the embedded broker")
             event = await receive(ws)
             [published] = listener.wait(1)
         finally:

@@ -79,7 +79,7 @@ import daphne.server  # the asyncio reactor
 from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
-from consumers.outgoing import text_frame
+from fanout.outgoing import text_frame
 from gateway import daphne_io
 events = []
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
+from gateway.topics import in_topic
 from tests.support import ahttp, apublish, asmtp, build_mail, history, join, receive, unique
 
 BAD_FRAMES = [
@@ -62,7 +63,7 @@ async def test_hostile_burst_loses_no_valid_message(gateway):
     payloads = [(p, False) for p in BAD_PAYLOADS * 3] + [(f"mqtt valid {n}".encode(), True) for n in range(10)]
     shuffle.shuffle(payloads)
     for payload, valid in payloads:
-        await apublish(gateway.mqtt_url, f"rooms/{room}/in", payload)
+        await apublish(gateway.mqtt_url, in_topic(room), payload)
         if valid:
             expected.append(payload.decode())
 

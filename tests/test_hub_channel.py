@@ -1,4 +1,4 @@
-"""The gateway's channel layer (gateway/layers.py) and the hub's channel on it (consumers/hub_channel.py):
+"""The gateway's channel layer (fanout/redis_layer.py) and the hub's channel on it (fanout/channel.py):
 on Redis, a plain channel read with one pop, fed by the layer's own group_send, and a claim that only
 the first caller wins; on any other layer, the layer's own channel and receive."""
 
@@ -11,9 +11,9 @@ import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.test import override_settings
 
-from consumers.hub_channel import open_channel
+from fanout.channel import open_channel
+from fanout.redis_layer import GatewayRedisChannelLayer
 from gateway import publishing
-from gateway.layers import GatewayRedisChannelLayer
 from tests.support import unique
 
 
@@ -56,7 +56,7 @@ async def test_only_the_first_claim_of_a_key_wins(layer):
 
 async def test_the_adapters_claim_each_batch_once_through_the_layer(redis_host):
     config = {"hosts": [f"redis://{redis_host[0]}:{redis_host[1]}/0"], "prefix": unique("test-claim-")}
-    backend = {"BACKEND": "gateway.layers.GatewayRedisChannelLayer", "CONFIG": config}
+    backend = {"BACKEND": "fanout.redis_layer.GatewayRedisChannelLayer", "CONFIG": config}
     with override_settings(CHANNEL_LAYERS={"default": backend}):
         layer = get_channel_layer()
         try:

@@ -10,6 +10,7 @@ import socket
 import pytest
 import websockets
 
+from gateway.topics import in_topic
 from tests.support import ahttp, apublish, asmtp, build_mail, history, join, launch_gateway, receive, unique
 
 
@@ -66,7 +67,7 @@ async def test_device_rate_drops_only_qos_0(limited):
     calm, _ = await join(limited, other)
     for n in range(3):
         payload = json.dumps({"message": f"d{n}", "sender": f"chatty-{n}"})
-        await apublish(limited.mqtt_url, f"rooms/{room}/in", payload, 0)
+        await apublish(limited.mqtt_url, in_topic(room), payload, 0)
     await apublish(limited.mqtt_url, f"rooms/{other}/in", json.dumps({"message": "calm", "sender": "calm-device"}))
     assert [(await receive(ws))["message"] for _ in range(2)] == ["d0", "d1"]
     assert (await receive(calm))["message"] == "calm"
@@ -78,7 +79,7 @@ async def test_qos_1_over_the_device_and_room_rates_is_all_stored_and_delivered(
     room = unique()
     ws, _ = await join(limited, room)
     for n in range(6):  # twice the room's burst, three times the device's
-        await apublish(limited.mqtt_url, f"rooms/{room}/in", json.dumps({"message": f"q{n}", "sender": "flusher"}))
+        await apublish(limited.mqtt_url, in_topic(room), json.dumps({"message": f"q{n}", "sender": "flusher"}))
     expected = [f"q{n}" for n in range(6)]
     assert [(await receive(ws))["message"] for _ in range(6)] == expected  # in order, the late ones coalesced
     assert [m["message"] for m in await history(limited, room)] == expected

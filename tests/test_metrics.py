@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.topics import in_topic
 from tests.support import ahttp, apublish, join, receive, unique
 
 
@@ -21,8 +22,8 @@ async def test_metrics_count_messages_deliveries_rejects_and_connections(gateway
     await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "counted"})
     await receive(ws)
     await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": ""})  # refused: 400
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", b"[1]")  # refused: not an object
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "also counted")
+    await apublish(gateway.mqtt_url, in_topic(room), b"[1]")  # refused: not an object
+    await apublish(gateway.mqtt_url, in_topic(room), "also counted")
     await receive(ws)
     after = await scrape(gateway)
 

@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.broker import start_embedded_broker
+from gateway.topics import in_topic, out_topic
 from protocols.mqtt import MqttServer
 from tests.support import (
     MqttListener,
@@ -60,14 +61,14 @@ async def test_an_mqtt5_device_posts_through_the_broker_make_run_starts(tmp_path
 
         room = unique()
         ws, _ = await join(gateway, room)
-        listener = MqttListener(url, f"rooms/{room}/out")
+        listener = MqttListener(url, out_topic(room))
         try:
             reading = json.dumps({"sender": "probe-5", "message": "hello over MQTT 5"})
             # Sent twice with one id (a device's retry): stored once. Then one without an id.
             await asyncio.to_thread(
-                publish_v5, url, f"rooms/{room}/in", [(reading, "r-1"), (reading, "r-1"), ("plain text", None)]
+                publish_v5, url, in_topic(room), [(reading, "r-1"), (reading, "r-1"), ("plain text", None)]
             )
-            await apublish(url, f"rooms/{room}/in", "and one over MQTT 3.1.1")  # the same broker takes both
+            await apublish(url, in_topic(room), "and one over MQTT 3.1.1")  # the same broker takes both
             events = [await receive(ws) for _ in range(3)]
             published = listener.wait(3)
         finally:
@@ -95,7 +96,7 @@ async def test_make_run_without_mosquitto_embeds_amqtt_and_speaks_311(tmp_path):
         process.wait_for("(MQTT 3.1.1, ")  # at once: it knows amqtt speaks only that
         room = unique()
         ws, _ = await join(gateway, room)
-        await apublish(url, f"rooms/{room}/in", "over MQTT 3.1.1")
+        await apublish(url, in_topic(room), "over MQTT 3.1.1")
         assert (await receive(ws))["message"] == "over MQTT 3.1.1"
         await ws.close()
     finally:

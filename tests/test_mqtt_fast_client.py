@@ -9,6 +9,7 @@ import json
 import paho.mqtt.client as paho
 import pytest
 
+from gateway.topics import in_topic
 from protocols.mqtt import MqttServer
 from protocols.mqtt.client import client_from_url
 from protocols.mqtt.fast_client import BufferedClient
@@ -78,7 +79,7 @@ def test_runmqtt_with_the_fast_client_setting_stores_every_reading_once(tmp_path
         adapter.wait_for("MQTT subscribed")
         assert "(MQTT 3.1.1, fast client, new session)" in adapter.output
         readings = [json.dumps({"sender": "fast-sensor", "message": f"r{n}"}).encode() for n in range(BURST)]
-        publish_burst(mosquitto, f"rooms/{room}/in", readings)
+        publish_burst(mosquitto, in_topic(room), readings)
         wait_until(lambda: len(stored_texts(database, room)) >= BURST, 30, "not every reading was stored")
         assert sorted(stored_texts(database, room)) == sorted(f"r{n}" for n in range(BURST))
     finally:

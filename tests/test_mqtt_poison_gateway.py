@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gateway.topics import in_topic
 from tests.support import fresh_database, http_json, launch_gateway, mqtt_publish, unique
 from tests.test_outages import set_available
 
@@ -87,7 +88,7 @@ ONE_OF_EACH = [
 @example(hostile=ONE_OF_EACH)
 def test_hostile_payloads_are_answered_and_the_good_ones_after_them_stored(poisoned, hostile):
     room = unique("poisoned")
-    topic = f"rooms/{room}/in"
+    topic = in_topic(room)
     good = [f"good {n}" for n in range(10)]
     before = scrape(poisoned)
     for payload in hostile:
@@ -132,7 +133,7 @@ def test_health_says_stuck_while_a_message_cannot_be_stored(tmp_path, mosquitto,
     try:
         assert mqtt_health(gateway) == (200, {"ok": True, "detail": "connected"})
         set_available(database, False)
-        mqtt_publish(gateway.mqtt_url, f"rooms/{room}/in", "kept until the database is back")
+        mqtt_publish(gateway.mqtt_url, in_topic(room), "kept until the database is back")
         deadline = time.monotonic() + 30
         while not (state := mqtt_health(gateway))[1]["detail"].startswith("stuck"):
             assert time.monotonic() < deadline, state

@@ -13,6 +13,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.topics import in_topic
 from tests.support import Mosquitto, ahttp, join, launch_gateway, receive, stored_texts, unique
 
 BURST = 1500  # the defaults: 20 a second (bursts of 200) a device, 100 a second (bursts of 1000) a room
@@ -56,14 +57,14 @@ async def test_a_burst_over_the_rates_is_all_stored_and_another_room_is_not_slow
         def flood() -> None:
             for n in range(BURST):
                 payload = json.dumps({"sender": "flooder", "message": f"f{n}"})
-                flooder.publish(f"rooms/{flood_room}/in", payload, qos=1)
+                flooder.publish(in_topic(flood_room), payload, qos=1)
 
         flooding = threading.Thread(target=flood, daemon=True)
         flooding.start()
         latencies = []
         for n in range(20):  # one reading every 0.1 s while the flood goes in
             published[n] = time.monotonic()
-            calm.publish(f"rooms/{calm_room}/in", json.dumps({"sender": "calm", "message": f"c{n}"}), qos=1)
+            calm.publish(in_topic(calm_room), json.dumps({"sender": "calm", "message": f"c{n}"}), qos=1)
             event = await receive(calm_reader)
             assert event["message"] == f"c{n}"
             latencies.append(time.monotonic() - published[n])

@@ -10,6 +10,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from consumers.mqtt import RoomMqttConsumer
+from gateway.topics import PUBLISH_GROUP, in_topic, out_topic, room_group
 from protocols.mqtt import AsyncMqttConsumer, MqttServer
 from tests.support import MqttListener, apublish, record_group_sends, unique
 
@@ -48,7 +49,7 @@ async def test_publish_becomes_a_scope_and_event(mosquitto):
 
 async def test_retained_replay_is_marked_and_not_posted(mosquitto):
     room = unique()
-    topic = f"rooms/{room}/in"
+    topic = in_topic(room)
     await apublish(mosquitto, topic, "a retained reading", retain=True)
     recorder = Recorder()
     server = await served(recorder, mosquitto, topics=[topic], publish_group=None)
@@ -171,22 +172,22 @@ async def test_an_adapter_publishes_what_its_own_process_stores_without_the_grou
     from gateway import publishing, rooms
 
     room = unique()
-    listener = MqttListener(mosquitto, rooms.out_topic(room))
-    server = await served(Recorder(), mosquitto, topics=[], publish_group="mqtt-publish")
+    listener = MqttListener(mosquitto, out_topic(room))
+    server = await served(Recorder(), mosquitto, topics=[], publish_group=PUBLISH_GROUP)
     layer = get_channel_layer()
     sent_to = record_group_sends(monkeypatch, layer)
     unsubscribe = rooms.stored.subscribe(publishing.publish_through(server), first=True)
     try:
         await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])
         messages = await asyncio.to_thread(listener.wait, 1)
-        assert sent_to == [rooms.group_name(room)]  # the readers' group only: no layer trip, no claim
+        assert sent_to == [room_group(room)]  # the readers' group only: no layer trip, no claim
         server._stopping = True  # stopping (or disconnected): the group's adapters take it
         await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "there"}])
-        assert sent_to[1:] == [rooms.group_name(room), "mqtt-publish"]
+        assert sent_to[1:] == [room_group(room), PUBLISH_GROUP]
         unsubscribe()  # no adapter of its own: the group's
         server._stopping = False
         await rooms._fan_out(room, [{"type": "message", "id": 3, "room": room, "message": "elsewhere"}])
-        assert sent_to[3:] == [rooms.group_name(room), "mqtt-publish"]
+        assert sent_to[3:] == [room_group(room), PUBLISH_GROUP]
     finally:
         unsubscribe()
         server._stopping = False

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import websockets
 
+from gateway.topics import in_topic
 from tests.support import (
     PYTHON,
     Gateway,
@@ -158,7 +159,7 @@ async def test_redis_restart_mid_stream_with_split_processes(tmp_path, redis_hos
 
         async def post(text: str) -> None:  # alternately over HTTP (daphne) and MQTT (runmqtt)
             if len(posted) % 2:
-                await apublish(mosquitto, f"rooms/{room}/in", text)
+                await apublish(mosquitto, in_topic(room), text)
             else:
                 status, _ = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": text})
                 assert status == 201

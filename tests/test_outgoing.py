@@ -12,8 +12,8 @@ from channels.testing import WebsocketCommunicator
 from websockets.frames import OP_TEXT, Frame
 from websockets.streams import StreamReader
 
-from consumers.outgoing import Outgoing, frames, text_frame
 from consumers.routing import websocket_urlpatterns
+from fanout.outgoing import Outgoing, frames, text_frame
 from gateway import rooms
 from tests.support import unique
 

@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.topics import in_topic
 from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
 from tests.support import (
@@ -54,7 +55,7 @@ def flush_readings(port: int, room: str, count: int, rate: float) -> list:
         started = time.monotonic()
         for n in range(count):
             reading = {"sender": "buffered-sensor", "message": f"r{n}"}
-            sent.append(device.publish(f"rooms/{room}/in", json.dumps(reading), qos=1))
+            sent.append(device.publish(in_topic(room), json.dumps(reading), qos=1))
             time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))  # pacing the device, not waiting
         for info in sent:
             info.wait_for_publish(60)

@@ -9,6 +9,7 @@ import pytest
 from gateway import presence
 from gateway.models import Presence
 from gateway.presence import _Change as Change
+from gateway.topics import in_topic
 from tests.support import apublish, join, receive, unique
 
 
@@ -23,8 +24,8 @@ async def test_presence_follows_joins_leaves_and_devices(gateway):
     await bob.close()
     assert (await receive(alice, "presence"))["browsers"] == [{"name": "alice", "count": 1}]
 
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 20}))
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "hi", "sender": "sensor-7"}))
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": 20}))
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"message": "hi", "sender": "sensor-7"}))
     await receive(alice)
     await receive(alice)
     carol, _ = await join(gateway, room, "?name=carol")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from gateway.topics import in_topic, out_topic
 from tests.support import (
     Gateway,
     Mosquitto,
@@ -51,7 +52,7 @@ async def test_adapter_reconnects_and_resubscribes_after_broker_restart(tmp_path
 
         room = unique()
         ws, _ = await join(gateway, room)
-        await apublish(broker.url, f"rooms/{room}/in", "before the restart")
+        await apublish(broker.url, in_topic(room), "before the restart")
         event = await receive(ws)
         assert (event["message"], event["source"]) == ("before the restart", "mqtt")
 
@@ -68,9 +69,9 @@ async def test_adapter_reconnects_and_resubscribes_after_broker_restart(tmp_path
         assert status == 200 and body["status"] == "ok", body
 
         # In and out both work on the new connection.
-        listener = MqttListener(broker.url, f"rooms/{room}/out")
+        listener = MqttListener(broker.url, out_topic(room))
         try:
-            await apublish(broker.url, f"rooms/{room}/in", json.dumps({"message": "after the restart", "sender": "d"}))
+            await apublish(broker.url, in_topic(room), json.dumps({"message": "after the restart", "sender": "d"}))
             event = await receive(ws)
             assert (event["message"], event["source"], event["sender"]) == ("after the restart", "mqtt", "d")
             status, posted = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "out"})

@@ -7,12 +7,13 @@ from asgiref.testing import ApplicationCommunicator
 
 from consumers.mqtt import RoomMqttConsumer
 from gateway.models import Message
+from gateway.topics import in_topic
 
 
 async def deliver(room: str, payload: bytes, *, dup: bool) -> dict:
     scope = {
         "type": "mqtt",
-        "topic": f"rooms/{room}/in",
+        "topic": in_topic(room),
         "qos": 1,
         "retain": False,
         "dup": dup,

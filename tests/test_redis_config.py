@@ -22,7 +22,7 @@ import pytest
 import redis
 from channels_redis.utils import _consistent_hash
 
-from gateway.rooms import group_name
+from gateway.topics import out_topic, room_group
 from tests.support import (
     PYTHON,
     ROOT,
@@ -296,7 +296,7 @@ def rooms_on_each_host(hosts: int = 2) -> dict[int, str]:
     rooms: dict[int, str] = {}
     while len(rooms) < hosts:
         room = unique()
-        rooms.setdefault(_consistent_hash(group_name(room), hosts), room)
+        rooms.setdefault(_consistent_hash(room_group(room), hosts), room)
     return rooms
 
 
@@ -332,7 +332,7 @@ async def test_the_out_topic_with_two_redis_hosts(sharded, mosquitto):
     (one, two), processes = daphnes(env, healthy=False)
     processes["runmqtt"] = Process(manage("runmqtt"), env=env).start()
     room = unique()
-    listener = MqttListener(mosquitto, f"rooms/{room}/out")
+    listener = MqttListener(mosquitto, out_topic(room))
     try:
         processes["runmqtt"].wait_for("Quit with Ctrl-C.")
         # Each daphne sends its first general-channel message to the first host; the relay, having taken
@@ -390,7 +390,7 @@ async def test_redis_sentinel_finds_the_master_and_a_failover(tmp_path, database
 def test_redis_selects_the_gateways_layer_and_no_redis_the_in_memory_one():
     script = "print(settings.CHANNEL_LAYERS['default']['BACKEND'])"
     on_redis = load_settings(script, REDIS_URL="redis://127.0.0.1:6379/0")
-    assert on_redis.stdout.strip() == "gateway.layers.GatewayRedisChannelLayer", on_redis.stderr
+    assert on_redis.stdout.strip() == "fanout.redis_layer.GatewayRedisChannelLayer", on_redis.stderr
     env = gateway_env(**dict.fromkeys(REDIS_VARIABLES, ""))
     alone = subprocess.run(
         [PYTHON, "-c", f"from django.conf import settings; {script}"], cwd=ROOT, env=env, capture_output=True, text=True

@@ -59,11 +59,11 @@ async def test_the_mqtt_egress_to_the_group_leaves_a_batch_another_took(taken):
     from channels.layers import get_channel_layer
 
     from gateway import publishing
-    from protocols.mqtt import DEFAULT_PUBLISH_GROUP
+    from gateway.topics import PUBLISH_GROUP
 
     layer = get_channel_layer()
     channel = await layer.new_channel("test-egress")
-    await layer.group_add(DEFAULT_PUBLISH_GROUP, channel)
+    await layer.group_add(PUBLISH_GROUP, channel)
     stored = batch(4, 5)
     stored.mqtt_taken = taken
     try:
@@ -74,6 +74,6 @@ async def test_the_mqtt_egress_to_the_group_leaves_a_batch_another_took(taken):
         while received[-1]["type"] != "end":
             received.append(await layer.receive(channel))
     finally:
-        await layer.group_discard(DEFAULT_PUBLISH_GROUP, channel)
+        await layer.group_discard(PUBLISH_GROUP, channel)
     expected = [] if taken else [{"type": "mqtt.publish.many", "messages": [], "key": "lobby#4-5"}]
     assert received[:-1] == expected

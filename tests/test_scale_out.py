@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.topics import in_topic, out_topic
 from tests.support import (
     PYTHON,
     ROOT,
@@ -214,7 +215,7 @@ def broker_log(broker, pattern: str) -> list[str]:
 async def test_every_subscriber_in_every_process_hears_every_message_once_in_order(cluster):
     one, two = cluster.daphnes
     room = unique("scale")
-    listener = OutListener(cluster.broker.url, f"rooms/{room}/out")
+    listener = OutListener(cluster.broker.url, out_topic(room))
     readers = []
     try:
         for gateway in (one, two):
@@ -239,7 +240,7 @@ async def test_every_subscriber_in_every_process_hears_every_message_once_in_ord
         for k in range(MQTT_MESSAGES):
             expected.add(text := f"mqtt {k}")
             payloads.append(json.dumps({"message": text, "sender": f"device-{k % DEVICES}"}))
-        sends.append(asyncio.to_thread(publish_all, cluster.broker.url, f"rooms/{room}/in", payloads))
+        sends.append(asyncio.to_thread(publish_all, cluster.broker.url, in_topic(room), payloads))
         for k in range(MAILS):
             expected.add(f"mail {k}\n\nbody {k}")
             mail = build_mail(f"{room}@localhost", f"mail {k}", f"body {k}", sender="carol@example.com")
@@ -318,7 +319,7 @@ async def test_websocket_clients_of_different_processes_talk(cluster):
 async def test_the_out_topic_carries_each_message_exactly_once(cluster):
     one, two = cluster.daphnes
     room = unique("scale")
-    listener = OutListener(cluster.broker.url, f"rooms/{room}/out")
+    listener = OutListener(cluster.broker.url, out_topic(room))
     try:
         posts = [
             ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": f"to devices {n}.{k}"})

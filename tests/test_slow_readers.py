@@ -19,8 +19,8 @@ import websockets
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 
-from consumers.outgoing import Outbox
 from consumers.routing import websocket_urlpatterns
+from fanout.outgoing import Outbox
 from gateway import rooms
 from gateway.backlog import Backlog
 from tests.support import ahttp, join, launch_gateway, receive, unique

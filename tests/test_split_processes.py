@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from gateway.topics import in_topic, out_topic
 from tests.support import (
     PYTHON,
     Gateway,
@@ -126,7 +127,7 @@ async def test_every_way_in_reaches_a_websocket_client_on_daphne(split):
     other, _ = await join(split, room)
     assert before == []
 
-    await apublish(split.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "via runmqtt", "sender": "dev-1"}))
+    await apublish(split.mqtt_url, in_topic(room), json.dumps({"message": "via runmqtt", "sender": "dev-1"}))
     event = await receive(ws)
     assert (event["room"], event["message"], event["source"], event["sender"]) == (room, "via runmqtt", "mqtt", "dev-1")
 
@@ -163,13 +164,13 @@ async def test_every_way_in_reaches_a_websocket_client_on_daphne(split):
 
 async def test_runmqtt_publishes_what_entered_through_daphne_to_the_out_topic(split):
     room = unique()
-    listener = MqttListener(split.mqtt_url, f"rooms/{room}/out")
+    listener = MqttListener(split.mqtt_url, out_topic(room))
     try:
         status, posted = await ahttp("POST", f"{split.http}/api/rooms/{room}/messages", {"message": "to devices"})
         assert status == 201, posted
         [message] = listener.wait(1)
     finally:
         listener.close()
-    assert message.topic == f"rooms/{room}/out"
+    assert message.topic == out_topic(room)
     assert json.loads(message.payload) == posted
     assert await history(split, room) == [posted]

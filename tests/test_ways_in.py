@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from gateway.topics import in_topic, out_topic
 from tests.support import (
     MqttListener,
     ahttp,
@@ -41,9 +42,9 @@ async def test_websocket_to_websocket(gateway):
 async def test_mqtt_into_room(gateway):
     room = unique()
     ws, _ = await join(gateway, room)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "hello from a device")
+    await apublish(gateway.mqtt_url, in_topic(room), "hello from a device")
     assert_message(await receive(ws), room, "hello from a device", "mqtt")
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"message": "structured", "sender": "sensor-7"}))
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"message": "structured", "sender": "sensor-7"}))
     event = await receive(ws)
     assert_message(event, room, "structured", "mqtt")
     assert event["sender"] == "sensor-7"
@@ -54,7 +55,7 @@ async def test_mqtt_into_room(gateway):
 async def test_mqtt_reading_carries_data(gateway):
     room = unique()
     ws, _ = await join(gateway, room)
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temperature": 21.5, "humidity": 40}))
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"temperature": 21.5, "humidity": 40}))
     event = await receive(ws)
     assert event["data"] == {"temperature": 21.5, "humidity": 40}
     assert event["message"] == "temperature: 21.5, humidity: 40"
@@ -96,10 +97,10 @@ async def test_http_api_into_room(gateway):
 
 async def test_every_message_is_published_to_the_out_topic(gateway):
     room = unique()
-    listener = MqttListener(gateway.mqtt_url, f"rooms/{room}/out")
+    listener = MqttListener(gateway.mqtt_url, out_topic(room))
     try:
         await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "one"})
-        await apublish(gateway.mqtt_url, f"rooms/{room}/in", "two")
+        await apublish(gateway.mqtt_url, in_topic(room), "two")
         messages = listener.wait(2)
     finally:
         listener.close()
@@ -155,8 +156,8 @@ async def test_nul_characters_are_stored_as_replacement_characters(gateway):
     room = unique()
     status, body = await ahttp("POST", f"{gateway.http}/api/rooms/{room}/messages", {"message": "a\x00b"})
     assert status == 201 and body["message"] == "a\ufffdb"
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", json.dumps({"temp\x00": 1}))
-    await apublish(gateway.mqtt_url, f"rooms/{room}/in", "next")
+    await apublish(gateway.mqtt_url, in_topic(room), json.dumps({"temp\x00": 1}))
+    await apublish(gateway.mqtt_url, in_topic(room), "next")
     ws, messages = await join(gateway, room)
     while len(messages) < 2:
         messages.append(await receive(ws))

@@ -3,6 +3,7 @@ import secrets
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway.models import Device, Room
+from gateway.topics import in_topic, out_topic
 
 
 class Command(BaseCommand):
@@ -24,4 +25,4 @@ class Command(BaseCommand):
         device.rooms.set(rooms)
         self.stdout.write(f"Device {name} created. MQTT user name: {name}  password: {password}")
         for row in sorted(rooms, key=lambda row: row.name):  # the only topics its account may publish to
-            self.stdout.write(f"  {row.name}: publish to rooms/{row.name}/in/{name}, hear rooms/{row.name}/out")
+            self.stdout.write(f"  {row.name}: publish to {in_topic(row.name, name)}, hear {out_topic(row.name)}")

@@ -12,22 +12,33 @@ import asyncio
 import contextvars
 import logging
 import time
-import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
-from django.conf import settings
-
-from gateway import metrics, rooms
-
-from .hub_channel import Receive, open_channel
+from .channel import Receive, open_channel
 from .outgoing import Outgoing
-from .stream import RoomStream
+from .stream import Deliver, ReadMissed, RoomStream
 
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "hub"  # the layer's capacity setting for "hub.*" channels is the hub's backlog
+ROOM_MESSAGES = "room.messages"  # {"group", "messages": [[id, json], ...], "at": time.time() when sent}
+ROOM_PRESENCE = "room.presence"  # {"group", "text": json}
+
+
+class History(Protocol):
+    """What the hub reads from the room service: stored messages, as its readers are sent them."""
+
+    async def after(self, room: str, after: int) -> list[Outgoing]:
+        """The room's messages after id ``after``, oldest first (as many as a reader catches up at once)."""
+
+    async def newest(self, room: str, limit: int) -> tuple[int, list[Outgoing]]:
+        """The id of the room's newest message (0 when none) and up to ``limit`` messages up to it."""
+
+
+def _nothing(*_: object) -> None:
+    return None
 
 
 class Reader(Protocol):
@@ -47,12 +58,13 @@ class Audience:
     the newest of those messages, which a reader joining (or catching up a little) is sent from here
     rather than from the database: exactly what was passed on up to now, so nothing falls between."""
 
-    __slots__ = ("room", "readers", "stream", "recent", "opening")
+    __slots__ = ("room", "history", "readers", "stream", "recent", "opening")
 
-    def __init__(self, room: str, keep: int) -> None:
+    def __init__(self, room: str, keep: int, history: History, read_missed: ReadMissed) -> None:
         self.room = room
+        self.history = history
         self.readers: set[Reader] = set()
-        self.stream = RoomStream(room, self.deliver)  # held until the hub knows where the room stands
+        self.stream = RoomStream(room, self.deliver, read_missed)  # held until the hub knows where the room stands
         self.recent: deque[Outgoing] = deque(maxlen=keep)
         self.opening: asyncio.Task | None = None  # the first reading of where the room stands
 
@@ -69,8 +81,8 @@ class Audience:
             return [], after
         if self.recent and self.recent[0].id <= after + 1:
             return [item for item in self.recent if item.id > after], self.last_id
-        messages = await rooms.history(self.room, after=after, limit=rooms.CATCH_UP_LIMIT)
-        return [Outgoing(m["id"], rooms.to_json(m)) for m in messages], messages[-1]["id"] if messages else after
+        messages = await self.history.after(self.room, after)
+        return messages, messages[-1].id if messages else after
 
     def deliver(self, items: list[Outgoing]) -> None:
         self.recent.extend(items)
@@ -89,22 +101,60 @@ class Audience:
 
 
 class Hub:
-    """This process's readers of rooms, behind one channel of the layer."""
+    """This process's readers of rooms, behind one channel of the layer.
 
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
+    ``history`` reads the room service's stored messages; ``group(room)`` names a room's layer group;
+    ``keep`` messages of each room are kept for readers who join; the groups are joined again every
+    ``refresh_seconds``; ``on_lag(seconds)`` is told how long each batch took from its sender to here,
+    ``on_layer_error()`` of each failed receive."""
+
+    def __init__(
+        self,
+        layer: Any,
+        history: History,
+        *,
+        group: Callable[[str], str],
+        keep: int,
+        refresh_seconds: float,
+        on_lag: Callable[[float], None] = _nothing,
+        on_layer_error: Callable[[], None] = _nothing,
+    ) -> None:
+        self.layer, self.history, self.group = layer, history, group
+        self.keep, self.refresh_seconds = keep, refresh_seconds
+        self.on_lag, self.on_layer_error = on_lag, on_layer_error
         self.audiences: dict[str, Audience] = {}  # by group name
         self.channel: str | None = None
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
+        self._readings: dict[tuple[str, int], asyncio.Task] = {}
+
+    def stream(self, room: str, deliver: Deliver) -> RoomStream:
+        """A reader's own stream of the room (where its history ends and live messages begin)."""
+        return RoomStream(room, deliver, self.read_missed)
+
+    async def read_missed(self, room: str, after: int) -> list[Outgoing]:
+        """The room's messages after id ``after``. Everyone who missed the same messages in this process
+        (an audience, or readers whose catch-up ended at the same id) shares one reading."""
+        key = (room, after)
+        reading = self._readings.get(key)
+        if reading is None:
+            reading = self._readings[key] = asyncio.get_running_loop().create_task(
+                self.history.after(room, after), context=contextvars.Context()
+            )
+            reading.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(reading)  # one reader leaving does not cancel the others' reading
+
+    def _forget(self, key: tuple[str, int], done: asyncio.Task) -> None:
+        if self._readings.get(key) is done:
+            del self._readings[key]
 
     async def join(self, room: str, reader: Reader) -> Audience:
         """From now on ``reader`` gets the room's messages: every one after the audience's ``last_id``
         at the moment this returns, in order."""
-        group = rooms.group_name(room)
+        group = self.group(room)
         audience = self.audiences.get(group)
         if audience is None:  # (nothing awaited before it is in place: one audience per room)
-            audience = self.audiences[group] = Audience(room, settings.HISTORY_ON_JOIN)
+            audience = self.audiences[group] = Audience(room, self.keep, self.history, self.read_missed)
             loop = asyncio.get_running_loop()
             audience.opening = loop.create_task(self._open(group, audience), context=contextvars.Context())
         audience.readers.add(reader)
@@ -126,18 +176,18 @@ class Hub:
                     raise RuntimeError(f"{group} was left before it was joined")
                 await self._start()
                 await self.layer.group_add(group, self.channel)
-            last_id, newest = await rooms.newest(audience.room, settings.HISTORY_ON_JOIN)
+            last_id, newest = await self.history.newest(audience.room, self.keep)
         except BaseException:
             if self.audiences.get(group) is audience:
                 del self.audiences[group]  # the next reader tries again
             raise
-        audience.recent.extend(Outgoing(message["id"], rooms.to_json(message)) for message in newest)
+        audience.recent.extend(newest)
         audience.stream.begin(last_id)
 
     def leave(self, room: str, reader: Reader) -> None:
         """The group itself is left at the next refresh that finds it empty: a reader who reconnects at
         once (a page reload) finds it still joined."""
-        audience = self.audiences.get(rooms.group_name(room))
+        audience = self.audiences.get(self.group(room))
         if audience is not None:
             audience.readers.discard(reader)
 
@@ -146,10 +196,10 @@ class Hub:
         if audience is None:
             return
         kind = message.get("type")
-        if kind == "room.messages":
+        if kind == ROOM_MESSAGES:
             audience.stream.push([Outgoing(message_id, text) for message_id, text in message["messages"]])
-            metrics.fanout_seconds.observe(time.time() - message["at"])
-        elif kind == "room.presence":
+            self.on_lag(time.time() - message["at"])
+        elif kind == ROOM_PRESENCE:
             audience.presence(Outgoing(0, message["text"]))
 
     async def _start(self) -> None:
@@ -170,7 +220,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the layer is down (Redis restarting): wait, then listen again
-                metrics.layer_errors.inc()
+                self.on_layer_error()
                 logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)  # backoff
                 delay = min(delay * 2, 5)
@@ -185,7 +235,7 @@ class Hub:
         """Join the groups again now and then: memberships expire, and a restarted Redis forgot them.
         What was missed meanwhile, the room's stream reads from the history when the next message comes."""
         while True:
-            await asyncio.sleep(settings.GROUP_REFRESH_SECONDS)
+            await asyncio.sleep(self.refresh_seconds)
             async with self._membership:
                 for group, audience in list(self.audiences.items()):
                     try:
@@ -197,15 +247,3 @@ class Hub:
                             await self.layer.group_discard(group, self.channel)
                     except Exception:  # the layer is down: try again next time
                         logger.warning("Could not refresh group %s", group, exc_info=True)
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def get_hub() -> Hub:
-    """The hub of the running event loop (a process normally has one) on the default channel layer."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub(get_channel_layer())
-    return hub

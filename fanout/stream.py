@@ -1,6 +1,6 @@
 """A room's messages in id order and each once, whatever the layer did on the way.
 
-Used twice: once per room in each process's hub (consumers/hub.py), which puts the layer's batches in
+Used twice: once per room in each process's hub (fanout/hub.py), which puts the layer's batches in
 order for all the room's readers there at once, and once per reader, for where that reader's history
 ends and live messages begin.
 """
@@ -8,11 +8,8 @@ ends and live messages begin.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-from collections.abc import Callable
-
-from gateway import rooms
+from collections.abc import Awaitable, Callable
 
 from .outgoing import Outgoing
 
@@ -20,25 +17,8 @@ logger = logging.getLogger(__name__)
 
 # Messages in id order, without gaps unless the history could not be read; it must not wait on anything.
 Deliver = Callable[[list[Outgoing]], None]
-
-
-_readings: dict[tuple[str, int], asyncio.Task] = {}
-
-
-async def read_missed(room: str, after: int) -> list[Outgoing]:
-    """The room's messages after id ``after``. Everyone who missed the same messages in this process
-    (the hub, or readers whose catch-up ended at the same id) shares one reading, serialised once."""
-    key = (room, after)
-    reading = _readings.get(key)
-    if reading is None or reading.get_loop() is not asyncio.get_running_loop():
-
-        async def read() -> list[Outgoing]:
-            messages = await rooms.history(room, after=after, limit=rooms.CATCH_UP_LIMIT)
-            return [Outgoing(message["id"], rooms.to_json(message)) for message in messages]
-
-        reading = _readings[key] = asyncio.get_running_loop().create_task(read(), context=contextvars.Context())
-        reading.add_done_callback(lambda done: _readings.pop(key, None) if _readings.get(key) is done else None)
-    return await asyncio.shield(reading)  # one reader leaving does not cancel the others' reading
+# The room's messages after an id, from the history (``Hub.read_missed``: one reading for all who missed them).
+ReadMissed = Callable[[str, int], Awaitable[list[Outgoing]]]
 
 
 class RoomStream:
@@ -51,10 +31,10 @@ class RoomStream:
     synchronous but the history reading: a batch that is next in line goes straight to ``deliver``.
     """
 
-    __slots__ = ("room", "deliver", "last_sent", "held", "filler", "begun")
+    __slots__ = ("room", "deliver", "read_missed", "last_sent", "held", "filler", "begun")
 
-    def __init__(self, room: str, deliver: Deliver) -> None:
-        self.room, self.deliver = room, deliver
+    def __init__(self, room: str, deliver: Deliver, read_missed: ReadMissed) -> None:
+        self.room, self.deliver, self.read_missed = room, deliver, read_missed
         self.last_sent = 0
         self.held: list[Outgoing] | None = []  # None: messages go straight through
         self.filler: asyncio.Task | None = None
@@ -82,7 +62,7 @@ class RoomStream:
 
     async def _read_missed(self) -> None:
         try:
-            missed = await read_missed(self.room, self.last_sent)
+            missed = await self.read_missed(self.room, self.last_sent)
         except Exception:  # the database is away: deliver what is here rather than nothing
             logger.exception("Could not read %s's history after #%s", self.room, self.last_sent)
             missed = []
