@@ -18,6 +18,8 @@ _refused = [
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
 
+from typing import Any  # noqa: E402
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
@@ -25,18 +27,37 @@ from django.urls import re_path  # noqa: E402
 
 from consumers.lean import WebsocketAuthStack  # noqa: E402
 from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
+from gateway.runtime import Runtime, WithRuntime  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": URLRouter(
-            [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
-        ),
-        # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
-        # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
-        "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
-        "mqtt": mqtt_router,
-        "email": email_router,
-        "lifespan": lifespan,
-    }
-)
+
+def build_application(runtime: Runtime) -> WithRuntime:
+    """The application, serving with ``runtime``: every scope it is given carries it (``scope["runtime"]``,
+    read once per connection by the consumers, and by Django views as ``request.scope["runtime"]``)."""
+    router = ProtocolTypeRouter(
+        {
+            "http": URLRouter(
+                [
+                    *http_urlpatterns,
+                    re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http),
+                ]
+            ),
+            # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
+            # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
+            "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
+            "mqtt": mqtt_router,
+            "email": email_router(runtime),
+            "lifespan": lifespan,
+        }
+    )
+    return WithRuntime(router, runtime)
+
+
+def __getattr__(name: str) -> Any:
+    """``config.asgi:application`` for an ASGI server (daphne, ``python -m gateway.serve``), built on first
+    use around a runtime of its own: the process's. The gateway's commands build theirs instead."""
+    if name != "application":
+        raise AttributeError(name)
+    global application
+    application = build_application(Runtime())
+    return application

@@ -11,9 +11,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from gateway import attachments, deadletters, limits, mail_caps, mail_workers, metrics, rooms
-from gateway.answers import RecentAnswers
+from gateway.access import mail_rules
 from gateway.mail import NOTHING_TO_POST, MailPost, UnreadableMail, truncated
 from gateway.models import Room
+from gateway.runtime import SCOPE_KEY, Runtime, runtime_of
 from protocols.smtp import AsyncEmailConsumer
 
 logger = logging.getLogger(__name__)
@@ -28,19 +29,20 @@ class RoomEmailConsumer(AsyncEmailConsumer):
     async def recipient_refusal(cls, scope: dict) -> str | None:
         route = scope["route"]["kwargs"]
         if route.get("token") is None:  # the open address: the room as read in the last moment
-            return _refusal(route, scope["mail_from"], await _rooms(route["room"]))
+            return _refusal(route, scope["mail_from"], await runtime_of(scope).mail_rules(route["room"]))
         # A secret address is checked against the room as it is now: a rotated secret stops at once.
-        return _refusal(route, scope["mail_from"], await database_sync_to_async(_room)(route["room"]))
+        return _refusal(route, scope["mail_from"], await database_sync_to_async(mail_rules)(route["room"]))
 
     async def receive(self, content: bytes) -> None:
         room, mail_from = self.scope["route"]["kwargs"]["room"], self.scope["mail_from"]
+        runtime = self.runtime = runtime_of(self.scope)
         # Cheapest first: the rate before reading anything, the caps before parsing, the parse in a worker.
-        if not limits.allow("MAIL_SENDER", f"{mail_from.lower()} {room}"):  # per sender and room
+        if not runtime.limits.allow("MAIL_SENDER", f"{mail_from.lower()} {room}"):  # per sender and room
             too_many = f"4.7.1 too many mails from you ({limits.describe('MAIL_SENDER')}), try later"
             return await self.reject(451, too_many)
         try:
             mail_caps.check(content, caps())
-            mail = await mail_workers.parse(
+            mail = await runtime.mail_readers.parse(
                 content,
                 mail_from,
                 settings.EMAIL_DOMAIN,
@@ -57,7 +59,7 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             # Accepted and dropped: refusing would make the sending server bounce, which loops.
             logger.info("Auto-generated mail for room %s not posted: %r", room, mail.automatic)
             return await self.accept()
-        rules = await _rooms(room)
+        rules = await runtime.mail_rules(room)
         if rules is not None and not rules.email_sender_allowed(mail.address):
             # The allowlist holds for the address the room shows (the From header), not only the envelope's.
             logger.info("Mail for room %s refused: its From, %r, is not on the allowlist", room, mail.address)
@@ -92,13 +94,15 @@ class RoomEmailConsumer(AsyncEmailConsumer):
         Attachments of a message that is not posted (refused, or posted before: a resent mail) are deleted."""
         text = truncated(mail.text, settings.MESSAGE_MAX_LENGTH)  # a long mail is posted, visibly cut
         if not mail.attachments:
-            await rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
+            await self.runtime.rooms.post(room, text, sender=mail.sender, source="email", key=mail.key)
             return
         stored = await asyncio.to_thread(attachments.write, room, mail.attachments)
         await database_sync_to_async(attachments.record)(room, stored)
         data = {"attachments": attachments.described(room, stored)}
         try:
-            event = await rooms.post(room, text, sender=mail.sender, source="email", data=data, key=mail.key)
+            event = await self.runtime.rooms.post(
+                room, text, sender=mail.sender, source="email", data=data, key=mail.key
+            )
         except BaseException:
             await _discard(stored)
             raise
@@ -106,6 +110,22 @@ class RoomEmailConsumer(AsyncEmailConsumer):
             await database_sync_to_async(attachments.link)(room, event["id"], stored)
         else:  # the same mail, posted before: its first message keeps its own attachments
             await _discard(stored)
+
+
+class RoomEmailApplication:
+    """``RoomEmailConsumer`` served with ``runtime``. The SMTP server asks a recipient's check
+    (``recipient_refusal``, at RCPT time) with a scope of its own, outside the application and its
+    middleware, so the route's application brings the runtime to it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.consumer = RoomEmailConsumer.as_asgi()
+
+    def __call__(self, scope: dict, receive, send):
+        return self.consumer(scope, receive, send)
+
+    async def recipient_refusal(self, scope: dict) -> str | None:
+        return await RoomEmailConsumer.recipient_refusal({**scope, SCOPE_KEY: self.runtime})
 
 
 async def _discard(stored: list) -> None:
@@ -131,14 +151,6 @@ def caps() -> mail_caps.MailCaps:
         parts=settings.MAIL_MAX_PARTS,
         depth=settings.MAIL_MAX_MIME_DEPTH,
     )
-
-
-def _room(name: str) -> Room | None:
-    return Room.objects.filter(name=name).only("name", "email_open", "email_token", "email_allowlist").first()
-
-
-ROOM_RULES_SECONDS = 2.0  # how long a room's mail rules are kept for its open address
-_rooms = RecentAnswers(database_sync_to_async(_room), ROOM_RULES_SECONDS)
 
 
 NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"

@@ -11,7 +11,7 @@ from fanout.outgoing import Outbox, Outgoing
 from gateway import access, metrics, rooms
 from gateway.backlog import max_backlog
 from gateway.daphne_io import BACKLOG_EXTENSION
-from gateway.hub import get_hub
+from gateway.runtime import runtime_of
 from protocols.consumer import DirectDispatch
 
 from .origins import WRONG_HOST_ERROR, allowed_host
@@ -45,7 +45,8 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.room = self.scope["url_route"]["kwargs"]["room"]
         if not allowed_host(self.scope):
             return await self.refuse(400, WRONG_HOST_ERROR)
-        verdict = await access.averdict(self.room, await access.scope_user(self.scope))
+        runtime = runtime_of(self.scope)
+        verdict = await runtime.verdicts(self.room, await access.scope_user(self.scope))
         if verdict is not access.Verdict.OK:  # a members-only room looks missing to outsiders
             return await self.refuse(404, verdict.value)
         after = after_id(self.scope)
@@ -61,7 +62,7 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.backlog = watcher["watch"](limit, self.too_far_behind) if watcher else None  # under daphne
         self.outbox = Outbox(self._send_event, limit, self.too_far_behind)
         self.ending: asyncio.Task | None = None
-        self.hub = get_hub()
+        self.hub = runtime.hub
         self.stream = self.hub.stream(self.room, self.deliver)
         audience = await self.hub.join(self.room, self)
         missed, start = ([], audience.last_id) if after is None else await audience.catch_up(after)

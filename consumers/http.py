@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import access, health, metrics, rooms, validation
+from gateway.runtime import runtime_of
 from protocols.consumer import DirectDispatch
 
 from .origins import WRONG_HOST_ERROR, allowed_host, cross_site_refusal
@@ -65,7 +66,8 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
             return await self.answer(405, error="use GET or POST", headers=[(b"Allow", b"GET, POST")])
         if not allowed_host(self.scope):
             return await self.answer(400, error=WRONG_HOST_ERROR)
-        verdict = await access.averdict(room, await access.scope_user(self.scope))
+        runtime = runtime_of(self.scope)
+        verdict = await runtime.verdicts(room, await access.scope_user(self.scope))
         if verdict is not access.Verdict.OK:  # a members-only room looks missing to outsiders
             return await self.answer(404, error=verdict.value)
         if method == "GET":
@@ -82,7 +84,7 @@ class RoomMessagesConsumer(DirectDispatch, AsyncHttpConsumer):
         if not isinstance(request, dict) or "message" not in request:
             return await self.answer(400, error='send a JSON object with a "message" field')
         try:
-            message = await rooms.post(room, request["message"], sender=request.get("sender"), source="http")
+            message = await runtime.rooms.post(room, request["message"], sender=request.get("sender"), source="http")
         except rooms.RateLimited as exc:
             return await self.answer(429, error=str(exc))
         except rooms.NoSuchRoom as exc:
@@ -141,7 +143,7 @@ def prometheus(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 async def healthz(request: HttpRequest) -> JsonResponse:
-    components = await health.check()
+    components = await health.check(runtime_of(request.scope))
     healthy = all(state["ok"] for state in components.values())
     return JsonResponse(
         {"status": "ok" if healthy else "degraded", "components": components}, status=200 if healthy else 503

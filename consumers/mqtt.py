@@ -9,21 +9,12 @@ import logging
 import weakref
 from collections.abc import Awaitable
 
-from channels.db import database_sync_to_async
-
 from gateway import limits, metrics, rooms
-from gateway.answers import RecentAnswers
-from gateway.devices import mqtt_rules
 from gateway.payloads import parse_payload
+from gateway.runtime import runtime_of
 from protocols.mqtt import AsyncMqttConsumer
 
 logger = logging.getLogger(__name__)
-
-ROOM_RULES_SECONDS = 2.0  # how long a room's MQTT rules are kept: a change applies within this
-
-# "Whom does the room take MQTT posts from?", asked once in a while rather than on every message of a
-# busy device (the messages that arrive during a lookup share it).
-room_rules = RecentAnswers(database_sync_to_async(mqtt_rules), ROOM_RULES_SECONDS)
 
 
 def user_property(scope: dict, name: str) -> str | None:
@@ -46,7 +37,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         try:
             # A topic's messages are handed to the room in the order they came, whatever each awaits first
             # (a lookup of the room's rules): the adapter serves a window of them at once.
-            async with _turn(self.scope["topic"]):
+            async with _turn(runtime_of(self.scope).mqtt_turns, self.scope["topic"]):
                 stored = await self.submit(payload)
             await stored
         except rooms.InvalidMessage as exc:
@@ -59,9 +50,10 @@ class RoomMqttConsumer(AsyncMqttConsumer):
     async def submit(self, payload: bytes) -> Awaitable[dict]:
         """Hand the message to its room (``InvalidMessage`` if it may not go there); what to await for it
         stored."""
+        runtime = runtime_of(self.scope)
         post = parse_payload(payload)
         room, device = self.scope["route"]["kwargs"]["room"], self.scope["route"]["kwargs"].get("device")
-        refusal = (await room_rules(room)).refusal(device)
+        refusal = (await runtime.mqtt_rules(room)).refusal(device)
         if refusal:
             raise rooms.InvalidMessage(refusal)
         # On its own topic, the device's name is its identity (the broker let only that device publish
@@ -74,7 +66,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         # Over its rate, a QoS 0 message is dropped; a QoS 1 one is stored all the same (nothing can tell
         # the device to slow down, and holding its PUBACK would stall the broker's window for every
         # room), and the room's live delivery is coalesced meanwhile (docs/mqtt.md, "Rate limits").
-        over_rate = not limits.allow("DEVICE", rate_key)
+        over_rate = not runtime.limits.allow("DEVICE", rate_key)
         if over_rate and not self.scope["qos"]:
             raise rooms.InvalidMessage(f"rate limit: {limits.describe('DEVICE')} for {rate_key}")
         key = post.key or user_property(self.scope, "id")
@@ -83,7 +75,7 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         # transaction that would store it). Only redeliveries: a sensor that sends the same reading twice
         # on purpose is heard twice.
         digest = None if key else hashlib.sha256(origin.encode() + b"\n" + payload).hexdigest()
-        return rooms.submit(
+        return runtime.rooms.submit(
             room,
             post.text,
             sender=sender,
@@ -96,13 +88,11 @@ class RoomMqttConsumer(AsyncMqttConsumer):
         )
 
 
-_turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-
-def _turn(topic: str) -> asyncio.Lock:
+def _turn(turns: weakref.WeakValueDictionary[str, asyncio.Lock], topic: str) -> asyncio.Lock:
     """The topic's turn to hand a message to its room: taken in the order asked for (a lock's waiters
-    are served first come, first served), held until the message is handed in, not until it is stored."""
-    turn = _turns.get(topic)
+    are served first come, first served), held until the message is handed in, not until it is stored.
+    ``turns``: the runtime's, each lock kept while someone holds or waits for it."""
+    turn = turns.get(topic)
     if turn is None:
-        turn = _turns[topic] = asyncio.Lock()
+        turn = turns[topic] = asyncio.Lock()
     return turn

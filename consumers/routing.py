@@ -4,11 +4,12 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.urls import path, re_path
 
+from gateway.runtime import Runtime
 from gateway.topics import DEVICE_IN_ROUTE, IN_ROUTE
 from protocols.mqtt import MqttTopicRouter, topic
 from protocols.smtp import EmailToRouter, address
 
-from .email import RoomEmailConsumer
+from .email import RoomEmailApplication
 from .events import RoomEventsConsumer
 from .http import RoomMessagesConsumer
 from .mqtt import RoomMqttConsumer
@@ -34,9 +35,13 @@ mqtt_router = MqttTopicRouter(
     ]
 )
 
-email_router = EmailToRouter(
-    [
-        address(f"<room:room>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi()),
-        address(f"<room:room>.<slug:token>@{settings.EMAIL_DOMAIN}", RoomEmailConsumer.as_asgi()),  # secret address
-    ]
-)
+
+def email_router(runtime: Runtime) -> EmailToRouter:
+    """The rooms' addresses (and secret addresses), whose recipient checks use ``runtime`` (consumers/email.py)."""
+    application = RoomEmailApplication(runtime)
+    return EmailToRouter(
+        [
+            address(f"<room:room>@{settings.EMAIL_DOMAIN}", application),
+            address(f"<room:room>.<slug:token>@{settings.EMAIL_DOMAIN}", application),  # secret address
+        ]
+    )

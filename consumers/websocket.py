@@ -9,10 +9,10 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 
 from fanout.outgoing import Outbox, Outgoing, frames
-from gateway import access, limits, metrics, presence, rooms, validation
+from gateway import access, limits, metrics, rooms, validation
 from gateway.backlog import max_backlog
 from gateway.daphne_io import FRAMES_EXTENSION, TOO_FAR_BEHIND
-from gateway.hub import get_hub
+from gateway.runtime import runtime_of
 from protocols.consumer import DirectDispatch
 
 from .http import UNAVAILABLE_ERROR
@@ -36,14 +36,15 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
-        if await access.averdict(self.room, await access.scope_user(self.scope)) is not access.Verdict.OK:
+        self.runtime = runtime = runtime_of(self.scope)
+        if await runtime.verdicts(self.room, await access.scope_user(self.scope)) is not access.Verdict.OK:
             return await self.close()  # the handshake is refused with 403
         after = after_id(self.scope)
         await self.accept()
         writer = self.scope.get("extensions", {}).get(FRAMES_EXTENSION)
         self.write_frames = writer["write"] if writer else None
         self.outbox = None if writer else Outbox(self._send_texts, max_backlog(), self.too_far_behind)
-        self.hub = get_hub()
+        self.hub = runtime.hub
         self.stream = self.hub.stream(self.room, self.deliver)
         audience = await self.hub.join(self.room, self)
         self.key = f"{self.hub.channel}#{id(self):x}"  # this connection, for presence and rate limits
@@ -55,7 +56,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.write([Outgoing(0, history_json(history))])
         self.stream.begin(start)
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
-        await presence.join(self.room, self.key, name)
+        await runtime.presence.join(self.room, self.key, name)
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "hub"):
@@ -66,7 +67,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
             self.outbox.close()
         if hasattr(self, "key"):
             metrics.connections.labels("websocket").dec()
-            await presence.leave(self.room, self.key)
+            await self.runtime.presence.leave(self.room, self.key)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -81,10 +82,12 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return await self.error('send a JSON object with a "message" field')
         ref = request.get("ref")  # the client's own id for this message, echoed in an error about it
         ref = ref if isinstance(ref, str) and len(ref) <= 100 and validation.is_text(ref) else None
-        if not limits.allow("WEBSOCKET", self.key):
+        if not self.runtime.limits.allow("WEBSOCKET", self.key):
             return await self.error(f"slow down: {limits.describe('WEBSOCKET')} per connection; not posted", ref)
         try:
-            await rooms.post(self.room, request["message"], sender=request.get("sender"), source="websocket")
+            await self.runtime.rooms.post(
+                self.room, request["message"], sender=request.get("sender"), source="websocket"
+            )
         except rooms.InvalidMessage as exc:
             await self.error(str(exc), ref)
         except rooms.UNAVAILABLE as exc:  # the services are down: not posted, and the socket stays open

@@ -202,6 +202,15 @@ class Hub:
         elif kind == ROOM_PRESENCE:
             audience.presence(Outgoing(0, message["text"]))
 
+    def close(self) -> None:
+        """Stop receiving and refreshing, and every room's reading of its history (the process is stopping)."""
+        for task in (*self._tasks, *self._readings.values()):
+            task.cancel()
+        for audience in self.audiences.values():
+            audience.stream.close()
+            if audience.opening is not None:
+                audience.opening.cancel()
+
     async def _start(self) -> None:
         if self.channel is None:
             self.channel, receive_one = await open_channel(self.layer, CHANNEL_PREFIX)

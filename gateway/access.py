@@ -38,14 +38,25 @@ def _decide(room: str, user_id: int | None, is_staff: bool) -> Verdict:
 
 
 RULES_SECONDS = 2.0  # how long a verdict is kept: a change of a room's access applies within this
-_verdicts = RecentAnswers(database_sync_to_async(_decide), RULES_SECONDS)
 
 
-async def averdict(room: str, user) -> Verdict:
-    """``verdict``, as decided in the last ``RULES_SECONDS`` for this room and user."""
-    if user is None or not user.is_authenticated:
-        return await _verdicts(room, None, False)
-    return await _verdicts(room, user.pk, user.is_staff)
+class Verdicts:
+    """``await verdicts(room, user)``: ``verdict``, as decided in the last ``RULES_SECONDS`` for this
+    room and user (a process's, ``gateway.runtime.Runtime.verdicts``)."""
+
+    def __init__(self) -> None:
+        self._answers = RecentAnswers(database_sync_to_async(_decide), RULES_SECONDS)
+
+    async def __call__(self, room: str, user) -> Verdict:
+        if user is None or not user.is_authenticated:
+            return await self._answers(room, None, False)
+        return await self._answers(room, user.pk, user.is_staff)
+
+
+def mail_rules(name: str) -> Room | None:
+    """What decides whether a room takes a mail: whether it exists, its open and secret addresses, its
+    sender allowlist."""
+    return Room.objects.filter(name=name).only("name", "email_open", "email_token", "email_allowlist").first()
 
 
 def visible_rooms(user):

@@ -15,10 +15,11 @@ from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
 from protocols.smtp import SmtpServer
 
-from . import health, loop_lag, mail_workers, metrics, rooms
+from . import metrics
 from .client_ids import claim_client_id
 from .deadletters import park_mqtt
 from .publishing import claim_once, publish_through
+from .runtime import Runtime
 from .topics import PUBLISH_GROUP, in_topic, out_topic
 
 logger = logging.getLogger(__name__)
@@ -44,10 +45,20 @@ def mqtt_protocol(name: str) -> int | None:
 
 
 class Adapters:
-    """The protocol servers one process runs beside (or instead of) the ASGI server."""
+    """The protocol servers one process runs beside (or instead of) the ASGI server, serving
+    ``application`` (built around ``runtime``: config.asgi.build_application). Whoever made the
+    runtime closes it, after ``stop()``."""
 
-    def __init__(self, application: Any, *, mqtt: bool = True, smtp: bool = True, embedded_broker: bool = False):
-        self.application = application
+    def __init__(
+        self,
+        application: Any,
+        runtime: Runtime,
+        *,
+        mqtt: bool = True,
+        smtp: bool = True,
+        embedded_broker: bool = False,
+    ) -> None:
+        self.application, self.runtime = application, runtime
         self.embedded_broker = embedded_broker
         self.broker = None
         self._unsubscribe_mqtt: Callable[[], None] | None = None
@@ -62,7 +73,7 @@ class Adapters:
                 shared_group=settings.MQTT_SHARED_GROUP or None,
                 max_payload=settings.MQTT_MAX_PAYLOAD,
                 max_in_flight=settings.MQTT_MAX_IN_FLIGHT,
-                claim=claim_once,
+                claim=claim_once(runtime.layer),
                 max_failures=settings.MQTT_MAX_FAILURES,
                 park=park_mqtt,
                 fast_client=settings.MQTT_FAST_CLIENT,
@@ -90,7 +101,7 @@ class Adapters:
         )
 
     async def start(self) -> None:
-        loop_lag.watch()  # from the start, not only from the first /healthz
+        self.runtime.start()  # the loop-lag watch from the start, not only from the first /healthz
         if self.mqtt:
             if self.embedded_broker and not await broker_answers(settings.MQTT_URL):
                 from .broker import start_embedded_broker  # amqtt is only imported when needed
@@ -105,16 +116,19 @@ class Adapters:
                     self.mqtt.protocol = MQTT311  # known: no MQTT 5 attempt to wait out
             await self.mqtt.start()
             if self.mqtt.publish_group == PUBLISH_GROUP:  # what this process stores, its adapter publishes
-                self._unsubscribe_mqtt = rooms.stored.subscribe(publish_through(self.mqtt), first=True)
+                self._unsubscribe_mqtt = self.runtime.rooms.stored.subscribe(publish_through(self.mqtt), first=True)
             metrics.adapter_reconnects.set_function(lambda: self.mqtt.reconnects)
             metrics.mqtt_retries.set_function(lambda: self.mqtt.retries)
             metrics.mqtt_failures.set_function(lambda: self.mqtt.failures)
             metrics.mqtt_oldest_unacked.set_function(lambda: self.mqtt.oldest_unacked_age)
-            health.probes["mqtt"] = self._mqtt_health
+            self.runtime.probes["mqtt"] = self._mqtt_health
         if self.smtp:
             await self.smtp.start()
-            health.probes["smtp"] = lambda: (self.smtp.listening, "listening" if self.smtp.listening else "stopped")
-            health.probes["mail_readers"] = mail_workers.health
+            self.runtime.probes["smtp"] = lambda: (
+                self.smtp.listening,
+                "listening" if self.smtp.listening else "stopped",
+            )
+            self.runtime.probes["mail_readers"] = self.runtime.mail_readers.health
 
     def _mqtt_health(self) -> tuple[bool, str]:
         if self.mqtt.conflict:
@@ -132,7 +146,6 @@ class Adapters:
     async def stop(self) -> None:
         if self.smtp:
             await self.smtp.stop()
-            await asyncio.to_thread(mail_workers.shutdown)  # the mail-reading worker processes, if started
         if self.mqtt:
             if self._unsubscribe_mqtt is not None:
                 self._unsubscribe_mqtt()
@@ -198,7 +211,7 @@ def settle_heap() -> None:
 
 
 async def run_until_signalled(adapters: Adapters, title: str) -> None:
-    """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly."""
+    """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly (the adapters, then their runtime)."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -210,3 +223,4 @@ async def run_until_signalled(adapters: Adapters, title: str) -> None:
     print("\n".join([title, *adapters.banner(), "Quit with Ctrl-C."]), flush=True)
     await stopping.wait()
     await adapters.stop()
+    await adapters.runtime.close()

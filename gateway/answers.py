@@ -28,7 +28,7 @@ class RecentAnswers(Generic[T]):
             return found[0]
         loop = asyncio.get_running_loop()
         asking = self.asking.get(key)
-        if asking is None or asking.get_loop() is not loop:
+        if asking is None:
             # A context of its own: it outlives the caller that started it (a request that ends).
             asking = self.asking[key] = loop.create_task(self._ask(key), context=contextvars.Context())
         return await asyncio.shield(asking)  # a caller that gives up does not cancel it for the others

@@ -21,6 +21,7 @@ from . import access
 from .mail_attachments import MailAttachment
 from .models import Attachment, Message, Room
 from .rooms import NoSuchRoom
+from .runtime import runtime_of
 
 # Shown in the page (``<img>``) and opened in the browser: images no browser runs code from. SVG is not
 # one of them: it is a document that can hold scripts.
@@ -122,7 +123,7 @@ async def download(request: HttpRequest, room: str, attachment: UUID, name: str)
     user = await request.auser()
     if not user.is_authenticated:
         user = await access.token_user({b"authorization": request.headers.get("Authorization", "").encode()})
-    if await access.averdict(room, user) is not access.Verdict.OK:
+    if await runtime_of(request.scope).verdicts(room, user) is not access.Verdict.OK:
         return JsonResponse(NOT_FOUND, status=404)
     row = await Attachment.objects.filter(pk=attachment, room__name=room).afirst()
     if row is None:

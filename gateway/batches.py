@@ -31,14 +31,11 @@ class Batches(Generic[Item, Result]):
         isolate: Callable[[Exception], bool] | None = None,
     ) -> None:
         self.write, self.most, self.then, self.idle, self.isolate = write, most, then, idle, isolate
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.waiting: list[tuple[Item, asyncio.Future]] = []
         self.task: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
 
     def submit(self, item: Item) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # the first use, or another event loop (as each test has): start afresh
-            self.loop, self.waiting, self.task = loop, [], None
         future = loop.create_future()
         self.waiting.append((item, future))
         if self.task is None or self.task.done():

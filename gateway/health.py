@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
-from . import loop_lag
-
-# Adapters running in this process register a probe here: name -> () -> (ok, detail).
-probes: dict[str, Callable[[], tuple[bool, str]]] = {}
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 
 def _database() -> None:
@@ -21,8 +18,7 @@ def _database() -> None:
         cursor.execute("SELECT 1")
 
 
-async def _channel_layer() -> None:
-    layer = get_channel_layer()
+async def _channel_layer(layer: Any) -> None:
     # A round trip through a group, the way room messages travel (and, with several Redis hosts,
     # the path channels-redis routes right: a plain send to a process's channel may miss it).
     channel = await layer.new_channel("health.")
@@ -43,21 +39,22 @@ async def _state(check, timeout: float = 3.0) -> dict:
     return {"ok": True, "detail": "ok"}
 
 
-def _event_loop() -> dict:
+def _event_loop(runtime: Runtime) -> dict:
     """Degraded while the loop has lately run a timer more than ``LOOP_LAG_LIMIT`` seconds late: then
     something held up every connection of this process."""
-    lag = loop_lag.watch().recent
+    lag = runtime.loop_lag.recent
     ok = lag <= settings.LOOP_LAG_LIMIT
     return {"ok": ok, "detail": f"lag {lag * 1000:.0f} ms" + ("" if ok else f" (over {settings.LOOP_LAG_LIMIT}s)")}
 
 
-async def check() -> dict[str, dict]:
+async def check(runtime: Runtime) -> dict[str, dict]:
+    """The process's components, and the adapters running in it (their probes, ``runtime.probes``)."""
     components = {
         "database": await _state(database_sync_to_async(_database)),
-        "channel_layer": await _state(_channel_layer),
-        "event_loop": _event_loop(),
+        "channel_layer": await _state(lambda: _channel_layer(runtime.layer)),
+        "event_loop": _event_loop(runtime),
     }
-    for name, probe in probes.items():
+    for name, probe in runtime.probes.items():
         ok, detail = probe()
         components[name] = {"ok": ok, "detail": detail}
     return components

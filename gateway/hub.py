@@ -3,11 +3,8 @@ its group names, its settings and metrics."""
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from fanout.hub import Hub
@@ -40,15 +37,3 @@ def make_hub(layer: Any) -> Hub:
         on_lag=metrics.fanout_seconds.observe,
         on_layer_error=metrics.layer_errors.inc,
     )
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def get_hub() -> Hub:
-    """The hub of the running event loop (a process normally has one) on the default channel layer."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = make_hub(get_channel_layer())
-    return hub

@@ -32,16 +32,19 @@ class RateLimiter:
         return allowed
 
 
-_limiters: dict[str, RateLimiter] = {}
+class Limits:
+    """A process's rate limiters (``gateway.runtime.Runtime.limits``), one per setting, made on first use."""
 
+    def __init__(self) -> None:
+        self._limiters: dict[str, RateLimiter] = {}
 
-def allow(name: str, key: str) -> bool:
-    """``allow("ROOM", "lobby")``: is this event within ``ROOM_RATE`` for that key?"""
-    limiter = _limiters.get(name)
-    if limiter is None:
-        rate = getattr(settings, f"{name}_RATE")
-        limiter = _limiters[name] = RateLimiter(rate, max(1, int(rate * settings.RATE_BURST_SECONDS)))
-    return limiter.allow(key)
+    def allow(self, name: str, key: str) -> bool:
+        """``allow("ROOM", "lobby")``: is this event within ``ROOM_RATE`` for that key?"""
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            rate = getattr(settings, f"{name}_RATE")
+            limiter = self._limiters[name] = RateLimiter(rate, max(1, int(rate * settings.RATE_BURST_SECONDS)))
+        return limiter.allow(key)
 
 
 def describe(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-import weakref
 from collections import deque
 
 from . import metrics
@@ -46,14 +45,5 @@ class LoopLag:
             self.samples.append((now, max(0.0, now - started - INTERVAL)))
             metrics.loop_lag.set(self.recent)
 
-
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = weakref.WeakKeyDictionary()
-
-
-def watch() -> LoopLag:
-    """The running loop's lag, watched from the first call on (later calls return the same watch)."""
-    loop = asyncio.get_running_loop()
-    lag = _watches.get(loop)
-    if lag is None:
-        lag = _watches[loop] = LoopLag(loop)
-    return lag
+    def stop(self) -> None:
+        self.task.cancel()

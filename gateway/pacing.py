@@ -22,25 +22,18 @@ class LivePacer:
 
     def __init__(self, deliver: Deliver, interval: float = 1.0) -> None:
         self.deliver, self.interval = deliver, interval
-        self.loop: asyncio.AbstractEventLoop | None = None
         self._held_until: dict[str, float] = {}
         self._pending: dict[str, list[dict]] = {}
         self._flushers: dict[str, asyncio.Task] = {}
         self.coalesced = 0  # events delivered late, in a coalesced batch
 
-    def _here(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # another event loop (as each test has): what the last one held is gone
-            self.loop, self._held_until, self._pending, self._flushers = loop, {}, {}, {}
-        return loop
-
     def hold(self, room: str) -> None:
         """The room's next ``interval`` of live delivery is coalesced."""
-        self._held_until[room] = self._here().time() + self.interval
+        self._held_until[room] = asyncio.get_running_loop().time() + self.interval
 
     async def send(self, room: str, events: list[dict]) -> None:
         """Deliver now, unless the room is held or has batches waiting: then after them, coalesced."""
-        loop = self._here()
+        loop = asyncio.get_running_loop()
         pending = self._pending.get(room)
         if pending is None and self._held_until.get(room, 0.0) <= loop.time():
             self._held_until.pop(room, None)

@@ -6,10 +6,9 @@ import asyncio
 import contextvars
 import logging
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -26,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
 ANNOUNCE_DELAY = 0.1  # seconds
-
-_announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
 
 
 def _snapshot(room: str) -> dict:
@@ -78,42 +75,51 @@ def _write(changes: list[_Change]) -> list[None]:
     return [None] * len(changes)
 
 
-# A change that fails alone costs only itself (names are cleaned first, so none should).
-_changes: Batches[_Change, None] = Batches(database_sync_to_async(_write), isolate=blames_one_post)
+class PresenceTracker:
+    """A process's joins and leaves (``gateway.runtime.Runtime.presence``): written in batches, and told
+    to each room's readers through ``layer``."""
 
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        # A change that fails alone costs only itself (names are cleaned first, so none should).
+        self.changes: Batches[_Change, None] = Batches(database_sync_to_async(_write), isolate=blames_one_post)
+        self.announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
 
-async def _announce(room: str) -> None:
-    """Tell the room who is here, once for all the joins and leaves of the last moment: a room of N
-    readers filling up must not cost N snapshots sent to N readers each."""
-    await asyncio.sleep(ANNOUNCE_DELAY)  # a debounce: gather this moment's changes into one snapshot
-    del _announcing[room]  # changes from now on are told by the next announcement
-    try:
-        snapshot = await database_sync_to_async(_snapshot)(room)
-        group = room_group(room)
-        message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
-        await get_channel_layer().group_send(group, message)
-    except Exception:
-        logger.exception("Presence update failed in room %s", room)
+    async def join(self, room: str, key: str, name: str) -> None:
+        """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
+        never refused: a control character or lone surrogate in it is shown as U+FFFD."""
+        await self._update(_Change(room, key, clean_name(name)))
 
+    async def leave(self, room: str, key: str) -> None:
+        await self._update(_Change(room, key, None))
 
-async def _update(change: _Change) -> None:
-    # Presence is a courtesy: failing to count someone must never cost them the room.
-    try:
-        await _changes.submit(change)
-    except Exception:
-        logger.exception("Presence update failed in room %s", change.room)
-        return
-    room = change.room
-    task = _announcing.get(room)
-    if task is None or task.done():  # done: left over from another event loop
-        _announcing[room] = asyncio.get_running_loop().create_task(_announce(room), context=contextvars.Context())
+    async def _update(self, change: _Change) -> None:
+        # Presence is a courtesy: failing to count someone must never cost them the room.
+        try:
+            await self.changes.submit(change)
+        except Exception:
+            logger.exception("Presence update failed in room %s", change.room)
+            return
+        room = change.room
+        if room not in self.announcing:
+            loop = asyncio.get_running_loop()
+            self.announcing[room] = loop.create_task(self._announce(room), context=contextvars.Context())
 
+    async def _announce(self, room: str) -> None:
+        """Tell the room who is here, once for all the joins and leaves of the last moment: a room of N
+        readers filling up must not cost N snapshots sent to N readers each."""
+        await asyncio.sleep(ANNOUNCE_DELAY)  # a debounce: gather this moment's changes into one snapshot
+        del self.announcing[room]  # changes from now on are told by the next announcement
+        try:
+            snapshot = await database_sync_to_async(_snapshot)(room)
+            group = room_group(room)
+            message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
+            await self.layer.group_send(group, message)
+        except Exception:
+            logger.exception("Presence update failed in room %s", room)
 
-async def join(room: str, key: str, name: str) -> None:
-    """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
-    never refused: a control character or lone surrogate in it is shown as U+FFFD."""
-    await _update(_Change(room, key, clean_name(name)))
-
-
-async def leave(room: str, key: str) -> None:
-    await _update(_Change(room, key, None))
+    def close(self) -> None:
+        """Announce nothing more (the process is stopping)."""
+        for task in self.announcing.values():
+            task.cancel()
+        self.announcing.clear()

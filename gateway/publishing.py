@@ -9,7 +9,8 @@ and no claim: ``gateway.adapters`` subscribes ``publish_through(adapter)`` ahead
 
 from __future__ import annotations
 
-from channels.layers import get_channel_layer
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from protocols.mqtt import MqttServer
 
@@ -19,23 +20,32 @@ from .topics import PUBLISH_GROUP, publish_claim
 CLAIM_SECONDS = 600  # how long a batch's claim is remembered: longer than any adapter lags behind
 
 
-async def claim_once(event: dict) -> bool:
-    """Whether this adapter publishes ``event``: the first to claim its ``key`` does, through the
-    layer's ``claim`` (fanout.redis_layer); a layer without one serves one process: no one to share with."""
-    key = event.get("key")
-    claim = getattr(get_channel_layer(), "claim", None)
-    if key is None or claim is None:
-        return True
-    return await claim(publish_claim(key), CLAIM_SECONDS)
+def claim_once(layer: Any) -> Callable[[dict], Awaitable[bool]]:
+    """The adapter's ``claim``: whether it publishes an event, the first to claim its ``key`` on
+    ``layer`` (``claim``, fanout.redis_layer); a layer without one serves one process: no one to share with."""
+    claim = getattr(layer, "claim", None)
+
+    async def claimed(event: dict) -> bool:
+        key = event.get("key")
+        if key is None or claim is None:
+            return True
+        return bool(await claim(publish_claim(key), CLAIM_SECONDS))
+
+    return claimed
 
 
-async def send_to_adapters(batch: StoredBatch) -> None:
-    """The batch to the adapters' group (unless this process's own adapter took it)."""
-    if batch.mqtt_taken:
-        return
-    batch.mqtt_taken = True
-    message = {"type": "mqtt.publish.many", "messages": batch.publications, "key": batch.key}
-    await get_channel_layer().group_send(PUBLISH_GROUP, message)
+def send_to_adapters(layer: Any) -> Subscriber:
+    """A subscriber that sends each batch to the adapters' group on ``layer`` (unless this process's own
+    adapter took it)."""
+
+    async def send(batch: StoredBatch) -> None:
+        if batch.mqtt_taken:
+            return
+        batch.mqtt_taken = True
+        message = {"type": "mqtt.publish.many", "messages": batch.publications, "key": batch.key}
+        await layer.group_send(PUBLISH_GROUP, message)
+
+    return send
 
 
 def publish_through(adapter: MqttServer) -> Subscriber:

@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import (
     DatabaseError,
@@ -33,6 +32,7 @@ from fanout.hub import ROOM_MESSAGES
 from . import limits, metrics, publishing, validation
 from .access import visible_rooms
 from .batches import Batches
+from .limits import Limits
 from .models import ROOM_NAME_REGEX, Message, Room, message_event
 from .pacing import LivePacer
 from .room_events import RoomEvents, StoredBatch
@@ -106,84 +106,11 @@ class _Post(NamedTuple):
     redelivered: bool = False  # a broker's redelivery: not stored again if its digest was, lately
 
 
-def _writer(room: str) -> Batches[_Post, tuple[dict, bool]]:
-    """The room's posts, stored in batches: while one batch commits, the next one gathers. One
-    transaction (one row lock, one insert) serves every post that arrived meanwhile, in the order they
-    arrived. Once stored, the posters have their answers (an MQTT device its PUBACK) while the batch
-    goes out to the room; the next batch waits for that, so readers get them in order."""
-    writer = _writers.get(room)
-    if writer is None:
-
-        async def fan_out(stored: list[tuple[dict, bool]]) -> None:
-            new = [event for event, is_new in stored if is_new]
-            if new:
-                await live.send(room, new)
-
-        def idle() -> None:
-            if _writers.get(room) is writer:
-                del _writers[room]
-
-        writer = _writers[room] = Batches(
-            partial(database_sync_to_async(_store), room),
-            most=BATCH_MAX,
-            then=fan_out,
-            idle=idle,
-            isolate=blames_one_post,
-        )
-    return writer
-
-
 BATCH_MAX = 500
-_writers: dict[str, Batches[_Post, tuple[dict, bool]]] = {}
 
 
 # A broker's redelivery (MQTT DUP) of a message whose digest was stored this recently is that message.
 REDELIVERY_WINDOW = timedelta(minutes=10)
-
-
-async def post(room: str, text: Any, **details: Any) -> dict:
-    """Validate, store, then deliver to the room; returns the stored message object once it is
-    stored (its delivery to the room's readers may still be under way). See ``submit``."""
-    return await submit(room, text, **details)
-
-
-def submit(
-    room: str,
-    text: Any,
-    *,
-    sender: Any,
-    source: str,
-    data: dict | None = None,
-    key: str | None = None,
-    digest: str | None = None,
-    redelivered: bool = False,
-    over_rate: bool | None = None,
-) -> Awaitable[dict]:
-    """Validate the post and hand it to the room's writer at once (``InvalidMessage`` if it is not
-    one); await what this returns for the stored message object. Posts are stored in the order they
-    are handed in, so a caller that must keep an order (an MQTT topic's messages) hands them in in
-    that order, whatever it awaits afterwards.
-
-    Once stored the message is accepted: live delivery is best effort, and readers who
-    missed it catch up from the history. With a ``key`` already stored in the room
-    (a retry), nothing is stored or delivered again and the first message is returned; likewise a
-    ``redelivered`` post whose ``digest`` was stored within ``REDELIVERY_WINDOW`` (decided in the
-    same transaction that would store it, so nothing can come between).
-
-    ``over_rate`` None: a post over the room's rate is refused (``RateLimited``: the sender is told
-    to retry). True or False: the sender cannot be told (an MQTT QoS 1 device), and is over its own
-    rate or not; the post is stored all the same, and its live delivery coalesced (``gateway.pacing``)
-    while the sender or the room is over its rate.
-    """
-    text, sender = validate(room, text, sender, source)
-    data, key = validation.check_data(data), validation.safe_key(key)
-    if not limits.allow("ROOM", room):
-        if over_rate is None:
-            raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
-        over_rate = True
-    if over_rate:
-        live.hold(room)
-    return _stored(room, source, _writer(room).submit(_Post(text, sender, source, data, key, digest, redelivered)))
 
 
 async def _stored(room: str, source: str, submitted: Awaitable[tuple[dict, bool]]) -> dict:
@@ -316,31 +243,107 @@ def to_json(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
-async def deliver_live(batch: StoredBatch) -> None:
-    """One layer message for the room's readers: each process's hub gets it once."""
-    group = room_group(batch.room)
-    messages = [[event["id"], text] for event, text in zip(batch.events, batch.texts, strict=True)]
-    await get_channel_layer().group_send(
-        group, {"type": ROOM_MESSAGES, "group": group, "messages": messages, "at": time.time()}
-    )
+class RoomService:
+    """The room service of a process (``gateway.runtime.Runtime.rooms``): each room's writer, the bus its
+    stored batches are emitted on (``stored``: its subscribers are the ways out) and their live pacing."""
 
+    def __init__(self, layer: Any, limits: Limits) -> None:
+        self.layer, self.limits = layer, limits
+        self.writers: dict[str, Batches[_Post, tuple[dict, bool]]] = {}
+        # What is emitted once per stored batch. Live delivery, then MQTT egress: to the adapters' group,
+        # unless this process's own adapter (subscribed first by gateway.adapters) took the batch.
+        self.stored = RoomEvents([self.deliver_live, publishing.send_to_adapters(layer)])
+        self.live = LivePacer(lambda room, events: self._fan_out(room, events))  # coalesced when held
 
-# What the room service emits once per stored batch. Live delivery, then MQTT egress: to the adapters'
-# group, unless this process's own adapter (subscribed first by gateway.adapters) took the batch.
-stored = RoomEvents([deliver_live, publishing.send_to_adapters])
+    async def post(self, room: str, text: Any, **details: Any) -> dict:
+        """Validate, store, then deliver to the room; returns the stored message object once it is
+        stored (its delivery to the room's readers may still be under way). See ``submit``."""
+        return await self.submit(room, text, **details)
 
+    def submit(
+        self,
+        room: str,
+        text: Any,
+        *,
+        sender: Any,
+        source: str,
+        data: dict | None = None,
+        key: str | None = None,
+        digest: str | None = None,
+        redelivered: bool = False,
+        over_rate: bool | None = None,
+    ) -> Awaitable[dict]:
+        """Validate the post and hand it to the room's writer at once (``InvalidMessage`` if it is not
+        one); await what this returns for the stored message object. Posts are stored in the order they
+        are handed in, so a caller that must keep an order (an MQTT topic's messages) hands them in in
+        that order, whatever it awaits afterwards.
 
-async def _fan_out(room: str, events: list[dict]) -> None:
-    """Emit a stored batch to the ways out (gateway.room_events)."""
-    texts = [to_json(event) for event in events]  # serialised once for every way out
-    topic = out_topic(room)
-    publications = [
-        {"type": "mqtt.publish", "topic": topic, "payload": text.encode(), "qos": 1, "retain": False} for text in texts
-    ]
-    await stored.emit(StoredBatch(room, events, texts, publications))
+        Once stored the message is accepted: live delivery is best effort, and readers who
+        missed it catch up from the history. With a ``key`` already stored in the room
+        (a retry), nothing is stored or delivered again and the first message is returned; likewise a
+        ``redelivered`` post whose ``digest`` was stored within ``REDELIVERY_WINDOW`` (decided in the
+        same transaction that would store it, so nothing can come between).
 
+        ``over_rate`` None: a post over the room's rate is refused (``RateLimited``: the sender is told
+        to retry). True or False: the sender cannot be told (an MQTT QoS 1 device), and is over its own
+        rate or not; the post is stored all the same, and its live delivery coalesced (``gateway.pacing``)
+        while the sender or the room is over its rate.
+        """
+        text, sender = validate(room, text, sender, source)
+        data, key = validation.check_data(data), validation.safe_key(key)
+        if not self.limits.allow("ROOM", room):
+            if over_rate is None:
+                raise RateLimited(f"room {room} is busy: {limits.describe('ROOM')}, try again shortly")
+            over_rate = True
+        if over_rate:
+            self.live.hold(room)
+        post = _Post(text, sender, source, data, key, digest, redelivered)
+        return _stored(room, source, self._writer(room).submit(post))
 
-live = LivePacer(lambda room, events: _fan_out(room, events))  # a room's live delivery, coalesced when held
+    def _writer(self, room: str) -> Batches[_Post, tuple[dict, bool]]:
+        """The room's posts, stored in batches: while one batch commits, the next one gathers. One
+        transaction (one row lock, one insert) serves every post that arrived meanwhile, in the order they
+        arrived. Once stored, the posters have their answers (an MQTT device its PUBACK) while the batch
+        goes out to the room; the next batch waits for that, so readers get them in order."""
+        writers = self.writers
+        writer = writers.get(room)
+        if writer is None:
+
+            async def fan_out(stored: list[tuple[dict, bool]]) -> None:
+                new = [event for event, is_new in stored if is_new]
+                if new:
+                    await self.live.send(room, new)
+
+            def idle() -> None:
+                if writers.get(room) is writer:
+                    del writers[room]
+
+            writer = writers[room] = Batches(
+                partial(database_sync_to_async(_store), room),
+                most=BATCH_MAX,
+                then=fan_out,
+                idle=idle,
+                isolate=blames_one_post,
+            )
+        return writer
+
+    async def deliver_live(self, batch: StoredBatch) -> None:
+        """One layer message for the room's readers: each process's hub gets it once."""
+        group = room_group(batch.room)
+        messages = [[event["id"], text] for event, text in zip(batch.events, batch.texts, strict=True)]
+        await self.layer.group_send(
+            group, {"type": ROOM_MESSAGES, "group": group, "messages": messages, "at": time.time()}
+        )
+
+    async def _fan_out(self, room: str, events: list[dict]) -> None:
+        """Emit a stored batch to the ways out (gateway.room_events)."""
+        texts = [to_json(event) for event in events]  # serialised once for every way out
+        topic = out_topic(room)
+        publications = [
+            {"type": "mqtt.publish", "topic": topic, "payload": text.encode(), "qos": 1, "retain": False}
+            for text in texts
+        ]
+        await self.stored.emit(StoredBatch(room, events, texts, publications))
 
 
 def _history(room: str, after: int | None, before: int | None, limit: int) -> list[dict]:

@@ -72,3 +72,14 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+async def runtime():
+    """A fresh runtime (gateway/runtime.py) for a test that serves the gateway in its own event loop,
+    closed afterwards: nothing a test leaves behind reaches the next one."""
+    from gateway.runtime import Runtime
+
+    runtime = Runtime()
+    yield runtime
+    await runtime.close()

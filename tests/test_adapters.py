@@ -26,22 +26,22 @@ def test_settle_heap_freezes_what_start_up_made():
 def test_the_mqtt_window_comes_from_the_settings(settings):
     from consumers.routing import mqtt_router
     from gateway.adapters import Adapters
+    from gateway.runtime import Runtime
 
     settings.MQTT_MAX_IN_FLIGHT = 7
-    adapter = Adapters(mqtt_router, smtp=False).mqtt
+    adapter = Adapters(mqtt_router, Runtime(), smtp=False).mqtt
     assert adapter.max_in_flight == 7
 
 
 async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stopped_leaves_it_to_the_group(
-    settings, mosquitto, monkeypatch
+    settings, mosquitto, monkeypatch, runtime
 ):
     import asyncio
     import json
 
     from channels.layers import get_channel_layer
 
-    from consumers.routing import mqtt_router
-    from gateway import rooms
+    from config.asgi import build_application
     from gateway.adapters import Adapters
     from tests.support import MqttListener, record_group_sends, unique
 
@@ -51,16 +51,16 @@ async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stop
     sent_to = record_group_sends(monkeypatch, layer)
     room = unique()
     listener = MqttListener(mosquitto, out_topic(room))
-    adapters = Adapters(mqtt_router, smtp=False)
+    adapters = Adapters(build_application(runtime), runtime, smtp=False)
     try:
         await adapters.start()
         await adapters.mqtt.wait_ready(10)
-        await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "while running"}])
+        await runtime.rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "while running"}])
         messages = await asyncio.to_thread(listener.wait, 1)
         assert sent_to == [room_group(room)]  # its own adapter published it: no trip to the group
     finally:
         await adapters.stop()
         listener.close()
     assert [json.loads(message.payload)["message"] for message in messages] == ["while running"]
-    await rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "once stopped"}])
+    await runtime.rooms._fan_out(room, [{"type": "message", "id": 2, "room": room, "message": "once stopped"}])
     assert sent_to[1:] == [room_group(room), PUBLISH_GROUP]  # unsubscribed on stop

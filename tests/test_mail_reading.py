@@ -127,32 +127,33 @@ def test_keys_of_plain_message_ids_are_readable_and_scoped_to_the_sender():
 
 @pytest.fixture
 async def workers():
-    yield
-    mail_workers.shutdown()
+    readers = mail_workers.MailReaders()
+    yield readers
+    readers.shutdown()
 
 
 async def test_a_mail_over_its_budget_is_unreadable_and_the_next_is_read(workers):
     start = time.monotonic()
     with pytest.raises(UnreadableMail, match="took more than 0.5 s to read"):
-        await mail_workers.parse(hostile_mail.nested_html(8000), "m@example.com", "localhost", budget=0.5, workers=1)
+        await workers.parse(hostile_mail.nested_html(8000), "m@example.com", "localhost", budget=0.5, workers=1)
     assert time.monotonic() - start < 5  # killed, not left to run for the seconds it needs
     good = b"From: a@example.com\r\nSubject: after\r\n\r\nstill read\r\n"
-    post = await mail_workers.parse(good, "a@example.com", "localhost", budget=0.5, workers=1)
+    post = await workers.parse(good, "a@example.com", "localhost", budget=0.5, workers=1)
     assert post.text == "after\n\nstill read"
 
 
 async def test_a_mail_with_nothing_to_post_comes_back_empty_for_the_consumer_to_judge(workers):
-    post = await mail_workers.parse(b"From: a@example.com\r\n\r\n", "a@example.com", "localhost", budget=2, workers=1)
+    post = await workers.parse(b"From: a@example.com\r\n\r\n", "a@example.com", "localhost", budget=2, workers=1)
     assert (post.text, post.sender) == ("", "a@example.com")
 
 
 async def test_a_stopped_pool_is_replaced_by_the_next_mail(workers):
     good = b"From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
-    assert (await mail_workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
-    assert mail_workers.health() == (True, "running")
-    mail_workers.shutdown()
-    assert mail_workers.health()[0]
-    assert (await mail_workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
+    assert (await workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
+    assert workers.health() == (True, "running")
+    workers.shutdown()
+    assert workers.health()[0]
+    assert (await workers.parse(good, "a@example.com", "localhost", budget=2, workers=1)).text == "s\n\nbody"
 
 
 def test_the_workers_modules_do_not_need_django():

@@ -10,6 +10,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from consumers.mqtt import RoomMqttConsumer
+from gateway.runtime import WithRuntime
 from gateway.topics import PUBLISH_GROUP, in_topic, out_topic, room_group
 from protocols.mqtt import AsyncMqttConsumer, MqttServer
 from tests.support import MqttListener, apublish, record_group_sends, unique
@@ -47,7 +48,7 @@ async def test_publish_becomes_a_scope_and_event(mosquitto):
     assert event == {"type": "mqtt.publish", "payload": b"\x00\x01 bytes"}
 
 
-async def test_retained_replay_is_marked_and_not_posted(mosquitto):
+async def test_retained_replay_is_marked_and_not_posted(mosquitto, runtime):
     room = unique()
     topic = in_topic(room)
     await apublish(mosquitto, topic, "a retained reading", retain=True)
@@ -59,7 +60,8 @@ async def test_retained_replay_is_marked_and_not_posted(mosquitto):
         await server.stop()
         await apublish(mosquitto, topic, b"", retain=True)  # clear it from the broker
     assert scope["retain"] is True
-    communicator = ApplicationCommunicator(RoomMqttConsumer.as_asgi(), {**scope, "route": {"kwargs": {"room": room}}})
+    routed = {**scope, "route": {"kwargs": {"room": room}}}
+    communicator = ApplicationCommunicator(WithRuntime(RoomMqttConsumer.as_asgi(), runtime), routed)
     await communicator.send_input({"type": "mqtt.publish", "payload": b"a retained reading"})
     answer = await communicator.receive_output(5)
     assert answer["type"] == "mqtt.reject" and "retained" in answer["reason"]
@@ -168,14 +170,15 @@ async def test_a_consumer_reaches_the_database_thread_only_after_a_failure(monke
     assert closes == [True]  # stale connections closed before the adapter's retry
 
 
-async def test_an_adapter_publishes_what_its_own_process_stores_without_the_group(mosquitto, monkeypatch):
-    from gateway import publishing, rooms
+async def test_an_adapter_publishes_what_its_own_process_stores_without_the_group(mosquitto, monkeypatch, runtime):
+    from gateway import publishing
 
     room = unique()
     listener = MqttListener(mosquitto, out_topic(room))
     server = await served(Recorder(), mosquitto, topics=[], publish_group=PUBLISH_GROUP)
     layer = get_channel_layer()
     sent_to = record_group_sends(monkeypatch, layer)
+    rooms = runtime.rooms
     unsubscribe = rooms.stored.subscribe(publishing.publish_through(server), first=True)
     try:
         await rooms._fan_out(room, [{"type": "message", "id": 1, "room": room, "message": "here"}])

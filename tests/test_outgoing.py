@@ -14,7 +14,7 @@ from websockets.streams import StreamReader
 
 from consumers.routing import websocket_urlpatterns
 from fanout.outgoing import Outgoing, frames, text_frame
-from gateway import rooms
+from gateway.runtime import WithRuntime
 from tests.support import unique
 
 
@@ -49,9 +49,9 @@ def test_a_batch_is_its_frames_back_to_back_and_each_frame_is_made_once():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_readers_on_a_server_without_the_frames_extension_get_every_message_in_order():
+async def test_readers_on_a_server_without_the_frames_extension_get_every_message_in_order(runtime):
     """In-process (no daphne): deliveries go through ``websocket.send`` via each reader's outbox."""
-    application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    application = WithRuntime(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), runtime)
     room = unique("plain")
     readers = []
     for _ in range(2):
@@ -60,7 +60,7 @@ async def test_readers_on_a_server_without_the_frames_extension_get_every_messag
         assert connected
         assert (await reader.receive_json_from(5))["type"] == "history"
         readers.append(reader)
-    posted = [(await rooms.post(room, f"m{n}", sender="t", source="http"))["id"] for n in range(30)]
+    posted = [(await runtime.rooms.post(room, f"m{n}", sender="t", source="http"))["id"] for n in range(30)]
     try:
         for reader in readers:
             got = []

@@ -7,10 +7,11 @@ from asgiref.testing import ApplicationCommunicator
 
 from consumers.mqtt import RoomMqttConsumer
 from gateway.models import Message
+from gateway.runtime import Runtime, WithRuntime
 from gateway.topics import in_topic
 
 
-async def deliver(room: str, payload: bytes, *, dup: bool) -> dict:
+async def deliver(runtime: Runtime, room: str, payload: bytes, *, dup: bool) -> dict:
     scope = {
         "type": "mqtt",
         "topic": in_topic(room),
@@ -20,7 +21,7 @@ async def deliver(room: str, payload: bytes, *, dup: bool) -> dict:
         "properties": {},
         "route": {"kwargs": {"room": room}},
     }
-    communicator = ApplicationCommunicator(RoomMqttConsumer.as_asgi(), scope)
+    communicator = ApplicationCommunicator(WithRuntime(RoomMqttConsumer.as_asgi(), runtime), scope)
     await communicator.send_input({"type": "mqtt.publish", "payload": payload})
     answer = await communicator.receive_output(10)
     await communicator.wait(10)
@@ -28,13 +29,15 @@ async def deliver(room: str, payload: bytes, *, dup: bool) -> dict:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_redelivery_is_stored_once_but_a_repeated_reading_twice():
+async def test_a_redelivery_is_stored_once_but_a_repeated_reading_twice(runtime):
     reading = b'{"temperature": 21, "sender": "s1"}'
-    assert (await deliver("lab", reading, dup=False))["type"] == "mqtt.ack"
-    assert (await deliver("lab", reading, dup=True))["type"] == "mqtt.ack"  # the broker again: not stored
+    assert (await deliver(runtime, "lab", reading, dup=False))["type"] == "mqtt.ack"
+    assert (await deliver(runtime, "lab", reading, dup=True))["type"] == "mqtt.ack"  # the broker again: not stored
     assert await Message.objects.filter(room__name="lab").acount() == 1
-    assert (await deliver("lab", reading, dup=False))["type"] == "mqtt.ack"  # the sensor again, on purpose
-    assert (await deliver("lab", b'{"temperature": 22, "sender": "s1"}', dup=True))["type"] == "mqtt.ack"  # new
+    assert (await deliver(runtime, "lab", reading, dup=False))["type"] == "mqtt.ack"  # the sensor again, on purpose
+    assert (await deliver(runtime, "lab", b'{"temperature": 22, "sender": "s1"}', dup=True))[
+        "type"
+    ] == "mqtt.ack"  # new
     assert [m.text async for m in Message.objects.filter(room__name="lab").order_by("seq")] == [
         "temperature: 21",
         "temperature: 21",
@@ -43,7 +46,7 @@ async def test_a_redelivery_is_stored_once_but_a_repeated_reading_twice():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_topic_s_messages_are_stored_in_the_order_they_came_whatever_each_awaits(monkeypatch):
+async def test_a_topic_s_messages_are_stored_in_the_order_they_came_whatever_each_awaits(runtime):
     """The adapter serves a window of a topic's messages at once; each looks up the room's rules first
     (kept a moment, then asked again). Lookups that end at odd moments must not let a later message
     overtake an earlier one on its way into the room, nor a redelivery (looked up in the database)."""
@@ -52,7 +55,6 @@ async def test_a_topic_s_messages_are_stored_in_the_order_they_came_whatever_eac
 
     from channels.db import database_sync_to_async
 
-    from consumers import mqtt
     from gateway.answers import RecentAnswers
     from gateway.devices import mqtt_rules
 
@@ -62,11 +64,11 @@ async def test_a_topic_s_messages_are_stored_in_the_order_they_came_whatever_eac
         await asyncio.sleep(delays.random() / 200)  # a lookup that takes its time, differently each time
         return await database_sync_to_async(mqtt_rules)(room)
 
-    monkeypatch.setattr(mqtt, "room_rules", RecentAnswers(slow_rules, 0.002))  # asked again every few messages
+    runtime.mqtt_rules = RecentAnswers(slow_rules, 0.002)  # asked again every few messages
     room = "ordered"
 
     async def deliver_quietly(n: int) -> None:
-        await deliver(room, f"m{n}".encode(), dup=n % 7 == 0)  # now and then a (first) redelivery
+        await deliver(runtime, room, f"m{n}".encode(), dup=n % 7 == 0)  # now and then a (first) redelivery
 
     started = []
     for n in range(200):  # started in arrival order, a few at a time, as the adapter's window starts them

@@ -67,8 +67,9 @@ async def test_the_mqtt_egress_to_the_group_leaves_a_batch_another_took(taken):
     stored = batch(4, 5)
     stored.mqtt_taken = taken
     try:
-        await publishing.send_to_adapters(stored)
-        await publishing.send_to_adapters(stored)  # a second egress subscriber: the batch is taken
+        send_to_adapters = publishing.send_to_adapters(layer)
+        await send_to_adapters(stored)
+        await send_to_adapters(stored)  # a second egress subscriber: the batch is taken
         await layer.send(channel, {"type": "end"})
         received = [await layer.receive(channel)]
         while received[-1]["type"] != "end":

@@ -21,8 +21,8 @@ from channels.routing import URLRouter
 
 from consumers.routing import websocket_urlpatterns
 from fanout.outgoing import Outbox
-from gateway import rooms
 from gateway.backlog import Backlog
+from gateway.runtime import WithRuntime
 from tests.support import ahttp, join, launch_gateway, receive, unique
 from tests.test_events import SseClient
 
@@ -305,11 +305,13 @@ async def test_an_sse_reader_that_reads_again_gets_its_events_then_the_end_then_
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_reader_on_a_server_without_the_frames_extension_is_closed_with_1013_once_too_far_behind(settings):
+async def test_a_reader_on_a_server_without_the_frames_extension_is_closed_with_1013_once_too_far_behind(
+    settings, runtime
+):
     """In-process, with an ASGI ``send`` that never returns for a WebSocket message (a client that does
     not read, on a server with back-pressure): the outbox fills, and the consumer closes with 1013."""
     settings.READER_MAX_BACKLOG = 10_000
-    application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    application = WithRuntime(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), runtime)
     room = unique("plain-slow")
     incoming: asyncio.Queue = asyncio.Queue()
     sent: list[dict] = []
@@ -333,7 +335,7 @@ async def test_a_reader_on_a_server_without_the_frames_extension_is_closed_with_
     try:
         await until("websocket.send")  # the history, which the client never takes
         for n in range(4):  # 16 KB: past the 10,000 bytes
-            await rooms.post(room, f"{n} " + "y" * 3990, sender="t", source="http")
+            await runtime.rooms.post(room, f"{n} " + "y" * 3990, sender="t", source="http")
         assert await until("websocket.close") == {"type": "websocket.close", "code": 1013}
         assert [message["type"] for message in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
     finally:

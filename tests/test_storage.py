@@ -81,10 +81,12 @@ def test_posts_without_keys_are_stored_in_one_statement_as_the_general_path_stor
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_post_is_answered_once_stored_before_its_fan_out_and_batches_reach_readers_in_order(monkeypatch):
+async def test_a_post_is_answered_once_stored_before_its_fan_out_and_batches_reach_readers_in_order(
+    monkeypatch, runtime
+):
     import asyncio
 
-    from gateway import rooms
+    rooms = runtime.rooms
 
     fanned: list[list[int]] = []
     release = asyncio.Event()
@@ -96,7 +98,7 @@ async def test_a_post_is_answered_once_stored_before_its_fan_out_and_batches_rea
     monkeypatch.setattr(rooms, "_fan_out", slow_fan_out)
     first = await rooms.post("slow-readers", "one", sender="a", source="http")  # answered before its fan-out
     assert first["id"] == 1 and fanned == []
-    writer = rooms._writers["slow-readers"]  # still fanning the first one out
+    writer = rooms.writers["slow-readers"]  # still fanning the first one out
     second = asyncio.ensure_future(rooms.post("slow-readers", "two", sender="a", source="http"))
     release.set()
     async with asyncio.timeout(10):

@@ -8,16 +8,10 @@ import pytest
 from aiosmtpd.smtp import Envelope, Session
 
 from consumers.routing import email_router
-from gateway import mail_workers, rooms
 from gateway.models import DeadLetter
+from gateway.runtime import WithRuntime
 from protocols.smtp.server import AsgiHandler
 from tests.support import unique
-
-
-@pytest.fixture
-def stop_mail_workers():
-    yield
-    mail_workers.shutdown()
 
 
 def delivery(content: bytes) -> tuple[Session, Envelope]:
@@ -29,35 +23,39 @@ def delivery(content: bytes) -> tuple[Session, Envelope]:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_an_unexpected_failure_parks_the_mail_and_refuses_it_for_good(monkeypatch, stop_mail_workers):
+async def test_an_unexpected_failure_parks_the_mail_and_refuses_it_for_good(monkeypatch, runtime):
     async def broken_post(*args, **kwargs):  # a bug in posting: nothing that can be provoked from outside
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(rooms, "post", broken_post)
+    monkeypatch.setattr(runtime.rooms, "post", broken_post)
     room = unique()
     content = b"From: a@example.com\r\nSubject: kept\r\n\r\nfor the operator\r\n"
-    reply = await AsgiHandler(email_router, email_router, 30).deliver(*delivery(content), f"{room}@localhost")
+    router = email_router(runtime)
+    reply = await AsgiHandler(WithRuntime(router, runtime), router, 30).deliver(*delivery(content), f"{room}@localhost")
     assert reply.startswith("554 5.3.0"), reply
     letter = await DeadLetter.objects.aget(topic=f"{room}@localhost")
     assert (letter.source, bytes(letter.payload), letter.error) == ("email", content, "RuntimeError: a bug")
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_an_outage_while_posting_is_a_temporary_failure(monkeypatch, stop_mail_workers):
+async def test_an_outage_while_posting_is_a_temporary_failure(monkeypatch, runtime):
     from django.db import OperationalError
 
     async def down(*args, **kwargs):
         raise OperationalError("the database is down")
 
-    monkeypatch.setattr(rooms, "post", down)
+    monkeypatch.setattr(runtime.rooms, "post", down)
     content = b"From: a@example.com\r\nSubject: later\r\n\r\nplease\r\n"
-    reply = await AsgiHandler(email_router, email_router, 30).deliver(*delivery(content), f"{unique()}@localhost")
+    router = email_router(runtime)
+    reply = await AsgiHandler(WithRuntime(router, runtime), router, 30).deliver(
+        *delivery(content), f"{unique()}@localhost"
+    )
     assert reply.startswith("451 4.3.0"), reply
     assert not await DeadLetter.objects.filter(source="email").aexists()
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_websocket_post_that_fails_unexpectedly_is_answered_and_the_socket_stays(monkeypatch):
+async def test_a_websocket_post_that_fails_unexpectedly_is_answered_and_the_socket_stays(monkeypatch, runtime):
     """A failure of the server's own on one message (a bug) costs that message, not the connection."""
     from channels.auth import AuthMiddlewareStack
     from channels.routing import URLRouter
@@ -65,15 +63,16 @@ async def test_a_websocket_post_that_fails_unexpectedly_is_answered_and_the_sock
 
     from consumers.routing import websocket_urlpatterns
 
-    real_post = rooms.post
+    real_post = runtime.rooms.post
 
     async def post(room, text, **kwargs):
         if text == "trips a bug":
             raise RuntimeError("a bug")
         return await real_post(room, text, **kwargs)
 
-    monkeypatch.setattr(rooms, "post", post)
-    reader = WebsocketCommunicator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), f"/ws/chat/{unique()}/")
+    monkeypatch.setattr(runtime.rooms, "post", post)
+    application = WithRuntime(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), runtime)
+    reader = WebsocketCommunicator(application, f"/ws/chat/{unique()}/")
     assert (await reader.connect())[0]
     try:
         assert (await reader.receive_json_from(5))["type"] == "history"

@@ -13,15 +13,17 @@ class Command(BaseCommand):
     help = "Run everything in one process: HTTP and WebSocket (daphne), the SMTP adapter and the MQTT adapter."
 
     def handle(self, *args, **options) -> None:
-        from channels.routing import get_default_application
         from daphne.endpoints import build_endpoint_description_strings
         from gateway.server import GatewayServer  # isort: skip  # installs Twisted's asyncio reactor first
         from twisted.internet import defer, reactor
 
+        from config.asgi import build_application
         from gateway.adapters import Adapters
+        from gateway.runtime import Runtime
 
-        application = get_default_application()
-        adapters = Adapters(application, embedded_broker=True)
+        runtime = Runtime()
+        application = build_application(runtime)
+        adapters = Adapters(application, runtime, embedded_broker=True)
         failed = []
 
         async def start() -> None:
@@ -49,13 +51,15 @@ class Command(BaseCommand):
 
         async def drain() -> None:
             """Stop the adapters, then cancel the application instances and let them finish before the
-            loop stops: coroutines left suspended crash CPython 3.11's finalisation (a segfault at exit)."""
+            loop stops (coroutines left suspended crash CPython 3.11's finalisation: a segfault at exit),
+            then close the runtime."""
             await adapters.stop()
             instances = [c["application_instance"] for c in server.connections.values() if "application_instance" in c]
             for instance in instances:
                 instance.cancel()
             if instances:
                 await asyncio.wait(instances, timeout=5)
+            await runtime.close()
 
         def stop() -> defer.Deferred:
             return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
