@@ -25,10 +25,15 @@ from .topics import PUBLISH_GROUP, in_topic, out_topic
 logger = logging.getLogger(__name__)
 
 
-async def broker_answers(url: str, timeout: float = 2.0) -> bool:
+BROKER_PROBE_SECONDS = 2.0
+
+
+async def broker_answers(url: str) -> bool:
+    """Whether something accepts a connection at the broker's address within ``BROKER_PROBE_SECONDS``."""
     parts = urlsplit(url)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 1883), timeout)
+        async with asyncio.timeout(BROKER_PROBE_SECONDS):
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port or 1883)
     except (TimeoutError, OSError):
         return False
     writer.close()

@@ -31,9 +31,13 @@ async def _channel_layer(layer: Any) -> None:
         await layer.group_discard(group, channel)
 
 
-async def _state(check, timeout: float = 3.0) -> dict:
+CHECK_SECONDS = 3.0  # a component that has not answered by then is reported down
+
+
+async def _state(check) -> dict:
     try:
-        await asyncio.wait_for(check(), timeout)
+        async with asyncio.timeout(CHECK_SECONDS):
+            await check()
     except Exception as exc:
         return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
     return {"ok": True, "detail": "ok"}

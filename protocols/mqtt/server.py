@@ -229,7 +229,7 @@ class MqttServer(ProtocolServer):
         """Connected, and the broker granted the subscriptions (or there are none)."""
         return self._ready.is_set() if self._client is not None else False
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (protocols' public API)
         """Wait until the broker has acknowledged the subscriptions."""
         await asyncio.wait_for(self._ready.wait(), timeout)
 
