@@ -1,0 +1,71 @@
+"""The fan-out engine (fanout/) stands alone: it imports nothing of the gateway, and runs on any
+history it is handed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from channels.layers import InMemoryChannelLayer
+
+from fanout.hub import ROOM_MESSAGES, Hub
+from fanout.outgoing import Outgoing
+from tests.support import ROOT
+
+
+def test_the_engine_imports_nothing_of_the_gateway():
+    code = (
+        "import sys, fanout.hub, fanout.stream, fanout.outgoing, fanout.channel, fanout.redis_layer; "
+        "found = sorted(m for m in sys.modules if m.split('.')[0] in ('gateway', 'consumers', 'config')); "
+        "assert not found, found"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+
+
+class Stored:
+    """A room service's history, as the hub reads it: messages 1 to 3 stored before anyone joined."""
+
+    def __init__(self) -> None:
+        self.messages = [Outgoing(n, f'"m{n}"') for n in (1, 2, 3)]
+
+    async def after(self, room: str, after: int) -> list[Outgoing]:
+        return [item for item in self.messages if item.id > after]
+
+    async def newest(self, room: str, limit: int) -> tuple[int, list[Outgoing]]:
+        return self.messages[-1].id, self.messages[-limit:]
+
+
+class Reader:
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.arrived = asyncio.Event()
+
+    def take_messages(self, items: list[Outgoing]) -> None:
+        self.got += [item.id for item in items]
+        self.arrived.set()
+
+    def take_presence(self, item: Outgoing) -> None:
+        pass
+
+
+async def test_a_hub_on_any_layer_and_history_delivers_in_order_and_fills_gaps():
+    layer, history, lags = InMemoryChannelLayer(), Stored(), []
+    hub = Hub(layer, history, group=lambda room: f"g.{room}", keep=2, refresh_seconds=60, on_lag=lags.append)
+    reader = Reader()
+    try:
+        audience = await hub.join("lobby", reader)
+        assert [item.id for item in audience.recent] == [2, 3] and audience.last_id == 3
+        history.messages += [Outgoing(4, '"m4"'), Outgoing(5, '"m5"')]
+        # #4 never reaches the layer (lost on the way): #5 makes the hub read it from the history first.
+        message = {"type": ROOM_MESSAGES, "group": "g.lobby", "messages": [[5, '"m5"']], "at": 0.0}
+        await layer.group_send("g.lobby", message)
+        async with asyncio.timeout(5):
+            while reader.got != [4, 5]:
+                reader.arrived.clear()
+                await reader.arrived.wait()
+        assert len(lags) == 1
+    finally:
+        hub.close()
