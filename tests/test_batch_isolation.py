@@ -35,8 +35,10 @@ import asyncio, json, django
 django.setup()
 from gateway import rooms
 from gateway.models import Room
+from gateway.runtime import Runtime
 
 Room.objects.create(name="iso")
+SERVICE = Runtime().rooms  # the process's room service
 
 def post(text, data=None, key=None):
     return rooms._Post(text, "writer", "mqtt", data, key, None)
@@ -48,7 +50,7 @@ BAD = {
 }
 
 async def write(keyed):
-    writer = rooms._writer("iso")
+    writer = SERVICE._writer("iso")
     posts = [BAD.get(n) or post(f"good {keyed} {n}", key=f"k{n}" if keyed else None) for n in range(12)]
     futures = [writer.submit(p) for p in posts]  # handed in at once: one batch
     outcomes = []
