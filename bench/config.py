@@ -36,6 +36,14 @@ class Sizes:
     sample_every: int = _size(10, "one reader in this many records latencies")
     connect_concurrency: int = _size(32, "WebSocket handshakes in progress at once, over all client processes")
     mqtt_messages: int = _size(3000, "MQTT QoS 1 messages in the ingest scenario")
+    mqtt_publisher: str = _size(
+        "paho",
+        "ingest: what publishes the MQTT messages: paho (a Python client in the bench's process) or mosquitto_pub "
+        "(Mosquitto's C client, far cheaper: the machine's cores go to the gateway)",
+    )
+    mqtt_adapters: int = _size(
+        2, "ingest: MQTT again with this many runmqtt processes in one shared-subscription group (below 2: skipped)"
+    )
     mails: int = _size(600, "mails in the ingest scenario")
     smtp_sessions: int = _size(16, "parallel SMTP sessions")
     idle_connections: int = _size(10_000, "idle WebSockets held on one server process")

@@ -17,10 +17,12 @@ import asyncio
 import itertools
 import logging
 import math
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -44,6 +46,7 @@ logger = logging.getLogger("bench")
 SATURATED = 0.9  # a client process using this much of a core may be what limits the figure
 
 FANOUT_ROOM, INGEST_ROOM, SCALE_ROOM, IDLE_PREFIX = "bench_fanout", "bench_ingest", "bench_scale", "bench_idle"
+SHARED_GROUP = "bench"  # the gateway's runmqtt processes: MQTT_SHARED_GROUP
 
 
 @dataclass
@@ -466,6 +469,9 @@ class GatewayDeployment:
         self.daphnes: list[tuple[int, servers.ServerProcess]] = []
         self.smtp_port = servers.free_port()
         env = dict(run.gateway_env, SMTP_PORT=str(self.smtp_port))
+        # In a shared-subscription group, alone until the ingest scenario adds members (each leaves the group
+        # when stopped, so everything comes back to this one).
+        env["MQTT_SHARED_GROUP"] = SHARED_GROUP
         self.env = env
         self.mqtt = servers.start_adapter("runmqtt", env, run.cleanup, run.log_dir, "MQTT subscribed")
         self.smtp = servers.start_adapter("runsmtp", env, run.cleanup, run.log_dir, "SMTP")
@@ -554,6 +560,10 @@ async def ingest(run: Run, deployment: GatewayDeployment) -> dict:
             raise RuntimeError(f"the ingest subscriber could not connect: {joined['errors']}")
         result["mqtt"] = await _ingest_mqtt(run, deployment, pool, http, sizes.mqtt_messages)
         result["email"] = await _ingest_mail(run, deployment, pool, http, sizes.mails)
+        if sizes.mqtt_adapters > 1:
+            result["mqtt_shared"] = await _ingest_mqtt_shared(
+                run, deployment, pool, http, sizes.mqtt_messages, sizes.mqtt_adapters
+            )
     finally:
         await asyncio.to_thread(pool.close)
         http.close()
@@ -568,12 +578,16 @@ async def _ingest_phase(
     publisher: int,
     count: int,
     send: Any,
+    pids: dict[str, int] | None = None,
 ) -> dict:
-    """Shared by both ways in: ``send(texts)`` publishes and returns (accepted count, errors)."""
+    """Shared by both ways in: ``send(texts)`` publishes and returns (accepted count, errors). ``pids``: the
+    server processes to charge (the deployment's by default)."""
     before = await last_id(http, INGEST_ROOM)
     pool.reset()
     messages = [(publisher, next(run.sequence)) for _ in range(count)]
-    window = Window(deployment.pids, pool)
+    window = Window(pids or deployment.pids, pool)
+    broker = servers.bench_broker_pids(run.log_dir)
+    broker_before, children_before = servers.cpu_seconds(broker), _ended_children_cpu()
     window.start()
     started = time.monotonic()
     accepted, errors = await send(messages)
@@ -582,6 +596,8 @@ async def _ingest_phase(
     await wait_received(pool, count, timeout)
     delivered_s = time.monotonic() - started
     figures = window.stop()
+    broker_cpu_s = servers.cpu_seconds(broker) - broker_before
+    publisher_cpu_s = figures["publisher_cores"] * figures["seconds"] + _ended_children_cpu() - children_before
     report = pool.report(count, sum(checksum_of(*message) for message in messages))
     stored = await stored_texts(http, INGEST_ROOM, before)
     expected = {sequence for _, sequence in messages}
@@ -602,17 +618,36 @@ async def _ingest_phase(
         "server_cores_each": figures["server_cores_each"],
         "redis_cpu_us_per_message": 1e6 * figures["redis_cpu_s"] / count,
         "database_cpu_us_per_message": 1e6 * figures["database_cpu_s"] / count,
+        # Where the rest of the machine went: the bench's Mosquitto, and the publisher (this process, and
+        # mosquitto_pub when it publishes).
+        "broker_cpu_us_per_message": 1e6 * broker_cpu_s / count,
+        "publisher_cpu_us_per_message": 1e6 * publisher_cpu_s / count,
         "latency_ms": latency_ms(report.latencies),
         "check": check,
     }
 
 
+def _ended_children_cpu() -> float:
+    """CPU time of this process's children that have ended (mosquitto_pub, once it has)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _ingest_mqtt(
-    run: Run, deployment: GatewayDeployment, pool: SubscriberPool, http: HttpClient, count: int
+    run: Run,
+    deployment: GatewayDeployment,
+    pool: SubscriberPool,
+    http: HttpClient,
+    count: int,
+    pids: dict[str, int] | None = None,
 ) -> dict:
     logger.info("ingest: %d MQTT QoS 1 messages, up to 1000 in flight", count)
 
     async def send(messages: list[tuple[int, int]]) -> tuple[int, list[str]]:
+        if run.sizes.mqtt_publisher == "mosquitto_pub":
+            return await _mosquitto_pub(run, [bench_text(MQTT, sequence) for _, sequence in messages])
+        if run.sizes.mqtt_publisher != "paho":
+            raise ValueError(f"--mqtt-publisher: paho or mosquitto_pub, not {run.sizes.mqtt_publisher!r}")
         publisher = MqttPublisher(run.mqtt_url, inflight=1000)
         try:
             for _, sequence in messages:
@@ -622,8 +657,56 @@ async def _ingest_mqtt(
             publisher.close()
         return acked, [] if acked == len(messages) else [f"the broker acknowledged {acked} of {len(messages)}"]
 
-    figures = await _ingest_phase(run, deployment, pool, http, MQTT, count, send)
+    figures = await _ingest_phase(run, deployment, pool, http, MQTT, count, send, pids)
     logger.info("ingest: MQTT %s messages/s stored and delivered", _fmt(figures["per_s"]))
+    return figures
+
+
+async def _mosquitto_pub(run: Run, texts: list[str]) -> tuple[int, list[str]]:
+    """Publish ``texts`` at QoS 1, up to 1000 in flight, with Mosquitto's C client (one message a line of its
+    input); it ends once every PUBACK is in. (accepted count, errors)."""
+    parts = urlsplit(run.mqtt_url)
+    argv = ["mosquitto_pub", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 1883), "-q", "1"]
+    argv += ["-M", "1000", "-l", "-t", f"rooms/{INGEST_ROOM}/in"]
+    argv += ["-u", parts.username or "", "-P", parts.password or ""]  # the throwaway broker's one account
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        _, error = await asyncio.wait_for(
+            process.communicate("".join(f"{text}\n" for text in texts).encode()), run.sizes.drain_timeout
+        )
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return 0, [f"mosquitto_pub did not finish in {run.sizes.drain_timeout}s"]
+    if process.returncode:
+        return 0, [f"mosquitto_pub exited {process.returncode}: {error.decode(errors='replace').strip()}"]
+    return len(texts), []
+
+
+async def _ingest_mqtt_shared(
+    run: Run, deployment: GatewayDeployment, pool: SubscriberPool, http: HttpClient, count: int, adapters: int
+) -> dict:
+    """The MQTT phase again with ``adapters`` runmqtt processes: the deployment's and more members of its
+    shared-subscription group, which Mosquitto hands the messages to in turn (so one topic's messages are
+    stored by several processes: arrival order is not kept across them, each is stored once)."""
+    extra = []
+    try:
+        for number in range(2, adapters + 1):
+            process = servers.ServerProcess(
+                f"runmqtt-{number}", [servers.PYTHON, "manage.py", "runmqtt"], deployment.env, run.log_dir
+            ).start(run.cleanup)
+            extra.append(process)
+        for process in extra:
+            process.wait_for_output("MQTT subscribed")
+        logger.info("ingest: %d runmqtt processes in one shared subscription", adapters)
+        pids = dict(deployment.pids, **{process.name: process.pid for process in extra})
+        figures = await _ingest_mqtt(run, deployment, pool, http, count, pids)
+    finally:
+        for process in extra:
+            process.stop()  # leaves the group first: its share comes back to the deployment's adapter
+    figures["adapters"] = adapters
     return figures
 
 

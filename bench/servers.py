@@ -355,6 +355,15 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+def bench_broker_pids(log_dir: Path) -> list[int]:
+    """The bench's own Mosquitto (its configuration is in ``log_dir``), not the machine's."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "mosquitto" and str(log_dir) in " ".join(process.info["cmdline"] or ()):
+            found.append(process.pid)
+    return found
+
+
 def named_pids(name: str) -> list[int]:
     """PIDs of the machine's processes called ``name`` (redis-server, postgres), for information only."""
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == name]

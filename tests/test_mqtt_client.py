@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt.client import client_from_url
 from protocols.mqtt.fast_client import PAHO_VERSION, BufferedClient, UnsupportedPaho, buffered_client_class
+from protocols.mqtt.server import publish_properties
 
 
 def test_the_installed_paho_is_the_one_buffered_client_overrides():
@@ -50,11 +51,11 @@ class Recording(socket.socket):
         return super().send(data, *args)
 
 
-def connected_client() -> tuple[BufferedClient, socket.socket, list]:
+def connected_client(protocol: int = paho.MQTTv311) -> tuple[BufferedClient, socket.socket, list]:
     ours, broker = socket.socketpair()
     sock = Recording(fileno=ours.detach())
     sock.setblocking(False)
-    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True, protocol=protocol)
     client._sock = sock  # as paho's connect leaves it
     client.on_socket_register_write = client.on_socket_unregister_write = lambda *args: None  # an event loop's
     received: list[paho.MQTTMessage] = []
@@ -159,3 +160,48 @@ def test_a_qos_2_publish_is_left_to_paho():
     broker.sendall(bytes([0x62, 2, 0, 9]))  # PUBREL
     client.loop_read()
     assert [m.payload for m in received] == [b"exactly once"]
+
+
+def mqtt5_publish_packet(mid: int, payload: bytes, properties: bytes = b"", topic: bytes = b"rooms/lobby/in") -> bytes:
+    """An MQTT 5 QoS 1 PUBLISH as a broker sends it: the properties' length (one byte here), then them."""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + bytes([len(properties)]) + properties
+    body += payload
+    return bytes([0x32, len(body)]) + body
+
+
+def test_an_mqtt5_publish_without_properties_is_read_in_one_piece_and_one_with_them_paho_s_way():
+    client, broker, received = connected_client(paho.MQTTv5)
+    user_property = bytes([38]) + (2).to_bytes(2, "big") + b"id" + (3).to_bytes(2, "big") + b"r-1"
+    broker.sendall(
+        mqtt5_publish_packet(1, b"first")  # read paho's way (an empty buffer), handled without Properties
+        + mqtt5_publish_packet(2, b"plain")
+        + mqtt5_publish_packet(3, b"keyed", user_property)
+        + mqtt5_publish_packet(4, b"")
+    )
+    client.loop_read()
+    assert [(m.topic, m.mid, m.qos, m.payload) for m in received] == [
+        ("rooms/lobby/in", 1, 1, b"first"),
+        ("rooms/lobby/in", 2, 1, b"plain"),
+        ("rooms/lobby/in", 3, 1, b"keyed"),
+        ("rooms/lobby/in", 4, 1, b""),
+    ]
+    assert [type(m).__name__ for m in received] == ["InboundMessage", "InboundMessage", "MQTTMessage", "InboundMessage"]
+    assert received[0].properties is None and received[1].properties is None
+    assert received[2].properties.UserProperty == [("id", "r-1")]
+    assert [publish_properties(m.properties) for m in received] == [{}, {}, {"UserProperty": [("id", "r-1")]}, {}]
+
+
+def test_an_mqtt5_puback_with_a_reason_code_is_left_to_paho():
+    client, broker, _ = connected_client(paho.MQTTv5)
+    heard = []
+    first = client.publish("out", b"one", qos=1)
+    second = client.publish("out", b"two", qos=1)
+    client.loop_write()
+    broker.sendall(bytes([0x40, 2]) + first.mid.to_bytes(2, "big"))  # success, said in two bytes
+    client.loop_read()
+    assert first.is_published() and not second.is_published()
+    client.on_publish = lambda c, userdata, mid, reason_code, properties: heard.append((mid, reason_code.value))
+    broker.sendall(bytes([0x40, 4]) + second.mid.to_bytes(2, "big") + bytes([0x10, 0]))  # 16: no subscribers
+    client.loop_read()
+    assert second.is_published()
+    assert heard == [(second.mid, 16)]

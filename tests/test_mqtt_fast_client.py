@@ -8,6 +8,8 @@ import json
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.topics import in_topic
 from protocols.mqtt import MqttServer
@@ -84,3 +86,48 @@ def test_runmqtt_with_the_fast_client_setting_stores_every_reading_once(tmp_path
         assert sorted(stored_texts(database, room)) == sorted(f"r{n}" for n in range(BURST))
     finally:
         adapter.stop()
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+async def test_mqtt5_properties_reach_the_scope_with_either_client(mosquitto, fast):
+    """Under MQTT 5 the fast client reads a PUBLISH without properties itself, and leaves one with them to
+    paho: the scope's ``properties`` are the same either way."""
+    topic = unique("props") + "/in"
+    seen: list[tuple[bytes, dict]] = []
+    done = asyncio.Event()
+
+    async def application(scope, receive, send) -> None:
+        event = await receive()
+        seen.append((event["payload"], scope["properties"]))
+        if len(seen) == 40:
+            done.set()
+        await send({"type": "mqtt.ack"})
+
+    server = MqttServer(application, mosquitto, topics=[topic], publish_group=None, protocol=MQTT5, fast_client=fast)
+    await server.start()
+    try:
+        await server.wait_ready(10)
+
+        def publish() -> None:
+            client, host, port = client_from_url(mosquitto, "", protocol=paho.MQTTv5)
+            client.connect(host, port)
+            client.loop_start()
+            try:
+                infos = []
+                for n in range(40):
+                    properties = None
+                    if n % 2:
+                        properties = Properties(PacketTypes.PUBLISH)
+                        properties.UserProperty = ("id", f"r-{n}")
+                    infos.append(client.publish(topic, f"m{n}".encode(), qos=1, properties=properties))
+                for info in infos:
+                    info.wait_for_publish(10)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+
+        await asyncio.to_thread(publish)
+        await asyncio.wait_for(done.wait(), 20)
+    finally:
+        await server.stop()
+    assert seen == [(f"m{n}".encode(), {"UserProperty": [("id", f"r-{n}")]} if n % 2 else {}) for n in range(40)]

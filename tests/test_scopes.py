@@ -7,11 +7,15 @@ from email.message import EmailMessage
 import paho.mqtt.client as paho
 import pytest
 from aiosmtpd.smtp import Envelope, Session
+from paho.mqtt.exception import MQTTException
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.mail import mail_to_post
 from gateway.payloads import parse_payload
 from gateway.rooms import InvalidMessage
 from protocols.mqtt import MqttServer, MqttTopicRouter, topic
+from protocols.mqtt.server import PUBLISH_PROPERTY_NAMES
 from protocols.smtp.server import AsgiHandler, combine
 
 
@@ -34,6 +38,29 @@ def test_mqtt_scope():
         "properties": {},
         "client_id": "gw-1",
     }
+
+
+def test_mqtt_scope_properties_are_pahos_json():
+    """The scope's properties are what paho's ``Properties.json()`` gives, read only from the names a PUBLISH
+    can carry."""
+    server = MqttServer(MqttTopicRouter([topic("rooms/<room>/in", noop)]), client_id="gw-1")
+    message = paho.MQTTMessage(mid=7, topic=b"rooms/lobby/in")
+    message.properties = Properties(PacketTypes.PUBLISH)
+    assert server.scope_for(message)["properties"] == {} == message.properties.json()
+    message.properties.UserProperty = [("id", "42"), ("id", "43")]
+    message.properties.ContentType = "text/plain"
+    message.properties.CorrelationData = b"\x01\xff"
+    message.properties.MessageExpiryInterval = 60
+    message.properties.PayloadFormatIndicator = 1
+    message.properties.ResponseTopic = "rooms/lobby/replies"
+    message.properties.SubscriptionIdentifier = 3
+    message.properties.TopicAlias = 9
+    properties = server.scope_for(message)["properties"]
+    assert properties == message.properties.json()
+    assert properties["CorrelationData"] == "01ff" and properties["UserProperty"] == [("id", "42"), ("id", "43")]
+    assert set(properties) == set(PUBLISH_PROPERTY_NAMES)  # every name a PUBLISH can carry, none missed
+    with pytest.raises(MQTTException):  # and paho lets a PUBLISH carry no other
+        message.properties.SessionExpiryInterval = 1
 
 
 def test_mqtt_server_needs_a_router_or_topics():
