@@ -145,7 +145,7 @@ def mail_once(port: int, room: str, k: int, tally: Tally) -> None:
     content = build_mail(f"{room}@localhost", subject, f"body {k}", sender="carol@example.com")
     for attempt in itertools.count():
         try:
-            refused = smtp_send(port, "carol@example.com", [f"{room}@localhost"], content)
+            refused = hand_over(port, f"{room}@localhost", content)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = {code for code, _ in exc.recipients.values()}
             assert all(400 <= code < 500 for code in codes), exc.recipients
@@ -162,6 +162,16 @@ def mail_once(port: int, room: str, k: int, tally: Tally) -> None:
             return
         assert attempt < 200, f"{subject} never accepted"
         time.sleep(PACE)  # a mail server's retry, much sped up
+
+
+def hand_over(port: int, to: str, content: str) -> dict:
+    """One mail from carol@example.com, as a mail server hands it over: its per-recipient refusals once
+    DATA is answered 250 (what comes after, a 421 to QUIT from a server stopping, changes nothing)."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    try:
+        return client.sendmail("carol@example.com", [to], content)
+    finally:
+        client.close()
 
 
 class Device:
@@ -486,3 +496,55 @@ def refuses(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def test_runsmtp_told_to_stop_answers_the_mail_in_hand_and_says_421_to_the_rest(database):  # noqa: F811
+    """SIGTERM while a mail waits for the database: runsmtp takes no new sessions, gives that mail its
+    answer (250), says 421 to a session that is only connected, and exits 0."""
+    room, port = unique("drain"), free_port()
+    env = gateway_env(DATABASE_URL=database, SMTP_PORT=port, MAIL_SENDER_RATE=100)
+    migrate(env)
+    runsmtp = Process(manage("runsmtp"), env=env).start()
+    to = f"{room}@localhost"
+    try:
+        runsmtp.wait_for("Quit with Ctrl-C.")
+        assert smtp_send(port, "carol@example.com", [to], build_mail(to, "first", sender="carol@example.com")) == {}
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        idle_lines = idle.makefile("rb")
+        assert idle_lines.readline().startswith(b"220")
+        with psycopg.connect(database) as holder, psycopg.connect(database, autocommit=True) as observer:
+            holder.execute("SELECT 1 FROM gateway_room WHERE name = %s FOR UPDATE", [room])  # ids wait for it
+            answer: list = []
+
+            def send() -> None:
+                mail = build_mail(to, "held", sender="carol@example.com")
+                try:
+                    answer.append(hand_over(port, to, mail))
+                except (smtplib.SMTPException, OSError) as exc:
+                    answer.append(exc)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            wait_until(lambda: observer.execute(waiting).fetchone()[0] == 1, 10, "the mail never reached the database")
+            runsmtp.popen.send_signal(signal.SIGTERM)
+            wait_until(lambda: refuses(port), 10, "runsmtp kept taking connections after SIGTERM")
+            said = idle_lines.readline()
+            assert runsmtp.popen.poll() is None, "runsmtp exited with a mail unanswered"
+            holder.commit()
+            sender.join(10)
+        idle.close()
+        assert runsmtp.popen.wait(20) == 0, runsmtp.output  # on the one SIGTERM
+    finally:
+        runsmtp.kill()
+    assert said.startswith(b"421 4.3.2"), said
+    assert answer == [{}], f"the mail was not accepted: {answer}\n{runsmtp.output}"
+    with psycopg.connect(database) as connection:
+        texts = connection.execute(
+            "SELECT text FROM gateway_message JOIN gateway_room ON gateway_room.id = room_id"
+            " WHERE name = %s ORDER BY seq",
+            [room],
+        ).fetchall()
+    assert texts == [("first\n\nBody",), ("held\n\nBody",)]
