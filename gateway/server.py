@@ -18,9 +18,10 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
 - **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
   stops listening first (a client's next connection is refused, so it goes to another daphne), answers
-  the HTTP requests it has read (for at most ``HTTP_DRAIN_TIMEOUT``), and only then cancels what is left
-  (WebSockets, event streams) as daphne does. Plain daphne cancels a post waiting for its commit: the
-  message may be stored and the client, cut off without an answer, cannot tell.
+  the HTTP requests it has read (for at most ``HTTP_DRAIN_TIMEOUT``; meanwhile every response says
+  ``Connection: close``), and only then cancels what is left (WebSockets, event streams) as daphne
+  does. Plain daphne cancels a post waiting for its commit: the message may be stored and the client,
+  cut off without an answer, cannot tell.
 
 The factories' options are final when the server is ready: they are set, then ``ready_callable`` runs.
 """
@@ -173,6 +174,13 @@ class GatewayServer(Server):
             application_instance, loop=asyncio.get_event_loop()
         )
         return input_queue
+
+    async def handle_reply(self, protocol: Any, message: dict) -> None:
+        """daphne's, but while draining every response says ``Connection: close``: a proxy stops sending
+        requests over its kept-alive connections to a server about to close them."""
+        if self.draining is not None and message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"Connection", b"close")]}
+        await super().handle_reply(protocol, message)
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)

@@ -443,9 +443,13 @@ async def test_a_rolling_restart_under_traffic_loses_and_repeats_nothing(databas
     print(f"{len(history)} messages, joins {dict(joins)}, retries {dict(tally.retried)}")
 
 
+STATIC = "/static/gateway/chat.css"  # served off the database thread (DEBUG: Django's static files handler)
+
+
 def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa: F811
     """SIGTERM while a post waits for the database: the daphne stops taking connections at once (a client
-    goes to another), answers the post once it is stored, and only then exits (0)."""
+    goes to another), still serves a kept-alive connection (saying ``Connection: close``), answers the post
+    once it is stored, and only then exits (0)."""
     room, port = unique("drain"), free_port()
     env = gateway_env(DATABASE_URL=database)
     migrate(env)
@@ -454,6 +458,9 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
     try:
         wait_until_serving(Gateway(port, 0, ""), daphne)
         assert http_json("POST", url, {"message": "first"})[0] == 201
+        kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # a proxy's kept-alive connection
+        kept.request("GET", STATIC)
+        assert kept.getresponse().read() and kept.sock is not None
         with psycopg.connect(database) as holder, psycopg.connect(database, autocommit=True) as observer:
             holder.execute("SELECT 1 FROM gateway_room WHERE name = %s FOR UPDATE", [room])  # ids wait for it
             answer: list = []
@@ -473,6 +480,13 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
             daphne.popen.send_signal(signal.SIGTERM)
             wait_until(lambda: refuses(port), 10, "daphne kept taking connections after SIGTERM")
             assert daphne.popen.poll() is None, "daphne exited with a post unanswered"
+            # Still served, and told not to come again (a request that needs no database: the post holds
+            # the process's database thread).
+            kept.request("GET", STATIC)
+            response = kept.getresponse()
+            assert (response.status, response.getheader("Connection")) == (200, "close"), response.getheaders()
+            response.read()
+            kept.close()
             holder.commit()
             poster.join(10)
         assert daphne.popen.wait(20) == 0, daphne.output  # on the one SIGTERM
