@@ -14,6 +14,10 @@ each join and live, concatenated, is the room's history); every device reading a
 once, and every HTTP post the client saw answered 201 too. A post answered 503, or whose connection was
 refused, is sent again, as a client would; a post whose connection was cut before its answer would leave the
 client unable to tell, so there must be none: a daphne told to stop answers the requests it has read.
+
+Two smaller tests hold each process still at the moment that matters, a post or a mail waiting for the
+database (its room's row locked) when SIGTERM comes: the daphne and ``runsmtp`` stop taking connections at
+once, answer it once it is stored, and only then exit.
 """
 
 from __future__ import annotations
