@@ -107,6 +107,8 @@ SMTP_REFUSED_RECIPIENT_BURST = env.int("SMTP_REFUSED_RECIPIENT_BURST", 20)
 # be complete within HTTP_HEADER_TIMEOUT of its start (0: no deadline), however slowly they trickle.
 HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)
 HTTP_HEADER_TIMEOUT = env.float("HTTP_HEADER_TIMEOUT", 10)
+# On SIGTERM the gateway's server stops listening, then answers the requests it has read, for at most this long.
+HTTP_DRAIN_TIMEOUT = env.float("HTTP_DRAIN_TIMEOUT", 10)
 # Opt-in patch of Twisted's TCP writes (gateway/write_through.py): version-checked, off by default.
 TWISTED_WRITE_THROUGH = env.bool("TWISTED_WRITE_THROUGH", False)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).

@@ -16,6 +16,12 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
 - **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
   connection closed with 1009, not dropped.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
+- **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
+  stops listening first (a client's next connection is refused, so it goes to another daphne), answers
+  the HTTP requests it has read (for at most ``HTTP_DRAIN_TIMEOUT``; meanwhile every response says
+  ``Connection: close``), and only then cancels what is left (WebSockets, event streams) as daphne
+  does. Plain daphne cancels a post waiting for its commit: the message may be stored and the client,
+  cut off without an answer, cannot tell.
 
 The factories' options are final when the server is ready: they are set, then ``ready_callable`` runs.
 """
@@ -23,14 +29,18 @@ The factories' options are final when the server is ready: they are set, then ``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from daphne.server import Server  # installs Twisted's asyncio reactor first
-from twisted.web.http import HTTPChannel
+from twisted.internet import defer
+from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
+
+logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
@@ -96,13 +106,17 @@ class GatewayServer(Server):
         *,
         http_idle_timeout: float | None = None,
         http_header_timeout: float | None = None,
+        http_drain_timeout: float | None = None,
         write_through: bool | None = None,
         **options: Any,
     ) -> None:
         super().__init__(application, **options)
         self.http_idle_timeout = http_idle_timeout
         self.http_header_timeout = http_header_timeout
+        self.http_drain_timeout = http_drain_timeout
         self.write_through = write_through
+        self.ports: list[Any] = []  # the listening ports, closed first on shutdown
+        self.draining: asyncio.Future | None = None
 
     def run(self) -> None:
         self.settings_defaults()
@@ -127,6 +141,8 @@ class GatewayServer(Server):
             self.http_idle_timeout = getattr(settings, "HTTP_IDLE_TIMEOUT", 30) if configured else 30
         if self.http_header_timeout is None:
             self.http_header_timeout = getattr(settings, "HTTP_HEADER_TIMEOUT", 10) if configured else 10
+        if self.http_drain_timeout is None:
+            self.http_drain_timeout = getattr(settings, "HTTP_DRAIN_TIMEOUT", 10) if configured else 10
         if self.write_through is None:
             self.write_through = getattr(settings, "TWISTED_WRITE_THROUGH", False) if configured else False
 
@@ -158,3 +174,51 @@ class GatewayServer(Server):
             application_instance, loop=asyncio.get_event_loop()
         )
         return input_queue
+
+    async def handle_reply(self, protocol: Any, message: dict) -> None:
+        """daphne's, but while draining every response says ``Connection: close``: a proxy stops sending
+        requests over its kept-alive connections to a server about to close them."""
+        if self.draining is not None and message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"Connection", b"close")]}
+        await super().handle_reply(protocol, message)
+
+    def listen_success(self, port: Any) -> None:
+        self.ports.append(port)
+        super().listen_success(port)
+
+    def kill_all_applications(self) -> defer.Deferred:
+        """daphne's "before shutdown" step, after the drain: what is still running is cancelled."""
+        drained = defer.Deferred.fromFuture(self.drain())
+        drained.addBoth(lambda _: Server.kill_all_applications(self))
+        return drained
+
+    def drain(self) -> asyncio.Future:
+        """Stop listening, then wait (at most ``http_drain_timeout``) until every HTTP request read so far
+        is answered. Started once; ``rungateway`` awaits it too, before it cancels the instances."""
+        if self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain())
+        return self.draining
+
+    async def _drain(self) -> None:
+        for port in self.ports:
+            port.stopListening()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self.http_drain_timeout or 0)
+        while (unanswered := self.unanswered_requests()) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(unanswered, timeout=left)  # a request on a kept-alive connection: again
+        if unanswered:
+            logger.warning(
+                "Stopping with %d HTTP requests unanswered after %ss", len(unanswered), self.http_drain_timeout
+            )
+
+    def unanswered_requests(self) -> list[asyncio.Future]:
+        """The application instances of HTTP requests read whole and not answered yet (a request whose
+        answer has begun, an event stream, and WebSockets are not waited for)."""
+        return [
+            details["application_instance"]
+            for protocol, details in list(self.connections.items())
+            if isinstance(protocol, Request)
+            and not protocol.startedWriting
+            and "application_instance" in details
+            and not details["application_instance"].done()
+        ]

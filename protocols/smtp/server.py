@@ -3,12 +3,14 @@
 Recipients are checked against the application's ``EmailToRouter`` at RCPT time
 (550 when nothing routes them; too many refusals, in a session or from one address, end the session
 with 421). After DATA, one application instance per recipient gets the raw message; the SMTP reply
-waits for their answers. See docs/email.md.
+waits for their answers. Stopping, it takes no new sessions, answers the mails being delivered, and
+says 421 to every session (a sending server tries again later). See docs/email.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, AnyStr, cast
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
 TOO_MANY_REFUSED_HERE = "421 4.7.0 Too many refused recipients in this session, closing"
 TOO_MANY_REFUSED_FROM_YOU = "421 4.7.0 Too many refused recipients from your address, try again later"
+SHUTTING_DOWN = b"421 4.3.2 Shutting down, try again later\r\n"
 
 
 def combine(replies: list[str]) -> str:
@@ -90,8 +93,12 @@ class AsgiHandler:
             envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        replies = await asyncio.gather(*(self.deliver(session, envelope, rcpt) for rcpt in envelope.rcpt_tos))
+    async def handle_DATA(self, server: _CountedSMTP, session: Session, envelope: Envelope) -> str:
+        server.delivering = True  # a stopping server lets the session have this reply
+        try:
+            replies = await asyncio.gather(*(self.deliver(session, envelope, rcpt) for rcpt in envelope.rcpt_tos))
+        finally:
+            server.delivering = False
         return combine(list(replies))
 
     def scope_for(self, session: Session, envelope: Envelope, rcpt_to: str) -> dict:
@@ -162,6 +169,7 @@ class SmtpServer(ProtocolServer):
         max_refused_recipients: int = 10,
         refused_recipient_rate: float = 0.0,
         refused_recipient_burst: int = 20,
+        drain_timeout: float = 10.0,
     ) -> None:
         self.application = application
         self.host, self.port = host, port
@@ -182,6 +190,10 @@ class SmtpServer(ProtocolServer):
         )
         self.max_sessions = max_sessions
         self.sessions = 0
+        self.drain_timeout = drain_timeout  # stopping: how long the mails being delivered may take
+        self.stopping = False
+        self.open_sessions: set[_CountedSMTP] = set()
+        self._all_closed = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
 
     def _protocol(self) -> SMTP:
@@ -201,9 +213,27 @@ class SmtpServer(ProtocolServer):
         self.port = self._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
 
     async def stop(self) -> None:
+        """Take no new sessions; let the mails being delivered have their answer; then 421 to every
+        session, and close it (a sending server keeps its mail and tries again later). Sessions still
+        open after ``drain_timeout`` are closed."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for session in list(self.open_sessions):
+            if not session.delivering:
+                session.shut()  # a mail being delivered: shut after its reply (``push``)
+        if self.open_sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), self.drain_timeout)
+        for session in list(self.open_sessions):
+            session.shut()
+
+    def session_ended(self, session: _CountedSMTP) -> None:
+        self.sessions -= 1
+        self.open_sessions.discard(session)
+        if self.stopping and not self.open_sessions:
+            self._all_closed.set()
 
     @property
     def listening(self) -> bool:
@@ -220,10 +250,19 @@ class _CountedSMTP(SMTP):
         self._server, self._counted = server, False
         self.session_deadline: asyncio.TimerHandle | None = None
         self.refused_recipients = 0
+        self.delivering = False  # between DATA's end and its reply
 
     async def push(self, status: AnyStr) -> None:
         await super().push(status)
         if status[:3] in ("421", b"421") and self.transport is not None:
+            self.transport.close()
+        elif self._server.stopping and not self.delivering:
+            self.shut()
+
+    def shut(self) -> None:
+        """The server is stopping: 421, and the session is closed."""
+        if self.transport is not None and not self.transport.is_closing():
+            cast(asyncio.WriteTransport, self.transport).write(SHUTTING_DOWN)
             self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -232,6 +271,7 @@ class _CountedSMTP(SMTP):
             transport.close()
             return
         self._server.sessions += 1
+        self._server.open_sessions.add(self)
         self._counted = True
         super().connection_made(transport)
         if self._server.session_timeout:
@@ -246,7 +286,7 @@ class _CountedSMTP(SMTP):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._counted:
             self._counted = False
-            self._server.sessions -= 1
+            self._server.session_ended(self)
             if self.session_deadline is not None:
                 self.session_deadline.cancel()
             super().connection_lost(exc)

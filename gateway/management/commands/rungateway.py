@@ -50,10 +50,10 @@ class Command(BaseCommand):
             asyncio.get_event_loop().create_task(start())
 
         async def drain() -> None:
-            """Stop the adapters, then cancel the application instances and let them finish before the
-            loop stops (coroutines left suspended crash CPython 3.11's finalisation: a segfault at exit),
-            then close the runtime."""
-            await adapters.stop()
+            """Stop the adapters and answer the HTTP requests read (the server's drain), then cancel the
+            application instances and let them finish before the loop stops: coroutines left suspended
+            crash CPython 3.11's finalisation (a segfault at exit), then close the runtime."""
+            await asyncio.gather(adapters.stop(), server.drain())
             instances = [c["application_instance"] for c in server.connections.values() if "application_instance" in c]
             for instance in instances:
                 instance.cancel()
