@@ -263,10 +263,12 @@ class MqttServer(ProtocolServer):
 
         In a shared group, leave it first: the broker keeps giving an absent member its share (queued
         in its session until it returns), so a member that stops sends the group's messages to the
-        others. A subscription of our own stays: the session keeps what arrives for the next start."""
-        self._stopping = True
+        others. Messages keep being taken until the broker has confirmed the leaving (its UNSUBACK):
+        one that arrived just before would otherwise wait in this member's session, for a return that
+        may never come. A subscription of our own stays: the session keeps what arrives for the next start."""
         if self.shared_group and self.connected and self._client is not None:
             await self._leave_group()
+        self._stopping = True
         for task in (self._runner, self._relay):
             if task is not None:
                 task.cancel()
