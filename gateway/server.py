@@ -17,11 +17,12 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
   connection closed with 1009, not dropped.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
 - **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
-  stops listening first (a client's next connection is refused, so it goes to another daphne), answers
+  stops listening first (a client's next connection is refused, so it goes to another daphne), tells
+  every WebSocket 1012 ("service restart": it reconnects elsewhere with the last id it saw), answers
   the HTTP requests it has read (for at most ``HTTP_DRAIN_TIMEOUT``; meanwhile every response says
-  ``Connection: close``), and only then cancels what is left (WebSockets, event streams) as daphne
-  does. Plain daphne cancels a post waiting for its commit: the message may be stored and the client,
-  cut off without an answer, cannot tell.
+  ``Connection: close``), and only then cancels what is left as daphne does. Plain daphne cancels a
+  post waiting for its commit: the message may be stored and the client, cut off without an answer,
+  cannot tell.
 
 The factories' options are final when the server is ready: they are set, then ``ready_callable`` runs.
 """
@@ -35,6 +36,7 @@ from functools import partial
 from typing import Any
 
 from daphne.server import Server  # installs Twisted's asyncio reactor first
+from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer
 from twisted.web.http import HTTPChannel, Request
 
@@ -43,6 +45,7 @@ from gateway import daphne_io, footprint, write_through
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+SERVICE_RESTART = 1012  # RFC 6455's registry: the client reconnects (to another process) and catches up
 LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
 
 
@@ -202,6 +205,7 @@ class GatewayServer(Server):
     async def _drain(self) -> None:
         for port in self.ports:
             port.stopListening()
+        self.close_websockets()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self.http_drain_timeout or 0)
         while (unanswered := self.unanswered_requests()) and (left := deadline - loop.time()) > 0:
@@ -210,6 +214,13 @@ class GatewayServer(Server):
             logger.warning(
                 "Stopping with %d HTTP requests unanswered after %ss", len(unanswered), self.http_drain_timeout
             )
+
+    def close_websockets(self) -> None:
+        """Tell every open WebSocket the server restarts (1012, a close handshake rather than a dropped
+        connection): its client reconnects at once, to another daphne, with the last id it saw."""
+        for protocol in list(self.connections):
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=SERVICE_RESTART, reasonUtf8=b"restarting: reconnect")
 
     def unanswered_requests(self) -> list[asyncio.Future]:
         """The application instances of HTTP requests read whole and not answered yet (a request whose

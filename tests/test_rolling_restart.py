@@ -42,6 +42,8 @@ import psycopg
 import pytest
 import redis
 import websockets
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from tests.support import (
     ROOT,
@@ -462,6 +464,7 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
     try:
         wait_until_serving(Gateway(port, 0, ""), daphne)
         assert http_json("POST", url, {"message": "first"})[0] == 201
+        reader = connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", origin=f"http://127.0.0.1:{port}", open_timeout=10)
         kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # a proxy's kept-alive connection
         kept.request("GET", STATIC)
         assert kept.getresponse().read() and kept.sock is not None
@@ -484,6 +487,7 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
             daphne.popen.send_signal(signal.SIGTERM)
             wait_until(lambda: refuses(port), 10, "daphne kept taking connections after SIGTERM")
             assert daphne.popen.poll() is None, "daphne exited with a post unanswered"
+            assert close_code(reader) == 1012  # told at once, while the post is still held
             # Still served, and told not to come again (a request that needs no database: the post holds
             # the process's database thread).
             kept.request("GET", STATIC)
@@ -506,6 +510,15 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
             [room],
         ).fetchall()
     assert texts == [("first",), ("held",)]
+
+
+def close_code(reader: ClientConnection) -> int | None:
+    """The code of the close frame the server sends ``reader`` next (its messages before it skipped)."""
+    try:
+        while True:
+            reader.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
 
 
 def refuses(port: int) -> bool:
