@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="trace allocations")
     parser.add_argument("--top", type=int, default=30, help="lines per table")
     arguments = parser.parse_args()
-    raise_nofile()
+    raise_nofile(arguments.warm + arguments.connections + 4096)
     cleanup = servers.Cleanup()
     log_dir = pathlib.Path(tempfile.mkdtemp(prefix="memprobe-"))
     try:
@@ -135,7 +135,9 @@ def main() -> None:
         redis_url = "redis://127.0.0.1:6379/0"
         cleanup.add("redis keys", lambda: servers.forget_redis_keys(redis_url, prefix))
         (log_dir / "static").mkdir()
-        env = servers.gateway_env(database, redis_url, prefix, "mqtt://127.0.0.1:1", STATIC_ROOT=log_dir / "static")
+        env = servers.gateway_env(
+            database, redis_url, prefix, "mqtt://memprobe:unused@127.0.0.1:1", STATIC_ROOT=log_dir / "static"
+        )
         env.update(MEMPROBE_OUT=str(log_dir / "snapshot"), MEMPROBE_FRAMES=str(arguments.tracemalloc or ""))
         total = arguments.warm + arguments.connections
         servers.run_python(env, "manage.py", "migrate", "--noinput", "-v0")

@@ -18,23 +18,24 @@ _refused = [
 if _refused:
     raise ImproperlyConfigured("\n".join(f"{m.id}: {m.msg} {m.hint}" for m in _refused))
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from consumers.lean import WebsocketAuthStack  # noqa: E402
+from consumers.lean import LeanProtocolTypeRouter, LeanURLRouter, WebsocketAuthStack  # noqa: E402
 from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
 
-application = ProtocolTypeRouter(
+# The Lean routers are Channels' ProtocolTypeRouter and URLRouter, handing over to the application they
+# choose instead of awaiting it: a long-lived connection keeps no frame of theirs (consumers/lean.py).
+application = LeanProtocolTypeRouter(
     {
-        "http": URLRouter(
+        "http": LeanURLRouter(
             [*http_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http)]
         ),
         # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
         # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
-        "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
+        "websocket": WebsocketAuthStack(LeanURLRouter(websocket_urlpatterns)),
         "mqtt": mqtt_router,
         "email": email_router,
         "lifespan": lifespan,

@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from types import FunctionType
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 DAPHNE_SERIES = "4.2."  # GatewayServer.create_application is this daphne's, with an InputQueue
+
+
+NOTHING: MappingProxyType = MappingProxyType({})  # what a handshake-only mapping becomes once it is over
 
 
 def fits_this_daphne() -> bool:
@@ -121,6 +124,11 @@ def lean_protocol(base: type) -> type:
             if isinstance(transport, tcp.Connection) and isinstance(transport.producer, HTTPChannel):
                 transport.unregisterProducer()
             self.http_request_data = self.http_response_data = None
+            # The request's headers and query, parsed three times (autobahn's dict, daphne's list, the
+            # request's params): read during the handshake only. daphne keeps ``request`` for its path.
+            self.http_headers = self.http_request_params = NOTHING
+            self.request.headers = self.request.params = NOTHING
+            self.clean_headers = ()
             super().onOpen()
 
     return LeanWebSocketProtocol
