@@ -654,6 +654,12 @@ def _fmt(value: float | None) -> str:
 # Idle connections
 
 
+# Idle is not silent: daphne walks all its connections every second and pings each every 20 s. The
+# server counts as settled after the joins below this much CPU per connection (0.2 cores at 100,000).
+IDLE_CORES_PER_CONNECTION = 2e-6
+IDLE_WINDOW = 5.0  # seconds over which the idle server's CPU is measured, once settled
+
+
 async def connections(run: Run, kind: str) -> dict:
     """``idle_connections`` WebSockets held open on one fresh server process; its RSS growth per connection.
 
@@ -695,8 +701,12 @@ async def connections(run: Run, kind: str) -> dict:
             )
         if first["failed"] or rest["failed"]:
             run.warn(f"{kind} idle connections: {first['failed'] + rest['failed']} handshakes failed: {rest['errors']}")
-        settle = await asyncio.to_thread(servers.wait_until_idle, [process.pid])
+        quiet = max(0.03, IDLE_CORES_PER_CONNECTION * sizes.idle_connections)
+        settle = await asyncio.to_thread(servers.wait_until_idle, [process.pid], below=quiet)
         after = servers.rss(process.pid)
+        cpu_before, clock = servers.cpu_seconds([process.pid]), time.monotonic()
+        await asyncio.sleep(IDLE_WINDOW)
+        idle_cores = (servers.cpu_seconds([process.pid]) - cpu_before) / (time.monotonic() - clock)
         report = await asyncio.to_thread(pool.report, 0, 0)
         held = report.subscribers - report.closed
         measured = rest["opened"] - report.closed
@@ -712,6 +722,7 @@ async def connections(run: Run, kind: str) -> dict:
             "rss_before_mb": before / 2**20,
             "rss_after_mb": after / 2**20,
             "kb_per_connection": (after - before) / 1024 / measured if measured > 0 else None,
+            "idle_cores": idle_cores,
             "room_size": sizes.idle_room_size,
         }
     finally:
