@@ -136,7 +136,8 @@ def inspect():
     report["copied options"] = sorted(set(WebSocketServerProtocol.CONFIG_ATTRS) & set(vars(protocol)))
     report["producer"] = repr(protocol.transport.producer)
     report["handshake text"] = [protocol.http_request_data, protocol.http_response_data]
-    report["handshake headers"] = [len(protocol.http_headers), len(protocol.request.headers), len(protocol.clean_headers)]
+    headers = [protocol.http_headers, protocol.request.headers, protocol.clean_headers]
+    report["handshake headers"] = [len(h) for h in headers]
     report["request path"] = protocol.request.path  # daphne logs it when the connection closes
     report["send queue"] = [type(protocol.send_queue).__name__, len(protocol.send_queue)]
     protocol.sendMessage("sync".encode(), sync=True)
