@@ -34,6 +34,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     reader more than ``READER_MAX_BACKLOG`` bytes behind is closed with 1013 (docs/rooms.md, "Slow readers")."""
 
     channel_layer_alias = None
+    groups = ()  # no layer groups (the hub is the room's subscriber): no empty list per connection
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]

@@ -33,10 +33,13 @@ import collections
 from types import FunctionType, MappingProxyType
 from typing import Any
 
+from autobahn.websocket.protocol import WebSocketProtocol
+
 DAPHNE_SERIES = "4.2."  # GatewayServer.create_application is this daphne's, with an InputQueue
 
 
 NOTHING: MappingProxyType = MappingProxyType({})  # what a handshake-only mapping becomes once it is over
+UNSHARED = object()  # the value of an attribute not in SHARED_AT_OPEN
 
 
 def fits_this_daphne() -> bool:
@@ -138,28 +141,115 @@ class SendQueue:
         return item
 
 
+# What every open connection holds alike once the handshake is over: autobahn's close flags and pending
+# timers (None or False until something happens), the handshake's leftovers. As class attributes, a
+# connection reads them from the class until it sets its own (``LeanWebSocketProtocol.share_state``).
+SHARED_AT_OPEN: dict[str, Any] = {
+    **dict.fromkeys(
+        (
+            "autoPingPending",
+            "autoPingPendingCall",
+            "autoPingPendingSent",
+            "autoPingTimeoutCall",
+            "closeHandshakeTimeoutCall",
+            "current_frame",
+            "http_request_data",
+            "http_request_host",
+            "http_request_path",
+            "http_request_uri",
+            "http_response_data",
+            "http_status_line",
+            "localCloseCode",
+            "localCloseReason",
+            "openHandshakeTimeoutCall",
+            "protocol_to_accept",
+            "remoteCloseCode",
+            "remoteCloseReason",
+            "trackedTimings",
+            "wasNotCleanReason",
+            "application_deferred",  # daphne's, fired when the application was made
+            "websocket_origin",
+            "websocket_protocol_in_use",
+        ),
+        None,
+    ),
+    **dict.fromkeys(
+        (
+            "closedByMe",
+            "droppedByMe",
+            "failedByMe",
+            "inside_message",
+            "triggered",
+            "wasClean",
+            "wasCloseHandshakeTimeout",
+            "wasMaxFramePayloadSizeExceeded",
+            "wasMaxMessagePayloadSizeExceeded",
+            "wasOpenHandshakeTimeout",
+            "wasServerConnectionDropTimeout",
+            "wasServingFlashSocketPolicyFile",
+        ),
+        False,
+    ),
+    "http_headers": NOTHING,
+    "http_request_params": NOTHING,
+    "clean_headers": (),
+    "websocket_protocols": (),
+    "websocket_extensions": (),
+    "websocket_extensions_in_use": (),
+    "data": b"",
+    "root_path": "",
+    "state": WebSocketProtocol.STATE_OPEN,
+    "send_state": WebSocketProtocol.SEND_STATE_GROUND,
+    "autoPingPendingSeq": 0,
+    "websocket_version": 13,  # RFC 6455
+}
+
+
 def lean_protocol(base: type) -> type:
     from twisted.internet import tcp
     from twisted.web.http import HTTPChannel
 
     class LeanWebSocketProtocol(base):
-        """daphne's ``WebSocketProtocol``; the options are class attributes (see ``protocol_for``)."""
+        """daphne's ``WebSocketProtocol``; the options are class attributes (see ``protocol_for``), and so
+        is the state every open connection holds alike (``SHARED_AT_OPEN``)."""
 
         def onOpen(self) -> None:
             # The handshake is over: let go of what only it needed (module docstring).
             transport = self.transport
             if isinstance(transport, tcp.Connection) and isinstance(transport.producer, HTTPChannel):
                 transport.unregisterProducer()
-            self.http_request_data = self.http_response_data = None
+            self.http_request_data = self.http_response_data = self.http_status_line = None
             # The request's headers and query, parsed three times (autobahn's dict, daphne's list, the
             # request's params): read during the handshake only. daphne keeps ``request`` for its path.
+            self.http_request_uri = self.http_request_path = self.http_request_host = self.websocket_origin = None
             self.http_headers = self.http_request_params = NOTHING
             self.request.headers = self.request.params = NOTHING
-            self.clean_headers = ()
+            self.clean_headers = self.websocket_protocols = self.websocket_extensions = ()
+            if not self.websocket_extensions_in_use:
+                self.websocket_extensions_in_use = ()
+            self.application_deferred = None  # daphne's, fired: the application was made
             if not self.send_queue:  # nothing waits in autobahn's queue (it never does when it opens)
                 self.send_queue = SendQueue()
+            self.share_state()
             super().onOpen()
 
+        def share_state(self) -> None:
+            """Drop the attributes whose value is the class's own (``SHARED_AT_OPEN``): reading one gives
+            the same value, setting one makes it the connection's again. Autobahn, daphne and Twisted
+            set ~70 attributes on each connection, a 128-slot attribute table (1.6 KB); what is left
+            (~26, and the ~13 autobahn adds once frames arrive: pongs, messages) fits 64 slots (0.8 KB).
+            The table is rebuilt, since a dict does not shrink when keys leave it."""
+            attributes, shared = vars(self), self.shared_at_open
+            kept = {
+                name: value for name, value in attributes.items() if name not in shared or value is not shared[name]
+            }
+            if len(kept) < len(attributes):
+                self.__dict__ = kept
+
+    # A name the base class has already (its value is what a connection not yet open reads) is not shared.
+    LeanWebSocketProtocol.shared_at_open = {n: v for n, v in SHARED_AT_OPEN.items() if not hasattr(base, n)}
+    for name, value in LeanWebSocketProtocol.shared_at_open.items():
+        setattr(LeanWebSocketProtocol, name, value)
     return LeanWebSocketProtocol
 
 

@@ -92,7 +92,7 @@ from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from consumers.outgoing import text_frame
-from gateway import daphne_io
+from gateway import daphne_io, footprint
 events = []
 
 async def app(scope, receive, send):
@@ -134,6 +134,8 @@ def inspect():
     (protocol,) = [p for p in server.connections if isinstance(p, WebSocketServerProtocol)]
     report["queue"] = type(protocol.application_queue).__name__
     report["copied options"] = sorted(set(WebSocketServerProtocol.CONFIG_ATTRS) & set(vars(protocol)))
+    report["state held alike"] = sorted(set(footprint.SHARED_AT_OPEN) & set(vars(protocol)))
+    report["attributes fit 64 slots"] = len(vars(protocol)) <= 42  # a dict of 64 slots holds 42
     report["producer"] = repr(protocol.transport.producer)
     report["handshake text"] = [protocol.http_request_data, protocol.http_response_data]
     headers = [protocol.http_headers, protocol.request.headers, protocol.clean_headers]
@@ -167,6 +169,8 @@ def test_under_the_gateway_server(write_through):
         "inspected": True,
         "queue": "InputQueue",
         "copied options": [],
+        "state held alike": ["current_frame", "data", "inside_message"],  # set again by the frames received
+        "attributes fit 64 slots": True,
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
         "handshake headers": [0, 0, 0],
