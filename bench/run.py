@@ -99,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     # The servers and the client processes inherit it: thousands of connections each (as root the hard
     # limit is raised as far as the largest scenario needs, as LimitNOFILE would be: docs/deploy.md)
-    raise_nofile(max(sizes.idle_connections, sizes.subscribers) + 4096)
+    wanted = max(sizes.idle_connections, sizes.subscribers) + 4096
+    if raise_nofile(wanted) < wanted:
+        logger.warning(
+            "open files are limited to %d here (its hard limit: raising it needs root with CAP_SYS_RESOURCE, "
+            "or LimitNOFILE/ulimit -Hn before the bench starts); a server holds fewer connections than that",
+            raise_nofile(),
+        )
     started = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{stamp}-"))
