@@ -134,7 +134,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
 def lasting_scope(scope: dict) -> dict:
     """What a joined connection keeps of its scope for hours: its type and path. The rest (headers,
     cookies, session, user, extensions, route) served the handshake and the join, and would cost every
-    idle connection ~1 KB for nothing (docs/architecture.md, "Memory per connection")."""
+    idle connection ~1 KB for nothing (docs/deploy.md, "Many connections per process")."""
     return {"type": scope["type"], "path": scope.get("path", "")}
 
 
