@@ -19,6 +19,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from .wsproto import WsClient, handshake_request
@@ -39,12 +40,34 @@ def checksum_of(publisher: int, sequence: int) -> int:
     return (publisher << 40) + sequence
 
 
-def raise_nofile() -> int:
-    """Lift this process's open-file limit to its hard limit: thousands of sockets need it."""
+SOURCE_ADDRESSES = 16  # 127.0.0.1 to 127.0.0.16: ~28,000 ephemeral ports each towards one server port
+
+
+def raise_nofile(wanted: int = 0) -> int:
+    """Lift this process's open-file limit to its hard limit: thousands of sockets need it. When more
+    than that is ``wanted`` and the process may (root, or ``CAP_SYS_RESOURCE``), the hard limit is raised
+    too, up to the kernel's ``fs.nr_open``. Children inherit it. Returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted > hard:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = wanted
+        with contextlib.suppress(ValueError, OSError):  # not allowed: keep the hard limit there is
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, ceiling), min(wanted, ceiling)))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def source_address(host: str, number: int) -> tuple[str, int] | None:
+    """Where connection ``number`` to ``host`` comes from: on loopback, spread over ``SOURCE_ADDRESSES``
+    addresses (all of 127.0.0.0/8 is the machine's own), since one source address has only the
+    ephemeral port range (~28,000) towards one server port. Elsewhere the system chooses."""
+    if host != "127.0.0.1":
+        return None
+    return f"127.0.0.{1 + number % SOURCE_ADDRESSES}", 0
 
 
 class Subscriber(WsClient):
@@ -155,10 +178,14 @@ class SubscriberProcess:
                     skipped += 1
                     return
                 sampled = sample_every > 0 and (len(self.subscribers) + number) % sample_every == 0
+                local = source_address(host, self.index + len(self.subscribers) + number)
                 try:
                     _, subscriber = await asyncio.wait_for(
                         loop.create_connection(
-                            lambda: Subscriber(handshake_request(host, port, path), self.totals, sampled), host, port
+                            lambda: Subscriber(handshake_request(host, port, path), self.totals, sampled),
+                            host,
+                            port,
+                            local_addr=local,
                         ),
                         timeout,
                     )

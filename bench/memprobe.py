@@ -57,12 +57,13 @@ def _serve() -> None:
                 name = f"{type(o).__module__}.{type(o).__qualname__}"
                 counts[name] += 1
                 sizes[name] += sys.getsizeof(o)
+        detail = _one_connection(objects)
         del objects
         if tracemalloc.is_tracing():
             tracemalloc.take_snapshot().dump(out + ".trace")
         elif os.environ.get("MEMPROBE_FRAMES"):
             tracemalloc.start(int(os.environ["MEMPROBE_FRAMES"]))
-        pathlib.Path(out + ".json").write_text(json.dumps({"counts": counts, "sizes": sizes}))
+        pathlib.Path(out + ".json").write_text(json.dumps({"counts": counts, "sizes": sizes, "detail": detail}))
         pathlib.Path(out + ".done").touch()
 
     signal.signal(signal.SIGUSR1, snapshot)
@@ -71,6 +72,27 @@ def _serve() -> None:
 
     sys.argv = ["gateway.serve", *sys.argv[2:]]
     GatewayCommandLine.entrypoint()
+
+
+DETAIL_TYPES = ("LeanWebSocketProtocol", "ChatConsumer", "Server")  # one of each, attribute by attribute
+
+
+def _one_connection(objects: list) -> dict:
+    """For the last-made instance of each of ``DETAIL_TYPES``: its attributes' container values that are not
+    empty-and-small, with their sizes (``sys.getsizeof``, the container alone), largest first."""
+    found: dict = {}
+    for o in objects:
+        name = type(o).__name__
+        if name in DETAIL_TYPES and isinstance(getattr(o, "__dict__", None), dict):
+            found[name] = o
+    detail = {}
+    for name, o in found.items():
+        rows = []
+        for attribute, value in vars(o).items():
+            if isinstance(value, (list, dict, set, tuple, bytes, str)) or hasattr(value, "__dict__"):
+                rows.append((sys.getsizeof(value), attribute, type(value).__name__))
+        detail[name] = sorted(rows, reverse=True)[:25]
+    return detail
 
 
 def _owner(trace: tracemalloc.Trace, by_line: bool) -> str:
@@ -96,6 +118,8 @@ def _report(prefix: str, n: int, rss: tuple[int, int], top: int) -> None:
     print(f"Python objects (gc, getsizeof): {sum(r[0] for r in rows) / n:.0f} B per connection")
     for grown, count, name in rows[:top]:
         print(f"  {grown / n:7.0f} B  {count / n:6.2f}  {name}")
+    for name, rows in second.get("detail", {}).items():
+        print(f"One {name}'s attributes (getsizeof): " + ", ".join(f"{a}={t}:{n}" for n, a, t in rows))
     trace = pathlib.Path(f"{prefix}.1.trace")
     if not trace.exists():
         return
@@ -126,7 +150,7 @@ def main() -> None:
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="trace allocations")
     parser.add_argument("--top", type=int, default=30, help="lines per table")
     arguments = parser.parse_args()
-    raise_nofile()
+    raise_nofile(arguments.warm + arguments.connections + 4096)
     cleanup = servers.Cleanup()
     log_dir = pathlib.Path(tempfile.mkdtemp(prefix="memprobe-"))
     try:
@@ -135,7 +159,9 @@ def main() -> None:
         redis_url = "redis://127.0.0.1:6379/0"
         cleanup.add("redis keys", lambda: servers.forget_redis_keys(redis_url, prefix))
         (log_dir / "static").mkdir()
-        env = servers.gateway_env(database, redis_url, prefix, "mqtt://127.0.0.1:1", STATIC_ROOT=log_dir / "static")
+        env = servers.gateway_env(
+            database, redis_url, prefix, "mqtt://memprobe:unused@127.0.0.1:1", STATIC_ROOT=log_dir / "static"
+        )
         env.update(MEMPROBE_OUT=str(log_dir / "snapshot"), MEMPROBE_FRAMES=str(arguments.tracemalloc or ""))
         total = arguments.warm + arguments.connections
         servers.run_python(env, "manage.py", "migrate", "--noinput", "-v0")

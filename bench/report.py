@@ -141,9 +141,11 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         name = f"{sizes.idle_connections:,} idle WebSockets"
         table += [
             Row(name, "RSS per connection", _get(gw, "kb_per_connection"), _get(base, "kb_per_connection"),
-                ("<=", 20), "KB", 1),
+                ("<=", 10), "KB", 1),
             Row(name, "  connections held", _get(gw, "held"), _get(base, "held"), (">=", sizes.idle_connections)),
             Row(name, "  handshakes/s while connecting", _get(gw, "handshakes_per_s"), _get(base, "handshakes_per_s")),
+            Row(name, "  server CPU while they idle", _get(gw, "idle_cores"), _get(base, "idle_cores"), None,
+                "cores", 3),
         ]  # fmt: skip
         for side, data in (("gateway", gw), ("baseline", base)):
             if _error(data):

@@ -97,7 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes, arguments = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     _stop_on_sigterm()
-    raise_nofile()  # the servers inherit it: thousands of connections each
+    # The servers and the client processes inherit it: thousands of connections each (as root the hard
+    # limit is raised as far as the largest scenario needs, as LimitNOFILE would be: docs/deploy.md)
+    wanted = max(sizes.idle_connections, sizes.subscribers) + 4096
+    if raise_nofile(wanted) < wanted:
+        logger.warning(
+            "open files are limited to %d here (its hard limit: raising it needs root with CAP_SYS_RESOURCE, "
+            "or LimitNOFILE/ulimit -Hn before the bench starts); a server holds fewer connections than that",
+            raise_nofile(),
+        )
     started = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{stamp}-"))

@@ -20,12 +20,11 @@ if _refused:
 
 from typing import Any  # noqa: E402
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from consumers.lean import WebsocketAuthStack  # noqa: E402
+from consumers.lean import LeanProtocolTypeRouter, LeanURLRouter, WebsocketAuthStack  # noqa: E402
 from consumers.routing import email_router, http_urlpatterns, mqtt_router, websocket_urlpatterns  # noqa: E402
 from gateway.runtime import Runtime, WithRuntime  # noqa: E402
 from protocols.lifespan import lifespan  # noqa: E402
@@ -33,10 +32,13 @@ from protocols.lifespan import lifespan  # noqa: E402
 
 def build_application(runtime: Runtime) -> WithRuntime:
     """The application, serving with ``runtime``: every scope it is given carries it (``scope["runtime"]``,
-    read once per connection by the consumers, and by Django views as ``request.scope["runtime"]``)."""
-    router = ProtocolTypeRouter(
+    read once per connection by the consumers, and by Django views as ``request.scope["runtime"]``).
+
+    The Lean routers are Channels' ProtocolTypeRouter and URLRouter, handing over to the application
+    they choose instead of awaiting it: a long-lived connection keeps no frame of theirs (consumers/lean.py)."""
+    router = LeanProtocolTypeRouter(
         {
-            "http": URLRouter(
+            "http": LeanURLRouter(
                 [
                     *http_urlpatterns,
                     re_path(r"", ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http),
@@ -44,7 +46,7 @@ def build_application(runtime: Runtime) -> WithRuntime:
             ),
             # Browsers' cross-site WebSockets are refused (Origin must be in ALLOWED_HOSTS); sessions give users
             # (AllowedHostsOriginValidator and AuthMiddlewareStack, in one frame: consumers/lean.py).
-            "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
+            "websocket": WebsocketAuthStack(LeanURLRouter(websocket_urlpatterns)),
             "mqtt": mqtt_router,
             "email": email_router(runtime),
             "lifespan": lifespan,

@@ -11,19 +11,29 @@ that long, by every connection. In Channels' stock stack most of that is left ov
 - A consumer's ``await_many_dispatch`` runs every ``receive()`` in a task of its own and waits for it with
   ``asyncio.wait`` (futures, callbacks, a set), even when there is only one thing to receive from:
   the gateway's consumers, whose live messages come from the hub, use ``protocols.consumer.DirectDispatch``.
+- Every router and middleware that does ``return await inner(scope, receive, send)`` stays suspended in
+  that ``await`` until the connection ends: a coroutine frame each, holding the scope it was given.
+  ``LeanProtocolTypeRouter``, ``WebsocketAuthStack`` and ``LeanURLRouter`` (and ``DirectDispatch.as_asgi``)
+  do their work when called and *return* the inner application's coroutine instead: what runs for the
+  connection's life is the consumer's own coroutine and nothing above it. They are still ASGI
+  applications (``asgiref.sync.markcoroutinefunction``: awaiting what they return is awaiting the app).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
+from asgiref.sync import markcoroutinefunction
 from channels.auth import UserLazyObject, get_user
+from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http import parse_cookie
 from django.http.request import split_domain_port, validate_host
+from django.urls.exceptions import Resolver404
 from django.utils.functional import LazyObject
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -71,12 +81,24 @@ class WebsocketAuthStack:
         if proxy:  # ("HTTP_X_FORWARDED_PROTO", "https") names the header x-forwarded-proto
             self.proxy_header = (proxy[0].removeprefix("HTTP_").lower().replace("_", "-").encode(), proxy[1])
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+    @markcoroutinefunction
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Awaitable[Any]:
+        """The inner application's coroutine (or the denier's), not a frame of its own around it; with a
+        session key, a coroutine that looks the user up first (the one case that must wait)."""
         if scope["type"] != "websocket":
             raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
         if not self.any_origin and not self.same_or_trusted_origin(scope):
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.inner(await self._with_user(scope), receive, send)
+            return WebsocketDenier()(scope, receive, send)
+        scope = self._with_session(scope)
+        if scope["session"].session_key is None:
+            # get_user() without the thread: with no session key nothing is loaded, not even the session
+            scope["user"]._wrapped = get_user.func(scope)
+            return self.inner(scope, receive, send)
+        return self._after_user(scope, receive, send)
+
+    async def _after_user(self, scope: dict, receive: Any, send: Any) -> Any:
+        scope["user"]._wrapped = await get_user(scope)
+        return await self.inner(scope, receive, send)
 
     def same_or_trusted_origin(self, scope: dict) -> bool:
         headers = {name: value for name, value in scope.get("headers", []) if name in (b"host", b"origin")}
@@ -101,9 +123,9 @@ class WebsocketAuthStack:
                     return "https" if value.decode("latin1").split(",")[0].strip() == secure else "http"
         return "http"
 
-    async def _with_user(self, scope: dict) -> dict:
+    def _with_session(self, scope: dict) -> dict:
         """A copy of ``scope`` with ``cookies``, ``session`` and ``user`` (what CookieMiddleware,
-        SessionMiddleware and AuthMiddleware add)."""
+        SessionMiddleware and AuthMiddleware add); the user is not resolved yet."""
         if "headers" not in scope:
             raise ValueError("WebsocketAuthStack was passed a scope that did not have a headers key")
         cookies = {}
@@ -118,9 +140,56 @@ class WebsocketAuthStack:
             scope["session"]._wrapped = store(cookies.get(settings.SESSION_COOKIE_NAME))
         if "user" not in scope:
             scope["user"] = UserLazyObject()
-        if scope["session"].session_key is None:
-            # get_user() without the thread: with no session key nothing is loaded, not even the session
-            scope["user"]._wrapped = get_user.func(scope)
-        else:
-            scope["user"]._wrapped = await get_user(scope)
         return scope
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
+class LeanProtocolTypeRouter(ProtocolTypeRouter):
+    """Channels' ``ProtocolTypeRouter`` that returns the protocol's application's coroutine instead of
+    awaiting it. What the applications below do when called (routing, origin checks) happens when this
+    is called; if it raises, the exception is raised where Channels' router raises it, in the awaited
+    coroutine (the server's task for the connection), so the server handles it as it always did."""
+
+    @markcoroutinefunction
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Awaitable[Any]:
+        application = self.application_mapping.get(scope["type"])
+        if application is None:
+            return super().__call__(scope, receive, send)  # Channels' error, raised when awaited
+        try:
+            return application(scope, receive, send)
+        except Exception as exc:
+            return _raise(exc)
+
+
+class LeanURLRouter(URLRouter):
+    """Channels' ``URLRouter`` that returns the route's application's coroutine instead of awaiting it:
+    the same matching, ``path_remaining`` and ``url_route`` (Channels' own code, made synchronous)."""
+
+    @markcoroutinefunction
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Awaitable[Any]:
+        path = scope.get("path_remaining", scope.get("path"))
+        if path is None:
+            raise ValueError("No 'path' key in connection scope, cannot route URLs")
+        if "path_remaining" not in scope:  # the outermost router: handle root_path
+            root_path = scope.get("root_path", "")
+            if root_path and not path.startswith(root_path):
+                raise ValueError(f"No route found for path {path!r}.")
+            path = path[len(root_path) :]
+        path = path.lstrip("/")
+        for route in self.routes:
+            try:  # a nested router without a match raises Resolver404: try the next route
+                match = route.pattern.match(path)
+                if match:
+                    new_path, args, kwargs = match
+                    kwargs.update(route.default_args)
+                    outer = scope.get("url_route", {})
+                    url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
+                    return route.callback(dict(scope, path_remaining=new_path, url_route=url_route), receive, send)
+            except Resolver404:
+                pass
+        if "path_remaining" in scope:
+            raise Resolver404(f"No route found for path {path!r}.")
+        raise ValueError(f"No route found for path {path!r}.")

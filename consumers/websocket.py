@@ -33,6 +33,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
     reader more than ``READER_MAX_BACKLOG`` bytes behind is closed with 1013 (docs/rooms.md, "Slow readers")."""
 
     channel_layer_alias = None
+    groups = ()  # no layer groups (the hub is the room's subscriber): no empty list per connection
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
@@ -56,6 +57,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.write([Outgoing(0, history_json(history))])
         self.stream.begin(start)
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
+        self.scope = lasting_scope(self.scope)
         await runtime.presence.join(self.room, self.key, name)
 
     async def disconnect(self, code: int) -> None:
@@ -129,6 +131,13 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=rooms.to_json(content))
+
+
+def lasting_scope(scope: dict) -> dict:
+    """What a joined connection keeps of its scope for hours: its type and path. The rest (headers,
+    cookies, session, user, extensions, route) served the handshake and the join, and would cost every
+    idle connection ~1 KB for nothing (docs/deploy.md, "Many connections per process")."""
+    return {"type": scope["type"], "path": scope.get("path", "")}
 
 
 def history_json(items: list[Outgoing]) -> str:

@@ -21,13 +21,15 @@ stream). The write-through that once patched Twisted is ``gateway/write_through.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
+
+from autobahn.websocket.protocol import WebSocketProtocol
 
 from gateway import backlog, metrics
 
 FRAMES_EXTENSION = "gateway.websocket.frames"
 BACKLOG_EXTENSION = "gateway.http.backlog"
+OPEN = WebSocketProtocol.STATE_OPEN  # autobahn's state of an open connection
 TOO_FAR_BEHIND = 1013  # "try again later": the client reconnects with the last id it saw and catches up
 
 
@@ -45,20 +47,32 @@ def scope_extensions(protocol: Any, scope: dict) -> dict:
 def frame_writer(protocol: Any) -> Callable[[bytes], None]:
     """``write(data)`` for one of daphne's WebSocket protocols (autobahn's ``WebSocketServerProtocol``),
     with what it may hold bounded (``gateway/backlog.py``)."""
-    is_open = protocol.STATE_OPEN
-    held = backlog.watch_connection(protocol.transport, backlog.max_backlog(), partial(close_too_far_behind, protocol))
+    return FrameWriter(protocol)
 
-    def write(data: bytes) -> None:
-        if protocol.state != is_open:
+
+class FrameWriter:
+    """``write(data)`` of one connection, as an object of two slots rather than a closure (a function,
+    its cells and a partial): it is held for the connection's life."""
+
+    __slots__ = ("protocol", "held")
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.held = backlog.watch_connection(protocol.transport, backlog.max_backlog(), self.too_far_behind)
+
+    def __call__(self, data: bytes) -> None:
+        protocol = self.protocol
+        if protocol.state != OPEN:
             return
-        if held.paused and not held.take(len(data)):
+        if self.held.paused and not self.held.take(len(data)):
             return  # closed: the client catches up from the history
         if protocol.send_queue:  # autobahn's own queue (chopped or synchronous sends): keep the order
             protocol.sendData(data)
         else:
             protocol.transport.write(data)
 
-    return write
+    def too_far_behind(self) -> None:
+        close_too_far_behind(self.protocol)
 
 
 def close_too_far_behind(protocol: Any) -> None:

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
@@ -99,5 +100,8 @@ class WithRuntime:
     def __init__(self, inner: ASGIApp, runtime: Runtime) -> None:
         self.inner, self.runtime = inner, runtime
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        await self.inner({**scope, SCOPE_KEY: self.runtime}, receive, send)
+    @markcoroutinefunction
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Awaitable[None]:
+        """The inner application's coroutine, not a frame of its own around it: a long-lived
+        connection keeps no copy of the scope here (consumers/lean.py)."""
+        return self.inner({**scope, SCOPE_KEY: self.runtime}, receive, send)

@@ -14,9 +14,11 @@ fresh one). With a channel layer, the consumer runs as Channels runs it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, markcoroutinefunction
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.exceptions import StopConsumer
@@ -30,10 +32,24 @@ else:
 class DirectDispatch(_Consumer):
     """Mixed in before ``AsyncConsumer`` (or one of its subclasses)."""
 
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Callable[[dict, Any, Any], Awaitable[None]]:
+        """Channels' ``as_asgi``, except that the application returns the new instance's coroutine
+        instead of awaiting it: no frame of its own, holding the scope, for the connection's life."""
+
+        def app(scope: dict, receive: Any, send: Any) -> Awaitable[None]:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]  # as Channels' as_asgi sets them
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return markcoroutinefunction(app)
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self.channel_layer_alias is not None:
             return await super().__call__(scope, receive, send)
         self.scope = scope
+        del scope  # kept by the instance only, which may let go of what it no longer needs
         self.channel_layer = None
         self.base_send = async_to_sync(send) if self._sync else send
         try:

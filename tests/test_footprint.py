@@ -12,7 +12,7 @@ import pytest
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
-from gateway.footprint import InputQueue, fits_this_daphne, lean_protocol, protocol_for
+from gateway.footprint import InputQueue, SendQueue, fits_this_daphne, lean_protocol, protocol_for
 from tests.support import ROOT
 
 
@@ -61,6 +61,18 @@ async def test_input_queue_matches_asyncio_queue():
         assert got == [(0, "x"), (1, "y"), (2, "z")]
 
 
+def test_send_queue_is_the_deque_autobahn_uses_and_holds_nothing_while_empty():
+    queue = SendQueue()
+    assert not queue and len(queue) == 0
+    queue.append((b"a", True))
+    queue.append((b"b", False))
+    assert queue and len(queue) == 2
+    assert queue.popleft() == (b"a", True) and queue.popleft() == (b"b", False)
+    assert not queue and queue._items is None
+    with pytest.raises(IndexError):
+        queue.popleft()
+
+
 def test_options_live_on_the_class_not_in_each_connection():
     factory = WebSocketFactory(None, server="daphne")
     factory.setProtocolOptions(autoPingTimeout=30, openHandshakeTimeout=5, maxFramePayloadSize=65536)
@@ -80,7 +92,7 @@ from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from fanout.outgoing import text_frame
-from gateway import daphne_io
+from gateway import daphne_io, footprint
 events = []
 
 async def app(scope, receive, send):
@@ -115,14 +127,22 @@ def client():
         report["echo"] = [ws.recv(timeout=5), ws.recv(timeout=5)]
         reactor.callFromThread(inspect)
         report["inspected"] = done.wait(5)
+        report["sync send"] = ws.recv(timeout=5)  # through autobahn's send queue, now a SendQueue
     reactor.callLater(0.5, reactor.stop)
 
 def inspect():
     (protocol,) = [p for p in server.connections if isinstance(p, WebSocketServerProtocol)]
     report["queue"] = type(protocol.application_queue).__name__
     report["copied options"] = sorted(set(WebSocketServerProtocol.CONFIG_ATTRS) & set(vars(protocol)))
+    report["state held alike"] = sorted(set(footprint.SHARED_AT_OPEN) & set(vars(protocol)))
+    report["attributes fit 64 slots"] = len(vars(protocol)) <= 42  # a dict of 64 slots holds 42
     report["producer"] = repr(protocol.transport.producer)
     report["handshake text"] = [protocol.http_request_data, protocol.http_response_data]
+    headers = [protocol.http_headers, protocol.request.headers, protocol.clean_headers]
+    report["handshake headers"] = [len(h) for h in headers]
+    report["request path"] = protocol.request.path  # daphne logs it when the connection closes
+    report["send queue"] = [type(protocol.send_queue).__name__, len(protocol.send_queue)]
+    protocol.sendMessage("sync".encode(), sync=True)
     done.set()
 
 done = threading.Event()
@@ -149,8 +169,14 @@ def test_under_the_gateway_server(write_through):
         "inspected": True,
         "queue": "InputQueue",
         "copied options": [],
+        "state held alike": ["current_frame", "data", "inside_message"],  # set again by the frames received
+        "attributes fit 64 slots": True,
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
+        "handshake headers": [0, 0, 0],
+        "request path": "/ws/",
+        "send queue": ["SendQueue", 0],
+        "sync send": "sync",
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
         "tcp write": "gateway.write_through" if write_through else "twisted.internet._newtls",  # Twisted's own
     }

@@ -9,13 +9,16 @@ from asgiref.testing import ApplicationCommunicator
 from channels.auth import AuthMiddlewareStack
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import override_settings
+from django.urls import path, re_path
 
-from consumers.lean import WebsocketAuthStack
+from consumers.lean import LeanProtocolTypeRouter, LeanURLRouter, WebsocketAuthStack
+from consumers.websocket import lasting_scope
 from protocols.consumer import DirectDispatch
 
 pytestmark = pytest.mark.django_db(transaction=True)  # dispatch closes old database connections
@@ -171,3 +174,107 @@ async def test_direct_dispatch_leaves_consumers_with_a_layer_alone():
     assert (await communicator.receive_output(5))["text"].startswith("specific.")
     await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
     await communicator.wait(5)
+
+
+class Holder(DirectDispatch, AsyncWebsocketConsumer):
+    """Accepts, tells what it got from the routers, then idles until the client goes."""
+
+    channel_layer_alias = None
+
+    async def connect(self):
+        await self.accept()
+        route = self.scope["url_route"]
+        await self.send(text_data=f"{route['kwargs']} {self.scope['path_remaining']!r} {self.scope['user']}")
+
+
+def lean_application(inner=None):
+    """config.asgi's shape: the lean routers and stack around a consumer."""
+    with override_settings(ALLOWED_HOSTS=["example.com"]):
+        websocket = WebsocketAuthStack(
+            inner or LeanURLRouter([path("ws/<slug:room>/", Holder.as_asgi()), re_path(r"", Holder.as_asgi())])
+        )
+    return LeanProtocolTypeRouter({"websocket": websocket})
+
+
+def suspended_in(task: asyncio.Future) -> list[str]:
+    """The coroutines a task is suspended in, outermost first."""
+    names, awaited = [], task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_code"):
+        names.append(awaited.cr_code.co_qualname)
+        awaited = awaited.cr_await
+    return names
+
+
+@pytest.mark.parametrize("cookie", [False, True], ids=["anonymous", "stale session"])
+async def test_an_idle_connection_is_suspended_in_its_consumer_alone(cookie):
+    """The routers and the stack hand over to the consumer: the connection's task runs the consumer's
+    own coroutine, not a chain of frames each holding a scope (consumers/lean.py). With a session
+    cookie the stack must wait for the user first, and keeps one frame."""
+    headers = [(b"origin", b"http://example.com")]
+    if cookie:
+        headers.append((b"cookie", b"sessionid=abcdefghijklmnopqrstuvwxyz012345"))
+    communicator = ApplicationCommunicator(lean_application(), {**scope_of(headers), "path": "/ws/lobby/"})
+    await communicator.send_input({"type": "websocket.connect"})
+    assert await communicator.receive_output(5) == {"type": "websocket.accept", "subprotocol": None}
+    assert (await communicator.receive_output(5))["text"] == "{'room': 'lobby'} '' AnonymousUser"
+    above = ["WebsocketAuthStack._after_user"] if cookie else []
+    chain = suspended_in(communicator.future)
+    assert chain[: len(above) + 1] == [*above, "DirectDispatch.__call__"]
+    assert chain[len(above) + 1 :] == ["Queue.get"]  # waiting for its next event, nothing else
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+    await communicator.wait(5)
+
+
+async def test_the_lean_url_router_routes_as_channels_does():
+    """Nested routers, a root path, path converters and default kwargs: the same scope as URLRouter's."""
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append((scope["path_remaining"], scope["url_route"]))
+
+    def routes(router):
+        nested = router([path("chat/<slug:room>/", inner, {"kind": "chat"})])
+        return router([path("ws/<int:version>/", nested), re_path(r"^other/(\w+)/$", inner)])
+
+    for scope in (
+        {"type": "websocket", "path": "/ws/2/chat/lobby/"},
+        {"type": "websocket", "path": "/app/ws/3/chat/x/", "root_path": "/app"},
+        {"type": "websocket", "path": "/other/thing/"},
+    ):
+        for router in (LeanURLRouter, URLRouter):
+            await routes(router)(dict(scope), None, None)
+        assert seen[-1] == seen[-2], scope
+    assert seen[0] == ("", {"args": (), "kwargs": {"version": 2, "room": "lobby", "kind": "chat"}})
+    for router in (LeanURLRouter, URLRouter):
+        with pytest.raises(ValueError, match="No route found"):
+            await routes(router)({"type": "websocket", "path": "/nowhere/"}, None, None)
+
+
+async def test_a_failure_while_routing_is_raised_in_the_connections_task():
+    """What the lean routers do when called still fails where Channels' routers fail: in the awaited
+    application (the server's task for the connection), not in the server's call."""
+
+    def broken(scope, receive, send):
+        raise RuntimeError("broken application")
+
+    application = LeanProtocolTypeRouter({"websocket": broken})
+    started = application({"type": "websocket"}, None, None)  # does not raise here
+    with pytest.raises(RuntimeError, match="broken application"):
+        await started
+    with pytest.raises(ValueError, match="No application configured for scope type 'mqtt'"):
+        await application({"type": "mqtt"}, None, None)
+
+
+def test_the_lean_applications_are_asgi_3():
+    """Servers tell ASGI 3 from ASGI 2 by a coroutine-function ``__call__`` (asgiref's compatibility)."""
+    from asgiref.compatibility import is_double_callable
+
+    application = lean_application()
+    for app in (application, application.application_mapping["websocket"], Holder.as_asgi(), LeanURLRouter([])):
+        assert not is_double_callable(app), app
+    assert Holder.as_asgi().consumer_class is Holder
+
+
+def test_a_joined_connection_keeps_only_its_scopes_type_and_path():
+    scope = {**scope_of([(b"cookie", b"sessionid=x")]), "url_route": {"kwargs": {"room": "r"}}, "user": object()}
+    assert lasting_scope(scope) == {"type": "websocket", "path": "/ws/"}
