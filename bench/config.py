@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCENARIOS = ("fanout", "ingest", "scaleout", "connections")
+SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes")
 TARGETS = ("gateway", "baseline")
 
 
@@ -42,6 +42,16 @@ class Sizes:
     idle_processes: int = _size(4, "client processes holding them")
     idle_room_size: int = _size(10, "idle connections per room")
     idle_budget: float = _size(240.0, "seconds to open them in; those not started by then are reported as missing")
+    handshakes: int = _size(2000, "handshakes: WebSockets opened (and held) in each round, on each target")
+    handshake_rounds: int = _size(3, "handshakes: rounds per target; the cheapest round's CPU per handshake counts")
+    handshake_room_size: int = _size(
+        10, "handshakes: connections per room (each room opened beforehand: its history from memory)"
+    )
+    handshake_targets: str = _size(
+        "all",
+        "handshakes: which targets (comma-separated): gateway, trivial-gateway-daphne, trivial-daphne, "
+        "trivial-uvicorn, baseline",
+    )
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(
         0.15,
@@ -64,6 +74,8 @@ QUICK = {  # a smoke run of a minute or two: every scenario, small enough for th
     "idle_connections": 200,
     "idle_processes": 2,
     "idle_budget": 30.0,
+    "handshakes": 300,
+    "handshake_rounds": 1,
     "drain_timeout": 30.0,
 }
 

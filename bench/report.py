@@ -140,6 +140,27 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         for side, data in (("gateway", gw), ("baseline", base)):
             if _error(data):
                 table.append(Row(name, f"{side} failed", "see warnings"))
+    if "handshakes" in results:
+        data = results["handshakes"]
+        name = "WebSocket handshakes"
+
+        def cpu(target: str) -> float | None:
+            return _get(data, target, "cpu_ms_per_handshake")
+
+        def rate(target: str) -> float | None:
+            return _get(data, target, "handshakes_per_s")
+
+        table += [
+            Row(name, "server CPU per handshake (join, history)", cpu("gateway"), cpu("baseline"), None, "ms", 3),
+            Row(name, "  handshakes/s (the clients may be the limit)", rate("gateway"), rate("baseline")),
+            Row(name, "  trivial app, the gateway's daphne", cpu("trivial-gateway-daphne"), None, None, "ms", 3),
+            Row(name, "  trivial app, plain daphne", cpu("trivial-daphne"), None, None, "ms", 3),
+            Row(name, "  trivial app, uvicorn", cpu("trivial-uvicorn"), None, None, "ms", 3),
+            Row(name, "  gateway ÷ trivial app under daphne", _get(data, "gateway_over_trivial_daphne"), None,
+                ("<=", 1.2), "×", 2),
+        ]  # fmt: skip
+        if _error(data) or any(_error(value) for value in data.values()):
+            table.append(Row(name, "failed", "see warnings"))
     if "scaleout" in results:
         data = results["scaleout"]
         one = _get(data, "one_process", "sustained", "deliveries_per_s")

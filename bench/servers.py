@@ -321,6 +321,26 @@ def start_baseline_daphne(
     return port, process
 
 
+# Other ASGI servers (the handshakes scenario's trivial application under each)
+
+ASGI_SERVERS = {
+    "gateway-daphne": ["-m", "gateway.serve"],  # the gateway's daphne (gateway.server.GatewayServer)
+    "daphne": ["-m", "daphne"],
+    "uvicorn": ["-m", "uvicorn", "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
+}
+
+
+def start_asgi(
+    name: str, server: str, application: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path
+) -> tuple[int, ServerProcess]:
+    """``application`` under one of ``ASGI_SERVERS`` on a free port, returned once it accepts connections."""
+    port = free_port()
+    bind = ["--host", "127.0.0.1", "--port", str(port)] if server == "uvicorn" else ["-b", "127.0.0.1", "-p", str(port)]
+    process = ServerProcess(name, [PYTHON, *ASGI_SERVERS[server], *bind, application], env, log_dir).start(cleanup)
+    wait_for_port(port, process.alive, timeout=60)
+    return port, process
+
+
 # Sampling
 
 
