@@ -63,7 +63,7 @@ async def measure(run: Run, target: str) -> dict:
         if opened["failed"]:
             raise RuntimeError(f"{target}: warm-up handshakes failed: {opened['errors']}")
         for number in range(sizes.handshake_rounds):
-            rounds.append(await _round(run, target, process.pid, paths))
+            rounds.append(await measure_round(run, target, process.pid, paths))
             logger.info(
                 "handshakes %s, round %d: %.3f ms CPU each, %.0f/s",
                 target,
@@ -78,7 +78,7 @@ async def measure(run: Run, target: str) -> dict:
     return {**best, "rounds": rounds}
 
 
-async def _round(run: Run, target: str, pid: int, paths: list[tuple[str, int, str]]) -> dict:
+async def measure_round(run: Run, target: str, pid: int, paths: list[tuple]) -> dict:
     sizes = run.sizes
     pool = SubscriberPool(sizes.idle_processes)
     run.cleanup.add(f"{target} handshakes", pool.close)
