@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes")
+SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes", "mqttws")
 TARGETS = ("gateway", "baseline")
 
 

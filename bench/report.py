@@ -161,6 +161,26 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         ]  # fmt: skip
         if _error(data) or any(_error(value) for value in data.values()):
             table.append(Row(name, "failed", "see warnings"))
+    if "mqttws" in results:
+        data, gateway = results["mqttws"], results.get("fanout", {}).get("gateway", {})
+        name = "vs Mosquitto WebSocket"
+        hs = results.get("handshakes", {}).get("gateway", {})
+        table += [
+            Row(name, "server CPU per delivery (baseline column: Mosquitto)",
+                _get(gateway, "sustained", "cpu_us_per_delivery"),
+                _get(data, "fanout", "sustained", "cpu_us_per_delivery"), None, "µs", 1),
+            Row(name, "  deliveries/s sustained, zero loss", _get(gateway, "sustained", "deliveries_per_s"),
+                _get(data, "fanout", "sustained", "deliveries_per_s"), None, "/s"),
+            Row(name, "  every message once, in order", _get(gateway, "sustained", "lossless"),
+                _get(data, "fanout", "sustained", "lossless")),
+            Row(name, "  p99 latency at the fixed load", _get(gateway, "fixed_load", "latency_ms", "p99"),
+                _get(data, "fanout", "fixed_load", "latency_ms", "p99"), None, "ms", 1),
+            Row(name, "server CPU per handshake (Mosquitto: CONNECT, SUBSCRIBE)", _get(hs, "cpu_ms_per_handshake"),
+                _get(data, "handshakes", "cpu_ms_per_handshake"), None, "ms", 3),
+            Row(name, "  handshakes/s", _get(hs, "handshakes_per_s"), _get(data, "handshakes", "handshakes_per_s")),
+        ]  # fmt: skip
+        if _error(data):
+            table.append(Row(name, "failed", "see warnings"))
     if "scaleout" in results:
         data = results["scaleout"]
         one = _get(data, "one_process", "sustained", "deliveries_per_s")

@@ -1,6 +1,6 @@
 """``make bench``: set up, run the chosen scenarios against the gateway and the baseline, print and save.
 
-    python -m bench.run [--quick] [--scenarios fanout,ingest,scaleout,connections,handshakes] [--subscribers N] ...
+    python -m bench.run [--quick] [--scenarios fanout,ingest,...,handshakes,mqttws] [--subscribers N] ...
 
 A scenario that fails is reported as failed and the others still run; the exit status is 1 then.
 Targets missed are reported, not failed: this is a benchmark, not a test.
@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import handshakes, report, scenarios, servers
+from . import handshakes, mqttws, report, scenarios, servers
 from .clients import raise_nofile
 from .config import parse
 
@@ -79,6 +79,8 @@ async def run_all(run: scenarios.Run, results: dict) -> None:
         )
     if "handshakes" in chosen:
         results["handshakes"] = await _scenario(run, "handshakes", handshakes.handshakes(run))
+    if "mqttws" in chosen:
+        results["mqttws"] = await _scenario(run, "Mosquitto WebSocket peer", mqttws.mqttws(run))
     if "connections" in chosen:
         results["connections"] = {}
         for kind in run.sizes.targets:

@@ -244,6 +244,21 @@ def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess
     return f"mqtt://gateway:{password}@127.0.0.1:{port}", process
 
 
+def start_mosquitto_ws(binary: Path, cleanup: Cleanup, log_dir: Path) -> tuple[int, int, ServerProcess]:
+    """A Mosquitto built with WebSockets (``bench/mosquitto_ws.py``): a WebSocket listener for the readers
+    and a TCP one for the publisher, anonymous (both on 127.0.0.1, for this run only); the two ports."""
+    tcp, ws = free_port(), free_port()
+    config = log_dir / "mosquitto-ws.conf"
+    config.write_text(
+        f"listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nuser {getpass.getuser()}\n"
+        "allow_anonymous true\nmax_queued_messages 1000000\npersistence false\n"
+    )
+    process = ServerProcess("mosquitto-ws", [str(binary), "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
+    wait_for_port(ws, process.alive)
+    wait_for_port(tcp, process.alive)
+    return ws, tcp, process
+
+
 # The gateway
 
 
