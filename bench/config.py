@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes", "mqttws")
+SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes", "mqttws", "storm")
 TARGETS = ("gateway", "baseline")
 
 
@@ -52,6 +52,11 @@ class Sizes:
         "handshakes: which targets (comma-separated): gateway, trivial-gateway-daphne, trivial-daphne, "
         "trivial-uvicorn, baseline",
     )
+    storm_clients: int = _size(10_000, "storm: readers in one room when the ASGI process is restarted")
+    storm_processes: int = _size(4, "storm: client processes they are spread over (each from an address of its own)")
+    storm_rate: float = _size(5.0, "storm: messages a second published (MQTT) throughout")
+    storm_before: float = _size(3.0, "storm: seconds of messages flowing before the restart")
+    storm_timeout: float = _size(120.0, "storm: seconds to wait for every reader to have caught up")
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(
         0.15,
@@ -76,6 +81,10 @@ QUICK = {  # a smoke run of a minute or two: every scenario, small enough for th
     "idle_budget": 30.0,
     "handshakes": 300,
     "handshake_rounds": 1,
+    "storm_clients": 300,
+    "storm_processes": 2,
+    "storm_before": 1.0,
+    "storm_timeout": 60.0,
     "drain_timeout": 30.0,
 }
 

@@ -181,6 +181,21 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         ]  # fmt: skip
         if _error(data):
             table.append(Row(name, "failed", "see warnings"))
+    if "storm" in results:
+        data = results["storm"]
+        name = f"storm {sizes.storm_clients:,} readers"
+        table += [
+            Row(name, "answering again → everyone caught up", _get(data, "caught_up_s"), None, ("<=", 5), "s", 2),
+            Row(name, "  every message once, in order", _get(data, "check", "lossless"), None, ("==", 1), check=True),
+            Row(name, "  SIGTERM → the new process answers", _get(data, "restart_to_answer_s"), None, None, "s", 1),
+            Row(name, "  last reconnect attempt after it answered", _get(data, "last_attempt_after_answer_s"), None,
+                None, "s", 2),
+            Row(name, "  attempt → history frame, p99", _get(data, "history_wait_ms", "p99"), None, None, "ms", 1),
+            Row(name, "  messages missing / twice", _pair(_get(data, "check", "missing"),
+                _get(data, "check", "duplicates"))),
+        ]  # fmt: skip
+        if _error(data):
+            table.append(Row(name, "failed", "see warnings"))
     if "scaleout" in results:
         data = results["scaleout"]
         one = _get(data, "one_process", "sustained", "deliveries_per_s")
@@ -195,6 +210,10 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         if _error(data) or any(_error(_get(data, side)) for side in ("one_process", "two_processes")):
             table.append(Row("scale-out", "failed", "see warnings"))
     return table
+
+
+def _pair(first: int | None, second: int | None) -> str | None:
+    return None if first is None or second is None else f"{first} / {second}"
 
 
 def _refused(data: dict) -> int | None:

@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import handshakes, mqttws, report, scenarios, servers
+from . import handshakes, mqttws, report, scenarios, servers, storm
 from .clients import raise_nofile
 from .config import parse
 
@@ -51,6 +51,7 @@ def set_up(run: scenarios.Run) -> None:
     servers.run_python(run.gateway_env, "manage.py", "migrate", "--noinput", "-v0")
     idle_rooms = -(-sizes.idle_connections // sizes.idle_room_size)
     rooms = [scenarios.FANOUT_ROOM, scenarios.INGEST_ROOM, scenarios.SCALE_ROOM]
+    rooms.append(storm.STORM_ROOM)
     rooms += [f"{handshakes.HANDSHAKE_PREFIX}{n}" for n in range(handshakes.room_count(sizes))]
     servers.run_python(run.gateway_env, "-m", "bench.gwsetup", *rooms, "--idle", scenarios.IDLE_PREFIX, str(idle_rooms))
 
@@ -87,6 +88,8 @@ async def run_all(run: scenarios.Run, results: dict) -> None:
             results["connections"][kind] = await _scenario(
                 run, f"{kind} idle connections", scenarios.connections(run, kind)
             )
+    if "storm" in chosen:
+        results["storm"] = await _scenario(run, "reconnect storm", storm.storm(run))
 
 
 def _stop_on_sigterm() -> None:

@@ -297,10 +297,12 @@ def run_python(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def start_gateway_daphne(name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path) -> tuple[int, ServerProcess]:
-    """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on a free port, returned
-    once /healthz says ok."""
-    port = free_port()
+def start_gateway_daphne(
+    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int | None = None
+) -> tuple[int, ServerProcess]:
+    """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on ``port`` (a free one by
+    default), returned once /healthz says ok."""
+    port = port or free_port()
     argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
     process = ServerProcess(name, argv, env, log_dir).start(cleanup)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
