@@ -56,6 +56,7 @@ class Sizes:
     storm_processes: int = _size(4, "storm: client processes they are spread over (each from an address of its own)")
     storm_rate: float = _size(5.0, "storm: messages a second published (MQTT) throughout")
     storm_before: float = _size(3.0, "storm: seconds of messages flowing before the restart")
+    storm_history: int = _size(50, "storm: HISTORY_ON_JOIN of its gateway (the production default)")
     storm_timeout: float = _size(120.0, "storm: seconds to wait for every reader to have caught up")
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(

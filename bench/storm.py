@@ -49,9 +49,11 @@ class ReaderConnection(WsClient):
     def __init__(self, request: bytes, reader: Reader) -> None:
         super().__init__(request, reader.message)
         self.reader = reader
+        self.opened.add_done_callback(lambda opened: opened.cancelled() or opened.exception())  # seen: no warning
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_open = self.opened.done() and not self.opened.exception()
+        opened = self.opened
+        was_open = opened.done() and not opened.cancelled() and opened.exception() is None
         super().connection_lost(exc)
         if was_open:
             self.reader.lost()
@@ -87,11 +89,14 @@ class Reader:
         loop = asyncio.get_running_loop()
         request = handshake_request(self.host, self.port, self.url())
         try:
-            _, connection = await loop.create_connection(
-                lambda: ReaderConnection(request, self), self.host, self.port, local_addr=(self.source, 0)
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: ReaderConnection(request, self), self.host, self.port, local_addr=(self.source, 0)
+                ),
+                30,
             )
             self.connection = connection
-            await asyncio.wait_for(connection.opened, 30)
+            await asyncio.wait_for(asyncio.shield(connection.opened), 30)
         except (OSError, TimeoutError, ConnectionError):
             self.failed_attempts += 1
             if self.connection is not None:
@@ -294,7 +299,9 @@ async def _wait(condition: Any, timeout: float, every: float = 0.005) -> float |
 
 async def storm(run: Run) -> dict[str, Any]:
     sizes = run.sizes
-    env = run.gateway_env
+    # The production default (the bench's 1 is for fan-out): a reader who missed no more than this many
+    # messages catches up from the hub's memory, not from the database.
+    env = dict(run.gateway_env, HISTORY_ON_JOIN=str(sizes.storm_history))
     argv = [servers.PYTHON, "manage.py", "runmqtt"]
     mqtt = servers.ServerProcess("storm-runmqtt", argv, env, run.log_dir).start(run.cleanup)
     mqtt.wait_for_output("MQTT subscribed")
