@@ -22,7 +22,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .wsproto import WsClient, handshake_request
+from . import mqttpackets
+from .wsproto import BINARY, WsClient, handshake_request
 
 # "bench <publisher>:<sequence> <time.time() at publish>" is the text of every bench message.
 BENCH = re.compile(rb"bench (\d+):(\d+) (\d+\.\d+)")
@@ -80,6 +81,7 @@ class Subscriber(WsClient):
         self.latencies: list[float] = []
         self.last_id = 0
         self.last_sequence: dict[int, int] = {}
+        self.ready: asyncio.Future = self.opened  # joined: for the servers here, once the handshake is done
         self.reset()
 
     def reset(self) -> None:
@@ -110,6 +112,46 @@ class Subscriber(WsClient):
             self.last_sequence[publisher] = sequence
         if self.sampled:
             self.latencies.append(now - float(found[3]))
+
+
+class MqttSubscriber(Subscriber):
+    """A reader of an MQTT topic over a WebSocket (subprotocol ``mqtt``): after the handshake, CONNECT
+    (MQTT 3.1.1) and SUBSCRIBE at QoS 0; ready once the broker's SUBACK came. Each PUBLISH's payload
+    is counted and checked as a room message is (by the publisher's sequence: MQTT has no ids)."""
+
+    def __init__(self, request: bytes, totals: list[int], sampled: bool, topic: str) -> None:
+        super().__init__(request, totals, sampled)
+        self.on_message = mqttpackets.MqttStream(self.packet).feed
+        self.topic = topic
+        self.ready = asyncio.get_running_loop().create_future()
+        self.opened.add_done_callback(self.handshake_done)
+
+    def handshake_done(self, opened: asyncio.Future) -> None:
+        if opened.cancelled() or opened.exception() is not None:
+            if not self.ready.done():
+                self.ready.set_exception(ConnectionError("the WebSocket handshake failed"))
+            return
+        self.send(BINARY, mqttpackets.connect(f"bench-{id(self):x}"))
+
+    def packet(self, kind: int, flags: int, body: bytes) -> None:
+        if kind == mqttpackets.PUBLISH:
+            self.received(mqttpackets.publish_payload(flags, body))
+        elif kind == mqttpackets.CONNACK:
+            if body[1:2] != b"\x00":
+                self.ready.set_exception(ConnectionRefusedError(f"CONNACK {body.hex()}"))
+                self.close()
+                return
+            self.send(BINARY, mqttpackets.subscribe(self.topic))
+        elif kind == mqttpackets.SUBACK and not self.ready.done():
+            if body[2:3] == b"\x80":
+                self.ready.set_exception(ConnectionRefusedError(f"SUBACK {body.hex()}"))
+                return
+            self.ready.set_result(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection lost before SUBACK: {exc}"))
 
 
 class SubscriberProcess:
@@ -157,7 +199,7 @@ class SubscriberProcess:
 
     async def connect(
         self,
-        targets: list[tuple[str, int, str]],
+        targets: list[tuple],  # (host, port, path), or (host, port, path, MQTT topic)
         sample_every: int,
         concurrency: int,
         timeout: float,
@@ -171,7 +213,12 @@ class SubscriberProcess:
         skipped = 0
         started = time.monotonic()
 
-        async def open_one(number: int, host: str, port: int, path: str) -> None:
+        def make_subscriber(host: str, port: int, path: str, topic: str | None, sampled: bool) -> Subscriber:
+            if topic is None:
+                return Subscriber(handshake_request(host, port, path), self.totals, sampled)
+            return MqttSubscriber(handshake_request(host, port, path, "mqtt"), self.totals, sampled, topic)
+
+        async def open_one(number: int, host: str, port: int, path: str, topic: str | None = None) -> None:
             nonlocal skipped
             async with gate:
                 if budget is not None and time.monotonic() - started > budget:
@@ -182,14 +229,11 @@ class SubscriberProcess:
                 try:
                     _, subscriber = await asyncio.wait_for(
                         loop.create_connection(
-                            lambda: Subscriber(handshake_request(host, port, path), self.totals, sampled),
-                            host,
-                            port,
-                            local_addr=local,
+                            lambda: make_subscriber(host, port, path, topic, sampled), host, port, local_addr=local
                         ),
                         timeout,
                     )
-                    await asyncio.wait_for(subscriber.opened, timeout)
+                    await asyncio.wait_for(subscriber.ready, timeout)
                 except (OSError, TimeoutError, ConnectionError) as exc:
                     errors.append(f"{path}: {exc!r}")
                     return
@@ -294,7 +338,7 @@ class SubscriberPool:
 
     def connect(
         self,
-        targets: list[tuple[str, int, str]],
+        targets: list[tuple],  # (host, port, path), or (host, port, path, MQTT topic)
         *,
         sample_every: int = 0,
         concurrency: int = 100,

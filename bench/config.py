@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCENARIOS = ("fanout", "ingest", "scaleout", "connections")
+SCENARIOS = ("fanout", "ingest", "scaleout", "connections", "handshakes", "mqttws", "storm")
 TARGETS = ("gateway", "baseline")
 
 
@@ -50,6 +50,22 @@ class Sizes:
     idle_processes: int = _size(4, "client processes holding them")
     idle_room_size: int = _size(10, "idle connections per room")
     idle_budget: float = _size(240.0, "seconds to open them in; those not started by then are reported as missing")
+    handshakes: int = _size(2000, "handshakes: WebSockets opened (and held) in each round, on each target")
+    handshake_rounds: int = _size(3, "handshakes: rounds per target; the cheapest round's CPU per handshake counts")
+    handshake_room_size: int = _size(
+        10, "handshakes: connections per room (each room opened beforehand: its history from memory)"
+    )
+    handshake_targets: str = _size(
+        "all",
+        "handshakes: which targets (comma-separated): gateway, trivial-gateway-daphne, trivial-daphne, "
+        "trivial-uvicorn, baseline",
+    )
+    storm_clients: int = _size(10_000, "storm: readers in one room when the ASGI process is restarted")
+    storm_processes: int = _size(4, "storm: client processes they are spread over (each from an address of its own)")
+    storm_rate: float = _size(5.0, "storm: messages a second published (MQTT) throughout")
+    storm_before: float = _size(3.0, "storm: seconds of messages flowing before the restart")
+    storm_history: int = _size(50, "storm: HISTORY_ON_JOIN of its gateway (the production default)")
+    storm_timeout: float = _size(120.0, "storm: seconds to wait for every reader to have caught up")
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(
         0.15,
@@ -72,6 +88,12 @@ QUICK = {  # a smoke run of a minute or two: every scenario, small enough for th
     "idle_connections": 200,
     "idle_processes": 2,
     "idle_budget": 30.0,
+    "handshakes": 300,
+    "handshake_rounds": 1,
+    "storm_clients": 300,
+    "storm_processes": 2,
+    "storm_before": 1.0,
+    "storm_timeout": 60.0,
     "drain_timeout": 30.0,
 }
 

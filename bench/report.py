@@ -150,6 +150,62 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         for side, data in (("gateway", gw), ("baseline", base)):
             if _error(data):
                 table.append(Row(name, f"{side} failed", "see warnings"))
+    if "handshakes" in results:
+        data = results["handshakes"]
+        name = "WebSocket handshakes"
+
+        def cpu(target: str) -> float | None:
+            return _get(data, target, "cpu_ms_per_handshake")
+
+        def rate(target: str) -> float | None:
+            return _get(data, target, "handshakes_per_s")
+
+        table += [
+            Row(name, "server CPU per handshake (join, history)", cpu("gateway"), cpu("baseline"), None, "ms", 3),
+            Row(name, "  handshakes/s (the clients may be the limit)", rate("gateway"), rate("baseline")),
+            Row(name, "  trivial app, the gateway's daphne", cpu("trivial-gateway-daphne"), None, None, "ms", 3),
+            Row(name, "  trivial app, plain daphne", cpu("trivial-daphne"), None, None, "ms", 3),
+            Row(name, "  trivial app, uvicorn", cpu("trivial-uvicorn"), None, None, "ms", 3),
+            Row(name, "  gateway ÷ trivial app under daphne", _get(data, "gateway_over_trivial_daphne"), None,
+                ("<=", 1.2), "×", 2),
+        ]  # fmt: skip
+        if _error(data) or any(_error(value) for value in data.values()):
+            table.append(Row(name, "failed", "see warnings"))
+    if "mqttws" in results:
+        data, gateway = results["mqttws"], results.get("fanout", {}).get("gateway", {})
+        name = "vs Mosquitto WebSocket"
+        hs = results.get("handshakes", {}).get("gateway", {})
+        table += [
+            Row(name, "server CPU per delivery (baseline column: Mosquitto)",
+                _get(gateway, "sustained", "cpu_us_per_delivery"),
+                _get(data, "fanout", "sustained", "cpu_us_per_delivery"), None, "µs", 1),
+            Row(name, "  deliveries/s sustained, zero loss", _get(gateway, "sustained", "deliveries_per_s"),
+                _get(data, "fanout", "sustained", "deliveries_per_s"), None, "/s"),
+            Row(name, "  every message once, in order", _get(gateway, "sustained", "lossless"),
+                _get(data, "fanout", "sustained", "lossless")),
+            Row(name, "  p99 latency at the fixed load", _get(gateway, "fixed_load", "latency_ms", "p99"),
+                _get(data, "fanout", "fixed_load", "latency_ms", "p99"), None, "ms", 1),
+            Row(name, "server CPU per handshake (Mosquitto: CONNECT, SUBSCRIBE)", _get(hs, "cpu_ms_per_handshake"),
+                _get(data, "handshakes", "cpu_ms_per_handshake"), None, "ms", 3),
+            Row(name, "  handshakes/s", _get(hs, "handshakes_per_s"), _get(data, "handshakes", "handshakes_per_s")),
+        ]  # fmt: skip
+        if _error(data):
+            table.append(Row(name, "failed", "see warnings"))
+    if "storm" in results:
+        data = results["storm"]
+        name = f"storm {sizes.storm_clients:,} readers"
+        table += [
+            Row(name, "answering again → everyone caught up", _get(data, "caught_up_s"), None, ("<=", 5), "s", 2),
+            Row(name, "  every message once, in order", _get(data, "check", "lossless"), None, ("==", 1), check=True),
+            Row(name, "  SIGTERM → the new process answers", _get(data, "restart_to_answer_s"), None, None, "s", 1),
+            Row(name, "  last reconnect attempt after it answered", _get(data, "last_attempt_after_answer_s"), None,
+                None, "s", 2),
+            Row(name, "  attempt → history frame, p99", _get(data, "history_wait_ms", "p99"), None, None, "ms", 1),
+            Row(name, "  messages missing / twice", _pair(_get(data, "check", "missing"),
+                _get(data, "check", "duplicates"))),
+        ]  # fmt: skip
+        if _error(data):
+            table.append(Row(name, "failed", "see warnings"))
     if "scaleout" in results:
         data = results["scaleout"]
         one = _get(data, "one_process", "sustained", "deliveries_per_s")
@@ -164,6 +220,10 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         if _error(data) or any(_error(_get(data, side)) for side in ("one_process", "two_processes")):
             table.append(Row("scale-out", "failed", "see warnings"))
     return table
+
+
+def _pair(first: int | None, second: int | None) -> str | None:
+    return None if first is None or second is None else f"{first} / {second}"
 
 
 def _refused(data: dict) -> int | None:

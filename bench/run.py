@@ -1,6 +1,6 @@
 """``make bench``: set up, run the chosen scenarios against the gateway and the baseline, print and save.
 
-    python -m bench.run [--quick] [--scenarios fanout,ingest,scaleout,connections] [--subscribers N] ...
+    python -m bench.run [--quick] [--scenarios fanout,ingest,...,handshakes,mqttws] [--subscribers N] ...
 
 A scenario that fails is reported as failed and the others still run; the exit status is 1 then.
 Targets missed are reported, not failed: this is a benchmark, not a test.
@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import report, scenarios, servers
+from . import handshakes, mqttws, report, scenarios, servers, storm
 from .clients import raise_nofile
 from .config import parse
 
@@ -51,6 +51,8 @@ def set_up(run: scenarios.Run) -> None:
     servers.run_python(run.gateway_env, "manage.py", "migrate", "--noinput", "-v0")
     idle_rooms = -(-sizes.idle_connections // sizes.idle_room_size)
     rooms = [scenarios.FANOUT_ROOM, scenarios.INGEST_ROOM, scenarios.SCALE_ROOM]
+    rooms.append(storm.STORM_ROOM)
+    rooms += [f"{handshakes.HANDSHAKE_PREFIX}{n}" for n in range(handshakes.room_count(sizes))]
     servers.run_python(run.gateway_env, "-m", "bench.gwsetup", *rooms, "--idle", scenarios.IDLE_PREFIX, str(idle_rooms))
 
 
@@ -76,12 +78,18 @@ async def run_all(run: scenarios.Run, results: dict) -> None:
         results.setdefault("fanout", {})["baseline"] = await _scenario(
             run, "baseline fan-out", scenarios.baseline_fanout(run)
         )
+    if "handshakes" in chosen:
+        results["handshakes"] = await _scenario(run, "handshakes", handshakes.handshakes(run))
+    if "mqttws" in chosen:
+        results["mqttws"] = await _scenario(run, "Mosquitto WebSocket peer", mqttws.mqttws(run))
     if "connections" in chosen:
         results["connections"] = {}
         for kind in run.sizes.targets:
             results["connections"][kind] = await _scenario(
                 run, f"{kind} idle connections", scenarios.connections(run, kind)
             )
+    if "storm" in chosen:
+        results["storm"] = await _scenario(run, "reconnect storm", storm.storm(run))
 
 
 def _stop_on_sigterm() -> None:

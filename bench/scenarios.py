@@ -420,6 +420,8 @@ class Target:
     name: str
     ws_ports: list[int]
     server_pids: dict[str, int]  # name: pid of every server process measured
+    path: str = "/ws/chat/{room}/"  # where a reader connects
+    topic: str | None = None  # an MQTT topic to subscribe to, over the WebSocket (subprotocol mqtt)
 
 
 async def fanout(run: Run, target: Target, ingress: Ingress, room: str, *, latency: bool = True) -> dict:
@@ -429,9 +431,9 @@ async def fanout(run: Run, target: Target, ingress: Ingress, room: str, *, laten
     pool = SubscriberPool(sizes.client_processes)
     run.cleanup.add(f"{target.name} subscribers", pool.close)
     try:
+        path, topic = target.path.format(room=room), () if target.topic is None else (target.topic,)
         paths = [
-            ("127.0.0.1", target.ws_ports[n % len(target.ws_ports)], f"/ws/chat/{room}/")
-            for n in range(sizes.subscribers)
+            ("127.0.0.1", target.ws_ports[n % len(target.ws_ports)], path, *topic) for n in range(sizes.subscribers)
         ]
         logger.info("%s: connecting %d subscribers to %s", target.name, sizes.subscribers, room)
         joined = await asyncio.to_thread(

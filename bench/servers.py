@@ -244,6 +244,21 @@ def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess
     return f"mqtt://gateway:{password}@127.0.0.1:{port}", process
 
 
+def start_mosquitto_ws(binary: Path, cleanup: Cleanup, log_dir: Path) -> tuple[int, int, ServerProcess]:
+    """A Mosquitto built with WebSockets (``bench/mosquitto_ws.py``): a WebSocket listener for the readers
+    and a TCP one for the publisher, anonymous (both on 127.0.0.1, for this run only); the two ports."""
+    tcp, ws = free_port(), free_port()
+    config = log_dir / "mosquitto-ws.conf"
+    config.write_text(
+        f"listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nuser {getpass.getuser()}\n"
+        "allow_anonymous true\nmax_queued_messages 1000000\npersistence false\n"
+    )
+    process = ServerProcess("mosquitto-ws", [str(binary), "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
+    wait_for_port(ws, process.alive)
+    wait_for_port(tcp, process.alive)
+    return ws, tcp, process
+
+
 # The gateway
 
 
@@ -282,10 +297,12 @@ def run_python(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def start_gateway_daphne(name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path) -> tuple[int, ServerProcess]:
-    """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on a free port, returned
-    once /healthz says ok."""
-    port = free_port()
+def start_gateway_daphne(
+    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int | None = None
+) -> tuple[int, ServerProcess]:
+    """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on ``port`` (a free one by
+    default), returned once /healthz says ok."""
+    port = port or free_port()
     argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
     process = ServerProcess(name, argv, env, log_dir).start(cleanup)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
@@ -318,6 +335,26 @@ def start_baseline_daphne(
     argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.baseline.asgi:application"]
     process = ServerProcess(name, argv, env, log_dir).start(cleanup)
     wait_for_port(port, process.alive)
+    return port, process
+
+
+# Other ASGI servers (the handshakes scenario's trivial application under each)
+
+ASGI_SERVERS = {
+    "gateway-daphne": ["-m", "gateway.serve"],  # the gateway's daphne (gateway.server.GatewayServer)
+    "daphne": ["-m", "daphne"],
+    "uvicorn": ["-m", "uvicorn", "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
+}
+
+
+def start_asgi(
+    name: str, server: str, application: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path
+) -> tuple[int, ServerProcess]:
+    """``application`` under one of ``ASGI_SERVERS`` on a free port, returned once it accepts connections."""
+    port = free_port()
+    bind = ["--host", "127.0.0.1", "--port", str(port)] if server == "uvicorn" else ["-b", "127.0.0.1", "-p", str(port)]
+    process = ServerProcess(name, [PYTHON, *ASGI_SERVERS[server], *bind, application], env, log_dir).start(cleanup)
+    wait_for_port(port, process.alive, timeout=60)
     return port, process
 
 

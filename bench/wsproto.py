@@ -17,12 +17,14 @@ from collections.abc import Callable
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
-def handshake_request(host: str, port: int, path: str) -> bytes:
-    """The opening handshake. ``Origin`` is the server itself: both servers check it against ALLOWED_HOSTS."""
+def handshake_request(host: str, port: int, path: str, protocol: str | None = None) -> bytes:
+    """The opening handshake. ``Origin`` is the server itself: both servers check it against ALLOWED_HOSTS.
+    ``protocol``: the subprotocol asked for (``mqtt`` for MQTT over WebSocket)."""
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n{extra}\r\n"
     ).encode()
 
 

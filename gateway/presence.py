@@ -27,25 +27,32 @@ DEVICE_RECENT = timedelta(minutes=10)
 ANNOUNCE_DELAY = 0.1  # seconds
 
 
-def _snapshot(room: str) -> dict:
-    browsers = Presence.objects.filter(room=room).values("name").annotate(count=Count("id")).order_by("name")
-    devices = (
-        Message.objects.filter(
-            room__name=room, source=Message.Source.MQTT, created_at__gte=timezone.now() - DEVICE_RECENT
-        )
-        .values("sender")
-        .annotate(last_seen=Max("created_at"))
-        .order_by("sender")
+def _snapshots(rooms: list[str]) -> list[dict]:
+    """Who is in each of ``rooms`` now, in two queries for all of them (rooms announcing at the same
+    moment, as after a restart, share them)."""
+    wanted = set(rooms)
+    browsers: dict[str, list[dict]] = {room: [] for room in wanted}
+    devices: dict[str, list[dict]] = {room: [] for room in wanted}
+    counted = (
+        Presence.objects.filter(room__in=wanted)
+        .values("room", "name")
+        .annotate(count=Count("id"))
+        .order_by("room", "name")
     )
-    return {
-        "type": "presence",
-        "room": room,
-        "browsers": [{"name": b["name"], "count": b["count"]} for b in browsers],
-        "devices": [
-            {"name": d["sender"], "last_seen": d["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-            for d in devices
-        ],
-    }
+    for row in counted:
+        browsers[row["room"]].append({"name": row["name"], "count": row["count"]})
+    heard = (
+        Message.objects.filter(
+            room__name__in=wanted, source=Message.Source.MQTT, created_at__gte=timezone.now() - DEVICE_RECENT
+        )
+        .values("room__name", "sender")
+        .annotate(last_seen=Max("created_at"))
+        .order_by("room__name", "sender")
+    )
+    for row in heard:
+        last_seen = row["last_seen"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        devices[row["room__name"]].append({"name": row["sender"], "last_seen": last_seen})
+    return [{"type": "presence", "room": room, "browsers": browsers[room], "devices": devices[room]} for room in rooms]
 
 
 class _Change(NamedTuple):
@@ -84,6 +91,8 @@ class PresenceTracker:
         # A change that fails alone costs only itself (names are cleaned first, so none should).
         self.changes: Batches[_Change, None] = Batches(database_sync_to_async(_write), isolate=blames_one_post)
         self.announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
+        # The snapshots of the rooms announcing in the same moment, read together.
+        self.reads: Batches[str, dict] = Batches(database_sync_to_async(_snapshots))
 
     async def join(self, room: str, key: str, name: str) -> None:
         """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
@@ -111,7 +120,7 @@ class PresenceTracker:
         await asyncio.sleep(ANNOUNCE_DELAY)  # a debounce: gather this moment's changes into one snapshot
         del self.announcing[room]  # changes from now on are told by the next announcement
         try:
-            snapshot = await database_sync_to_async(_snapshot)(room)
+            snapshot = await self.reads.submit(room)
             group = room_group(room)
             message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
             await self.layer.group_send(group, message)

@@ -52,3 +52,16 @@ def test_joins_and_leaves_are_written_as_update_or_create_would_keep_them():
     assert list(Presence.objects.values_list("channel_name", flat=True)) == ["hub.x#2"]
     presence._write([Change("second", "hub.x#2", None), Change("third", "hub.x#2", "erin")])  # left, came back
     assert list(Presence.objects.values_list("channel_name", "room", "name")) == [("hub.x#2", "third", "erin")]
+
+
+@pytest.mark.django_db
+def test_rooms_announcing_together_each_get_their_own_snapshot():
+    """The snapshots of several rooms are read together: each still counts only its own browsers, and
+    a room nobody is in gets empty lists, in the order the rooms were asked for."""
+    presence._write(
+        [Change("north", "hub.y#1", "alice"), Change("north", "hub.y#2", "alice"), Change("south", "hub.y#3", "bob")]
+    )
+    north, empty, south = presence._snapshots(["north", "nobody", "south"])
+    assert north == {"type": "presence", "room": "north", "browsers": [{"name": "alice", "count": 2}], "devices": []}
+    assert empty["room"] == "nobody" and empty["browsers"] == [] and empty["devices"] == []
+    assert south["room"] == "south" and south["browsers"] == [{"name": "bob", "count": 1}]
