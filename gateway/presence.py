@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
 ANNOUNCE_DELAY = 0.1  # seconds
+WRITE_GATHER = 0.02  # seconds a presence write waits for more changes (PresenceTracker)
+READ_GATHER = 0.01  # seconds a snapshot read waits for more rooms announcing
+ANNOUNCE_SENDS = 8  # announcements sent to the layer at once, at most (a burst must not drain its pool)
+CLOSE_SECONDS = 5.0  # at most this long, at a stop, to write the last changes
 
 
 def _snapshots(rooms: list[str]) -> list[dict]:
@@ -84,33 +89,49 @@ def _write(changes: list[_Change]) -> list[None]:
 
 class PresenceTracker:
     """A process's joins and leaves (``gateway.runtime.Runtime.presence``): written in batches, and told
-    to each room's readers through ``layer``."""
+    to each room's readers through ``layer``.
+
+    ``join`` and ``leave`` hand the change in and return: a handshake does not wait for its presence
+    row. The changes of ``WRITE_GATHER`` seconds go in one write (a burst of joins, as after a restart,
+    costs a few transactions, not one each), in the order they were handed in, so a connection's leave
+    is never written before its join. A room is announced once its changes are written."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         # A change that fails alone costs only itself (names are cleaned first, so none should).
-        self.changes: Batches[_Change, None] = Batches(database_sync_to_async(_write), isolate=blames_one_post)
+        self.changes: Batches[_Change, None] = Batches(
+            database_sync_to_async(_write), isolate=blames_one_post, gather=WRITE_GATHER
+        )
         self.announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
+        self.closed = False
+        # 2,000 readers closing at once announce in 200 rooms at once: Redis' pool holds 100 connections.
+        self.sending = asyncio.Semaphore(ANNOUNCE_SENDS)
         # The snapshots of the rooms announcing in the same moment, read together.
-        self.reads: Batches[str, dict] = Batches(database_sync_to_async(_snapshots))
+        self.reads: Batches[str, dict] = Batches(database_sync_to_async(_snapshots), gather=READ_GATHER)
 
-    async def join(self, room: str, key: str, name: str) -> None:
+    def join(self, room: str, key: str, name: str) -> asyncio.Future[None]:
         """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
-        never refused: a control character or lone surrogate in it is shown as U+FFFD."""
-        await self._update(_Change(room, key, clean_name(name)))
+        never refused: a control character or lone surrogate in it is shown as U+FFFD. What it returns
+        is done once the change is written; nobody needs to wait for it."""
+        return self._update(_Change(room, key, clean_name(name)))
 
-    async def leave(self, room: str, key: str) -> None:
-        await self._update(_Change(room, key, None))
+    def leave(self, room: str, key: str) -> asyncio.Future[None]:
+        return self._update(_Change(room, key, None))
 
-    async def _update(self, change: _Change) -> None:
+    def _update(self, change: _Change) -> asyncio.Future[None]:
+        written = self.changes.submit(change)
+        written.add_done_callback(functools.partial(self._written, change.room))
+        return written
+
+    def _written(self, room: str, written: asyncio.Future[None]) -> None:
         # Presence is a courtesy: failing to count someone must never cost them the room.
-        try:
-            await self.changes.submit(change)
-        except Exception:
-            logger.exception("Presence update failed in room %s", change.room)
+        if written.cancelled():
             return
-        room = change.room
-        if room not in self.announcing:
+        failure = written.exception()
+        if failure is not None:
+            logger.error("Presence update failed in room %s", room, exc_info=failure)
+            return
+        if room not in self.announcing and not self.closed:
             loop = asyncio.get_running_loop()
             self.announcing[room] = loop.create_task(self._announce(room), context=contextvars.Context())
 
@@ -123,12 +144,17 @@ class PresenceTracker:
             snapshot = await self.reads.submit(room)
             group = room_group(room)
             message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
-            await self.layer.group_send(group, message)
+            async with self.sending:
+                await self.layer.group_send(group, message)
         except Exception:
             logger.exception("Presence update failed in room %s", room)
 
-    def close(self) -> None:
-        """Announce nothing more (the process is stopping)."""
+    async def close(self) -> None:
+        """Announce nothing more (the process is stopping), and finish writing the changes handed in
+        (the leaves of the connections closed last), for at most ``CLOSE_SECONDS``."""
+        self.closed = True
         for task in self.announcing.values():
             task.cancel()
         self.announcing.clear()
+        if self.changes.task is not None and not self.changes.task.done():
+            await asyncio.wait([self.changes.task], timeout=CLOSE_SECONDS)

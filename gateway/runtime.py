@@ -76,7 +76,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop its tasks and the mail readers' processes: the process is stopping."""
         self.hub.close()
-        self.presence.close()
+        await self.presence.close()
         if self._loop_lag is not None:
             self._loop_lag.stop()
         await asyncio.to_thread(self.mail_readers.shutdown)

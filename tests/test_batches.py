@@ -49,3 +49,20 @@ async def test_a_failed_batch_fails_its_items_and_the_next_batch_is_still_writte
     with pytest.raises(ConnectionError):
         await failing
     assert await later == "b" and calls == [["a"], ["b"]]
+
+
+async def test_with_gather_the_items_of_that_moment_go_in_one_batch_in_order():
+    """``gather``: a batch waits that long for more before it is written (writes nobody waits on)."""
+    written = []
+
+    async def write(items: list[int]) -> list[int]:
+        written.append(list(items))
+        return items
+
+    batches = Batches(write, gather=1.0)
+    handed_in = [batches.submit(1)]
+    for n in range(2, 5):
+        await asyncio.sleep(0)  # the loop runs between them: without gather, [1] would be written alone
+        handed_in.append(batches.submit(n))
+    assert await asyncio.gather(*handed_in) == [1, 2, 3, 4]
+    assert written == [[1, 2, 3, 4]]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
 
+from fanout.channel import open_channel
+from fanout.redis_layer import GatewayRedisChannelLayer
 from gateway import presence
 from gateway.models import Presence
 from gateway.presence import _Change as Change
-from gateway.topics import in_topic
+from gateway.topics import in_topic, room_group
 from tests.support import apublish, join, receive, unique
 
 
@@ -65,3 +70,96 @@ def test_rooms_announcing_together_each_get_their_own_snapshot():
     assert north == {"type": "presence", "room": "north", "browsers": [{"name": "alice", "count": 2}], "devices": []}
     assert empty["room"] == "nobody" and empty["browsers"] == [] and empty["devices"] == []
     assert south["room"] == "south" and south["browsers"] == [{"name": "bob", "count": 1}]
+
+
+async def _until(condition, what: str, timeout: float = 5.0) -> None:
+    """Wait in the event loop until ``condition()`` holds (polling, with a deadline)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+def _rows(room: str) -> list[tuple[str, str]]:
+    return list(Presence.objects.filter(room=room).order_by("channel_name").values_list("channel_name", "name"))
+
+
+@pytest.mark.django_db(transaction=True)  # written in the database thread
+async def test_joins_are_not_waited_for_and_a_leave_never_overtakes_its_join():
+    """A handshake hands its join in and goes on. Joins and leaves handed in together, or a leave
+    handed in while its join is being written, end as they were handed in: the last change counts,
+    and the room is announced once, with who is there after all of them."""
+    layer = InMemoryChannelLayer()
+    tracker = presence.PresenceTracker(layer)
+    room, reader = unique(), await layer.new_channel()
+    await layer.group_add(room_group(room), reader)
+    tracker.join(room, "hub.z#1", "alice")
+    tracker.leave(room, "hub.z#1")  # in the same batch as its join
+    written = tracker.join(room, "hub.z#2", "bob")
+    assert not written.done()  # handed in, not written yet: nobody waited
+    await _until(lambda: written.done() and not tracker.changes.waiting, "the first batch is written")
+    joined = tracker.join(room, "hub.z#3", "carol")
+    await _until(lambda: not tracker.changes.waiting, "carol's join is taken into a batch")
+    left = tracker.leave(room, "hub.z#3")  # while carol's join is being written: the next batch
+    await asyncio.gather(joined, left)
+    assert await database_sync_to_async(_rows)(room) == [("hub.z#2", "bob")]
+    announced = json.loads((await asyncio.wait_for(layer.receive(reader), 5))["text"])
+    assert announced["browsers"] == [{"name": "bob", "count": 1}]
+    await tracker.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_many_joins_and_leaves_in_any_interleaving_are_counted_exactly():
+    """200 connections of one room, each joining and most leaving at moments of their own: the rows
+    left are those of the connections still there, whatever the batches were."""
+    layer = InMemoryChannelLayer()
+    tracker = presence.PresenceTracker(layer)
+    room = unique()
+    staying = set()
+    written = []
+    for n in range(200):
+        written.append(tracker.join(room, f"hub.w#{n}", "reader"))
+        if n % 7 == 0:
+            await asyncio.sleep(0.002 * (n % 5))  # some in the same batch as their neighbours, some not
+        if n % 3:
+            written.append(tracker.leave(room, f"hub.w#{n}"))
+        else:
+            staying.add(f"hub.w#{n}")
+    await asyncio.gather(*written)
+    assert {key for key, _ in await database_sync_to_async(_rows)(room)} == staying
+    await tracker.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_closing_writes_the_changes_handed_in_and_announces_nothing_more():
+    layer = InMemoryChannelLayer()
+    tracker = presence.PresenceTracker(layer)
+    room, reader = unique(), await layer.new_channel()
+    await layer.group_add(room_group(room), reader)
+    await tracker.join(room, "hub.v#1", "alice")
+    tracker.leave(room, "hub.v#1")  # the last connection closes as the process stops
+    await tracker.close()
+    assert await database_sync_to_async(_rows)(room) == []
+    assert not tracker.announcing  # the join's announcement was called off, and the leave made none
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_burst_of_rooms_announcing_at_once_reaches_every_room_on_redis(redis_host):
+    """250 rooms announced in the same moment (a server's readers closing at once): each room's readers
+    get its snapshot, though the layer's Redis pool holds 100 connections."""
+    layer = GatewayRedisChannelLayer(hosts=[f"redis://{redis_host[0]}:{redis_host[1]}/0"], prefix=unique("test-pr-"))
+    tracker = presence.PresenceTracker(layer)
+    try:
+        rooms = [unique() for _ in range(250)]
+        readers = {}
+        for room in rooms:  # a channel of its own each (a process's new_channel()s share one Redis list)
+            channel, readers[room] = await open_channel(layer, "hub")
+            await layer.group_add(room_group(room), channel)
+        await asyncio.gather(*(tracker.join(room, f"hub.u#{n}", "alice") for n, room in enumerate(rooms)))
+        for room in rooms:
+            announced = json.loads((await asyncio.wait_for(readers[room](), 10))["text"])
+            assert (announced["room"], announced["browsers"]) == (room, [{"name": "alice", "count": 1}])
+    finally:
+        await tracker.close()
+        await layer.flush()
+        await layer.close_pools()
