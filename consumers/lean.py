@@ -31,6 +31,7 @@ from channels.auth import UserLazyObject, get_user
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.http import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.urls.exceptions import Resolver404
@@ -89,10 +90,13 @@ class WebsocketAuthStack:
             raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
         if not self.any_origin and not self.same_or_trusted_origin(scope):
             return WebsocketDenier()(scope, receive, send)
+        own_session = "session" not in scope
         scope = self._with_session(scope)
         if scope["session"].session_key is None:
-            # get_user() without the thread: with no session key nothing is loaded, not even the session
-            scope["user"]._wrapped = get_user.func(scope)
+            # get_user() without the thread: with no session key there is nothing to load. A session of
+            # our own without a key is empty (no cookie, or not a valid key): get_user() would find no
+            # user id in it and answer AnonymousUser(), so that is the answer, without asking it.
+            scope["user"]._wrapped = AnonymousUser() if own_session else get_user.func(scope)
             return self.inner(scope, receive, send)
         return self._after_user(scope, receive, send)
 

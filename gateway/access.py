@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from enum import Enum
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from .answers import RecentAnswers
+from .batches import Batches
 from .models import ApiToken, Room
 
 
@@ -26,31 +28,98 @@ def verdict(room: str, user) -> Verdict:
     return _decide(room, user.pk, user.is_staff)
 
 
+Key = tuple[str, "int | None", bool]  # room, user id (None: anonymous), staff
+
+
 def _decide(room: str, user_id: int | None, is_staff: bool) -> Verdict:
-    row = Room.objects.filter(name=room).first()
-    if row is None:
-        return Verdict.OK if settings.ROOMS_AUTO_CREATE else Verdict.MISSING
-    if row.public:
-        return Verdict.OK
-    if user_id is not None and (is_staff or row.members.filter(pk=user_id).exists()):
-        return Verdict.OK
-    return Verdict.MISSING
+    return _decide_all([(room, user_id, is_staff)])[(room, user_id, is_staff)]
+
+
+def _decide_all(keys: list[Key]) -> dict[Key, Verdict]:
+    """``_decide`` for many rooms and users at once, in two queries at most."""
+    rows = {
+        name: (pk, public)
+        for name, pk, public in Room.objects.filter(name__in={room for room, _, _ in keys}).values_list(
+            "name", "pk", "public"
+        )
+    }
+    asked = [(rows[room][0], user_id) for room, user_id, staff in keys if room in rows and user_id is not None]
+    members: set[tuple[int, int]] = set()
+    if asked:
+        membership = Room.members.through.objects.filter(
+            room_id__in={room for room, _ in asked}, user_id__in={user for _, user in asked}
+        )
+        members = set(membership.values_list("room_id", "user_id"))
+    verdicts = {}
+    for room, user_id, is_staff in keys:
+        row = rows.get(room)
+        if row is None:
+            verdict = Verdict.OK if settings.ROOMS_AUTO_CREATE else Verdict.MISSING
+        elif row[1] or (user_id is not None and (is_staff or (row[0], user_id) in members)):
+            verdict = Verdict.OK
+        else:
+            verdict = Verdict.MISSING
+        verdicts[(room, user_id, is_staff)] = verdict
+    return verdicts
 
 
 RULES_SECONDS = 2.0  # how long a verdict is kept: a change of a room's access applies within this
+REFRESH_MOST = 1_000  # verdicts answered again in one lookup, at most
+FORGET_SECONDS = 60.0  # a verdict nobody asked for this long is not answered again
 
 
 class Verdicts:
     """``await verdicts(room, user)``: ``verdict``, as decided in the last ``RULES_SECONDS`` for this
-    room and user (a process's, ``gateway.runtime.Runtime.verdicts``)."""
+    room and user (a process's, ``gateway.runtime.Runtime.verdicts``).
 
-    def __init__(self) -> None:
-        self._answers = RecentAnswers(database_sync_to_async(_decide), RULES_SECONDS)
+    A verdict that is missing or too old is looked up, and with it every other verdict asked for in
+    the last ``FORGET_SECONDS`` that is due within ``RULES_SECONDS`` / 2: one trip to the database
+    thread and two queries answer them all, so readers joining many rooms (a restart) cost a lookup
+    every second or so, not one per room. The lookups asked for while one runs go in the next one;
+    everyone asking for the same verdict meanwhile waits for that one lookup. Failures are not kept."""
+
+    def __init__(self, seconds: float = RULES_SECONDS) -> None:
+        self.seconds = seconds
+        self.kept: dict[Key, tuple[Verdict, float]] = {}  # key -> (verdict, good until)
+        self.asked: dict[Key, float] = {}  # key -> when it was last asked for
+        self.asking: dict[Key, asyncio.Future[Verdict]] = {}
+        self.lookups: Batches[Key, Verdict] = Batches(self._look_up)
 
     async def __call__(self, room: str, user) -> Verdict:
         if user is None or not user.is_authenticated:
-            return await self._answers(room, None, False)
-        return await self._answers(room, user.pk, user.is_staff)
+            key: Key = (room, None, False)
+        else:
+            key = (room, user.pk, user.is_staff)
+        now = time.monotonic()
+        self.asked[key] = now
+        found = self.kept.get(key)
+        if found is not None and found[1] > now:
+            return found[0]
+        asking = self.asking.get(key)
+        if asking is None:
+            asking = self.asking[key] = self.lookups.submit(key)
+            asking.add_done_callback(lambda done: self._done(key, done))
+        return await asyncio.shield(asking)  # a caller that gives up does not cancel it for the others
+
+    def _done(self, key: Key, done: asyncio.Future[Verdict]) -> None:
+        if self.asking.get(key) is done:
+            del self.asking[key]
+
+    async def _look_up(self, keys: list[Key]) -> list[Verdict]:
+        started = time.monotonic()
+        wanted = set(keys)
+        due, forget = started + self.seconds / 2, started - FORGET_SECONDS
+        for key, asked in list(self.asked.items()):
+            if asked < forget:  # nobody asks for it any more
+                del self.asked[key]
+                self.kept.pop(key, None)
+            elif len(wanted) < REFRESH_MOST and self.kept.get(key, (None, 0.0))[1] < due:
+                wanted.add(key)
+        answers = await database_sync_to_async(_decide_all)(list(wanted))
+        until = started + self.seconds  # as old as the moment it was asked, not answered
+        for key, verdict in answers.items():
+            self.kept[key] = (verdict, until)
+        return [answers[key] for key in keys]
 
 
 def mail_rules(name: str) -> Room | None:
