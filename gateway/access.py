@@ -9,6 +9,7 @@ from enum import Enum
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q
 
 from .batches import Batches
 from .models import ApiToken, Room
@@ -43,13 +44,16 @@ def _decide_all(keys: list[Key]) -> dict[Key, Verdict]:
             "name", "pk", "public"
         )
     }
-    asked = [(rows[room][0], user_id) for room, user_id, staff in keys if room in rows and user_id is not None]
+    rooms_of: dict[int, set[int]] = {}  # user id -> the members-only rooms asked about for them
+    for room, user_id, is_staff in keys:
+        if room in rows and not rows[room][1] and user_id is not None and not is_staff:
+            rooms_of.setdefault(user_id, set()).add(rows[room][0])
     members: set[tuple[int, int]] = set()
-    if asked:
-        membership = Room.members.through.objects.filter(
-            room_id__in={room for room, _ in asked}, user_id__in={user for _, user in asked}
-        )
-        members = set(membership.values_list("room_id", "user_id"))
+    if rooms_of:  # the pairs asked about only (not every room of every user: that could be many rows)
+        asked = Q()
+        for user_id, room_ids in rooms_of.items():
+            asked |= Q(user_id=user_id, room_id__in=room_ids)
+        members = set(Room.members.through.objects.filter(asked).values_list("room_id", "user_id"))
     verdicts = {}
     for room, user_id, is_staff in keys:
         row = rows.get(room)

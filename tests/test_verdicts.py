@@ -89,3 +89,21 @@ async def test_one_lookup_answers_again_the_verdicts_due_with_it():
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_members_are_told_apart_room_by_room_in_one_lookup():
+    """Two users, two members-only rooms, each user a member of one: asked together, each gets in
+    where they are a member only."""
+
+    def setup() -> tuple[list[str], list[User]]:
+        rooms = [Room.objects.create(name=unique(), public=False) for _ in range(2)]
+        users = [User.objects.create_user(unique("user-")) for _ in range(2)]
+        rooms[0].members.add(users[0])
+        rooms[1].members.add(users[1])
+        return [room.name for room in rooms], users
+
+    rooms, users = await database_sync_to_async(setup)()
+    verdicts = Verdicts()
+    asked = [(room, user) for room in rooms for user in users]
+    answers = await asyncio.gather(*(verdicts(room, user) for room, user in asked))
+    assert answers == [Verdict.OK, Verdict.MISSING, Verdict.MISSING, Verdict.OK]
