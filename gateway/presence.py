@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 DEVICE_RECENT = timedelta(minutes=10)
 ANNOUNCE_DELAY = 0.1  # seconds
 WRITE_GATHER = 0.02  # seconds a presence write waits for more changes (PresenceTracker)
-READ_GATHER = 0.01  # seconds a snapshot read waits for more rooms announcing
+READ_GATHER = 0.05  # seconds a snapshot read waits for more rooms announcing
 ANNOUNCE_SENDS = 8  # announcements sent to the layer at once, at most (a burst must not drain its pool)
 CLOSE_SECONDS = 5.0  # at most this long, at a stop, to write the last changes
 
