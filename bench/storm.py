@@ -3,11 +3,11 @@
 Messages enter by MQTT (``runmqtt`` stays up, so they are stored while the ASGI process is down) at
 ``storm_rate`` a second. Once everyone is in, the gateway's daphne gets SIGTERM and a new one is started
 on the same port. Every reader reconnects as the chat page does (``gateway/static/gateway/chat.js``):
-after ``1 s × (0.8–1.2)``, doubling up to 15 s while attempts fail, back to 1 s once a history frame
-came, each time with ``?after=<the last id it saw>``. The figure is the seconds from "the new process
-answers /healthz" to "every reader has every message published before that moment"; then publishing
-stops and every reader is checked: every message once, ids increasing across the history and live
-frames of all its connections.
+told ``1012`` (service restart), after 0.2–2 s at random; then ``1 s × (0.8–1.2)``, doubling up to
+15 s while attempts fail, back to 1 s once a history frame came, each time with ``?after=<the last id
+it saw>``. The figure is the seconds from "the new process answers /healthz" to "every reader has
+every message published before that moment"; then publishing stops and every reader is checked: every
+message once, ids increasing across the history and live frames of all its connections.
 
 The readers live in ``storm_processes`` processes of their own, each connecting from an address of
 its own in 127.0.0.0/8 (ephemeral ports: 10,000 connections, and again 10,000 after the restart).
@@ -36,6 +36,8 @@ logger = logging.getLogger("bench")
 
 STORM_ROOM = "bench_storm"
 MIN_DELAY, MAX_DELAY = 1.0, 15.0  # chat.js: MIN_DELAY, MAX_DELAY
+SERVICE_RESTART = 1012  # chat.js: closed with it, back after RESTART_MIN + random() * RESTART_SPREAD
+RESTART_MIN, RESTART_SPREAD = 0.2, 1.8
 BENCH = re.compile(rb"bench (\d+):(\d+) ")
 MESSAGE_ID = re.compile(rb'"id": (\d+)')
 HISTORY = b'{"type": "history"'
@@ -56,7 +58,7 @@ class ReaderConnection(WsClient):
         was_open = opened.done() and not opened.cancelled() and opened.exception() is None
         super().connection_lost(exc)
         if was_open:
-            self.reader.lost()
+            self.reader.lost(self.close_code)
 
 
 class Reader:
@@ -132,16 +134,21 @@ class Reader:
                 self.duplicates += 1
             self.seen.add(sequence)
 
-    def lost(self) -> None:
+    def lost(self, close_code: int | None) -> None:
         self.connected = False
         self.connection = None
-        if not self.closing:
+        if self.closing:
+            return
+        if close_code == SERVICE_RESTART:
+            self.schedule(RESTART_MIN + random.random() * RESTART_SPREAD)  # chat.js's reconnectAfterRestart
+        else:
             self.schedule()
 
-    def schedule(self) -> None:
-        """chat.js's scheduleReconnect: jittered exponential backoff."""
-        wait = self.delay * (0.8 + random.random() * 0.4)  # jitter, not a secret
-        self.delay = min(self.delay * 2, MAX_DELAY)
+    def schedule(self, wait: float | None = None) -> None:
+        """chat.js's scheduleReconnect: jittered exponential backoff (or ``wait``, told the server restarts)."""
+        if wait is None:
+            wait = self.delay * (0.8 + random.random() * 0.4)  # jitter, not a secret
+            self.delay = min(self.delay * 2, MAX_DELAY)
         asyncio.get_running_loop().call_later(wait, lambda: asyncio.ensure_future(self.connect()))
 
 
