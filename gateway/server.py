@@ -16,6 +16,10 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
 - **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
   connection closed with 1009, not dropped.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
+- **Admission instead of refusal** (``MAX_PENDING_HANDSHAKES``, ``gateway/admission.py``): new
+  connections are accepted only while fewer WebSocket handshakes than that are in progress; the rest
+  wait in the listen backlog, which is ``LISTEN_BACKLOG`` for every TCP or UNIX endpoint that does
+  not say ``backlog=`` itself (Twisted's default is 50).
 - **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
   stops listening first (a client's next connection is refused, so it goes to another daphne), tells
   every WebSocket 1012 ("service restart": it reconnects elsewhere with the last id it saw), answers
@@ -41,12 +45,19 @@ from twisted.internet import defer
 from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
+from gateway.admission import Admission
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SERVICE_RESTART = 1012  # RFC 6455's registry: the client reconnects (to another process) and catches up
-LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
+LEAN_QUEUE = footprint.fits_this_daphne()
+BACKLOG_ENDPOINTS = (
+    "tcp",
+    "tcp6",
+    "ssl",
+    "unix",
+)  # Twisted endpoint types that take ``backlog=``  # create_application below is daphne 4.2's, with an InputQueue
 
 
 class HeaderDeadlineChannel(HTTPChannel):
@@ -111,6 +122,8 @@ class GatewayServer(Server):
         http_header_timeout: float | None = None,
         http_drain_timeout: float | None = None,
         write_through: bool | None = None,
+        max_pending_handshakes: int | None = None,
+        listen_backlog: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(application, **options)
@@ -118,6 +131,9 @@ class GatewayServer(Server):
         self.http_header_timeout = http_header_timeout
         self.http_drain_timeout = http_drain_timeout
         self.write_through = write_through
+        self.max_pending_handshakes = max_pending_handshakes
+        self.listen_backlog = listen_backlog
+        self.admission = Admission(0)
         self.ports: list[Any] = []  # the listening ports, closed first on shutdown
         self.draining: asyncio.Future | None = None
 
@@ -125,6 +141,8 @@ class GatewayServer(Server):
         self.settings_defaults()
         if self.write_through:
             write_through.install()
+        self.admission = Admission(int(self.max_pending_handshakes or 0))
+        self.endpoints = [with_backlog(endpoint, int(self.listen_backlog or 0)) for endpoint in self.endpoints]
         then: Callable[[], None] | None = self.ready_callable
 
         def configure_then_ready() -> None:
@@ -148,6 +166,10 @@ class GatewayServer(Server):
             self.http_drain_timeout = getattr(settings, "HTTP_DRAIN_TIMEOUT", 10) if configured else 10
         if self.write_through is None:
             self.write_through = getattr(settings, "TWISTED_WRITE_THROUGH", False) if configured else False
+        if self.max_pending_handshakes is None:
+            self.max_pending_handshakes = getattr(settings, "MAX_PENDING_HANDSHAKES", 100) if configured else 100
+        if self.listen_backlog is None:
+            self.listen_backlog = getattr(settings, "LISTEN_BACKLOG", 4096) if configured else 4096
 
     def configure_factories(self) -> None:
         """Set the factories ``Server.run`` made, before the first connection: their public options
@@ -184,9 +206,29 @@ class GatewayServer(Server):
         if self.draining is not None and message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), (b"Connection", b"close")]}
         await super().handle_reply(protocol, message)
+        if message["type"] in ("websocket.accept", "websocket.close"):
+            self.admission.end(protocol)  # the handshake is answered (or the socket closing)
+
+    def protocol_connected(self, protocol: Any) -> None:
+        """daphne's; a WebSocket's upgrade request has been read: its handshake is in progress."""
+        super().protocol_connected(protocol)
+        if isinstance(protocol, WebSocketProtocol):
+            self.admission.begin(protocol)
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        super().protocol_disconnected(protocol)
+        self.admission.end(protocol)
+
+    def application_checker(self) -> None:
+        """daphne's periodic check; also forgets handshakes that ended without a word (never expected)."""
+        super().application_checker()
+        self.admission.sweep(
+            lambda protocol: protocol in self.connections and protocol.state == protocol.STATE_CONNECTING
+        )
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)
+        self.admission.add_port(port)
         super().listen_success(port)
 
     def kill_all_applications(self) -> defer.Deferred:
@@ -233,3 +275,12 @@ class GatewayServer(Server):
             and "application_instance" in details
             and not details["application_instance"].done()
         ]
+
+
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A Twisted endpoint description with a listen backlog of ``backlog``, unless it names one itself
+    (or is of a type without one, such as ``fd:``; or ``backlog`` is 0)."""
+    kind = endpoint.split(":", 1)[0]
+    if backlog <= 0 or kind not in BACKLOG_ENDPOINTS or ":backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
