@@ -7,10 +7,10 @@ on them was done, and their readers back off for longer (congestion collapse). P
 socket is simply not read (Twisted's public ``stopReading()``/``startReading()`` of the port), so the
 storm becomes a queue served at the rate the process completes handshakes, and none is wasted.
 
-A handshake is in progress from its upgrade request read whole until the application accepts or
-refuses it, or the connection ends: a client still sending its headers holds no place (those are
-bounded by ``HTTP_HEADER_TIMEOUT``). One accept burst of Twisted's (up to ~100 connections) may go
-beyond the limit before the pause takes effect.
+A place is held by an accepted connection until its first request is read (or for ``ADMISSION_GRACE``,
+1 s, if it sends nothing: silent connections cannot keep the server closed), then, for a WebSocket, by
+its handshake until the application accepts or refuses it, or the connection ends. Connections
+accepted together in one of Twisted's accept bursts may go a little beyond the limit.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SERVICE_RESTART = 1012  # RFC 6455's registry: the client reconnects (to another process) and catches up
 LEAN_QUEUE = footprint.fits_this_daphne()
+# How long an accepted connection that has not sent its request yet holds a place in admission: enough
+# for a client to send it, not enough for silent connections to hold the server closed.
+ADMISSION_GRACE = 1.0
 BACKLOG_ENDPOINTS = (
     "tcp",
     "tcp6",
@@ -70,10 +73,28 @@ class HeaderDeadlineChannel(HTTPChannel):
     header_timeout: float = 10.0
     header_deadline: Any = None  # the pending call, while headers are awaited
     awaiting_headers: bool = True
+    admission: Admission | None = None  # set on the subclass: the server's
+    admission_grace: Any = None  # the pending call that gives up this connection's place in admission
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.start_header_deadline()
+        if self.admission is not None:  # accepted: a place until its first request is read, or briefly
+            self.admission.begin(self)
+            self.admission_grace = self.callLater(ADMISSION_GRACE, self.admitted)
+
+    def allContentReceived(self) -> None:
+        super().allContentReceived()  # a WebSocket upgrade takes its own place (protocol_connected) in here
+        self.admitted()
+
+    def admitted(self) -> None:
+        """This connection no longer holds a place in admission."""
+        if self.admission_grace is not None:
+            if self.admission_grace.active():
+                self.admission_grace.cancel()
+            self.admission_grace = None
+        if self.admission is not None:
+            self.admission.end(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.awaiting_headers and self.header_deadline is None:  # a later request on this connection
@@ -91,6 +112,7 @@ class HeaderDeadlineChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self.cancel_header_deadline()
+        self.admitted()
         super().connectionLost(reason)
 
     def start_header_deadline(self) -> None:
@@ -177,7 +199,12 @@ class GatewayServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False)  # an oversized frame: 1009, not a bare drop
         self.http_factory.timeOut = self.http_idle_timeout
         self.http_factory.protocol = type(
-            "HeaderDeadlineChannel", (HeaderDeadlineChannel,), {"header_timeout": float(self.http_header_timeout)}
+            "HeaderDeadlineChannel",
+            (HeaderDeadlineChannel,),
+            {
+                "header_timeout": float(self.http_header_timeout),
+                "admission": self.admission if self.admission.limit > 0 else None,
+            },
         )
         lean = footprint.lean_protocol(self.ws_factory.protocol)
         self.ws_factory.protocol = footprint.protocol_for(self.ws_factory, lean)
@@ -223,7 +250,10 @@ class GatewayServer(Server):
         """daphne's periodic check; also forgets handshakes that ended without a word (never expected)."""
         super().application_checker()
         self.admission.sweep(
-            lambda protocol: protocol in self.connections and protocol.state == protocol.STATE_CONNECTING
+            lambda protocol: (
+                not isinstance(protocol, WebSocketProtocol)  # (a connection ends its own place)
+                or (protocol in self.connections and protocol.state == protocol.STATE_CONNECTING)
+            )
         )
 
     def listen_success(self, port: Any) -> None:

@@ -69,6 +69,27 @@ def test_a_second_handshake_waits_in_the_backlog_until_the_first_is_answered_and
         assert server.stop() == 0, server.output
 
 
+def test_a_silent_connection_holds_its_place_only_briefly(tmp_path):
+    """A connection that sends nothing holds a place in admission for ADMISSION_GRACE (1 s), not until
+    its header deadline: a few silent connections cannot keep the server closed to everyone."""
+    port = free_port()
+    env = gateway_env(MAX_PENDING_HANDSHAKES=1, HTTP_HEADER_TIMEOUT=60, ADMISSION_DIR=tmp_path)
+    argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "tests.admission_app:application"]
+    server = Process(argv, env=env).start()
+    clients: list[socket.socket] = []
+    try:
+        wait_for_port(port, alive=lambda: server.popen.poll() is None, timeout=30)
+        wait_until(lambda: listen_queue(port)[0] == 0, 10, "the port probe was not accepted")
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))  # silent
+        wait_until(lambda: listen_queue(port)[0] == 0, 10, "the silent connection was not accepted")
+        clients.append(second := upgrade(port, "/now"))
+        assert status_line(second).startswith(b"HTTP/1.1 101 ")
+    finally:
+        for client in clients:
+            client.close()
+        assert server.stop() == 0, server.output
+
+
 def test_endpoints_get_the_backlog_unless_they_name_one_or_take_none():
     assert with_backlog("tcp:port=8000:interface=127.0.0.1", 4096) == "tcp:port=8000:interface=127.0.0.1:backlog=4096"
     assert with_backlog("unix:/run/gateway.sock", 10) == "unix:/run/gateway.sock:backlog=10"
