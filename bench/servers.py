@@ -303,10 +303,31 @@ def start_gateway_daphne(
     """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on ``port`` (a free one by
     default), returned once /healthz says ok."""
     port = port or free_port()
-    argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    process = ServerProcess(name, argv, env, log_dir).start(cleanup)
+    process = launch_gateway_daphne(name, env, cleanup, log_dir, port)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
     return port, process
+
+
+def launch_gateway_daphne(name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int) -> ServerProcess:
+    """The gateway's daphne on ``port``, started (not waited for)."""
+    argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    return ServerProcess(name, argv, env, log_dir).start(cleanup)
+
+
+def wait_for_listening(port: int, process: ServerProcess, timeout: float = 60) -> float:
+    """``time.time()`` when a TCP connection to ``port`` first succeeds: the process listens (its
+    handshakes may still wait in the listen backlog)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return time.time()
+        except OSError:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited ({process.popen.returncode}):\n{process.tail()}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} not listening on {port} after {timeout}s") from None
+            time.sleep(0.005)  # polling for the port, with a deadline
 
 
 def start_adapter(command: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, ready: str) -> ServerProcess:

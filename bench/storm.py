@@ -3,11 +3,13 @@
 Messages enter by MQTT (``runmqtt`` stays up, so they are stored while the ASGI process is down) at
 ``storm_rate`` a second. Once everyone is in, the gateway's daphne gets SIGTERM and a new one is started
 on the same port. Every reader reconnects as the chat page does (``gateway/static/gateway/chat.js``):
-after ``1 s × (0.8–1.2)``, doubling up to 15 s while attempts fail, back to 1 s once a history frame
-came, each time with ``?after=<the last id it saw>``. The figure is the seconds from "the new process
-answers /healthz" to "every reader has every message published before that moment"; then publishing
-stops and every reader is checked: every message once, ids increasing across the history and live
-frames of all its connections.
+told ``1012`` (service restart), after 0.2–2 s at random; then ``1 s × (0.8–1.2)``, doubling up to
+15 s while attempts fail, back to 1 s once a history frame came, each time with ``?after=<the last id
+it saw>``. The figure is the seconds from "the new process listens" (a TCP connection to it succeeds)
+to "every reader has every message published before that moment" (the new process's CPU, from its
+start, is reported with it; /healthz is timed too, but with admission it queues like the readers);
+then publishing stops and every reader is checked: every message once, ids increasing across the
+history and live frames of all its connections.
 
 The readers live in ``storm_processes`` processes of their own, each connecting from an address of
 its own in 127.0.0.0/8 (ephemeral ports: 10,000 connections, and again 10,000 after the restart).
@@ -36,6 +38,8 @@ logger = logging.getLogger("bench")
 
 STORM_ROOM = "bench_storm"
 MIN_DELAY, MAX_DELAY = 1.0, 15.0  # chat.js: MIN_DELAY, MAX_DELAY
+SERVICE_RESTART = 1012  # chat.js: closed with it, back after RESTART_MIN + random() * RESTART_SPREAD
+RESTART_MIN, RESTART_SPREAD = 0.2, 1.8
 BENCH = re.compile(rb"bench (\d+):(\d+) ")
 MESSAGE_ID = re.compile(rb'"id": (\d+)')
 HISTORY = b'{"type": "history"'
@@ -56,7 +60,7 @@ class ReaderConnection(WsClient):
         was_open = opened.done() and not opened.cancelled() and opened.exception() is None
         super().connection_lost(exc)
         if was_open:
-            self.reader.lost()
+            self.reader.lost(self.close_code)
 
 
 class Reader:
@@ -132,16 +136,21 @@ class Reader:
                 self.duplicates += 1
             self.seen.add(sequence)
 
-    def lost(self) -> None:
+    def lost(self, close_code: int | None) -> None:
         self.connected = False
         self.connection = None
-        if not self.closing:
+        if self.closing:
+            return
+        if close_code == SERVICE_RESTART:
+            self.schedule(RESTART_MIN + random.random() * RESTART_SPREAD)  # chat.js's reconnectAfterRestart
+        else:
             self.schedule()
 
-    def schedule(self) -> None:
-        """chat.js's scheduleReconnect: jittered exponential backoff."""
-        wait = self.delay * (0.8 + random.random() * 0.4)  # jitter, not a secret
-        self.delay = min(self.delay * 2, MAX_DELAY)
+    def schedule(self, wait: float | None = None) -> None:
+        """chat.js's scheduleReconnect: jittered exponential backoff (or ``wait``, told the server restarts)."""
+        if wait is None:
+            wait = self.delay * (0.8 + random.random() * 0.4)  # jitter, not a secret
+            self.delay = min(self.delay * 2, MAX_DELAY)
         asyncio.get_running_loop().call_later(wait, lambda: asyncio.ensure_future(self.connect()))
 
 
@@ -297,6 +306,11 @@ async def _wait(condition: Any, timeout: float, every: float = 0.005) -> float |
     return time.monotonic() - started
 
 
+def _answers_at(port: int, daphne: servers.ServerProcess) -> float:
+    servers.wait_for_http(f"http://127.0.0.1:{port}/healthz", daphne, timeout=300)
+    return time.time()
+
+
 async def storm(run: Run) -> dict[str, Any]:
     sizes = run.sizes
     # The production default (the bench's 1 is for fan-out): a reader who missed no more than this many
@@ -339,25 +353,29 @@ async def storm(run: Run) -> dict[str, Any]:
         stopped_at = time.time()
         await asyncio.to_thread(daphne.stop)
         down_s = time.time() - stopped_at
-        _, daphne = servers.start_gateway_daphne("storm-daphne-2", env, run.cleanup, run.log_dir, port=port)
-        answers_at = time.time()
-        target = len(published)  # every reader must have at least these (all published before it answered)
-        cpu_before = servers.cpu_seconds([daphne.pid])
+        daphne = servers.launch_gateway_daphne("storm-daphne-2", env, run.cleanup, run.log_dir, port)
+        listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphne)
+        # /healthz too: with admission (MAX_PENDING_HANDSHAKES) it waits in the listen backlog like the readers.
+        answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphne))
+        target = len(published)  # every reader must have at least these (all published before it listened)
         waited = await _wait(
             lambda: pool.fewest_seen() >= target and pool.connected() == result["joined"], sizes.storm_timeout
         )
-        cpu = servers.cpu_seconds([daphne.pid]) - cpu_before
+        cpu = servers.cpu_seconds([daphne.pid])
+        answers_at = await answering
         result.update(
             stop_s=down_s,
+            restart_to_listen_s=listening_at - stopped_at,
             restart_to_answer_s=answers_at - stopped_at,
             caught_up_s=waited,
             caught_up=waited is not None,
-            messages_before_answer=target,
+            messages_before_listening=target,
             server_cpu_s=cpu,
         )
         logger.info(
-            "storm: answering %.1fs after SIGTERM; every reader caught up %s", answers_at - stopped_at,
-            f"{waited:.2f}s later" if waited is not None else f"NOT within {sizes.storm_timeout:.0f}s",
+            "storm: listening %.1fs after SIGTERM (/healthz %.1fs); every reader caught up %s",
+            listening_at - stopped_at, answers_at - stopped_at,
+            f"{waited:.2f}s after it listened" if waited is not None else f"NOT within {sizes.storm_timeout:.0f}s",
         )  # fmt: skip
         await asyncio.sleep(1.0)  # live messages after the storm, too
         stop.set()
@@ -366,13 +384,13 @@ async def storm(run: Run) -> dict[str, Any]:
         total = len(published)
         await _wait(lambda: pool.fewest_seen() >= total, sizes.drain_timeout)
         replies = await asyncio.to_thread(pool.command, 120, [("report", {"expected": published})] * len(pool.pipes))
-        attempts = [at - answers_at for reply in replies for at in reply.pop("reconnect_attempts_at")]
+        attempts = [at - listening_at for reply in replies for at in reply.pop("reconnect_attempts_at")]
         waits = sorted(w for reply in replies for w in reply.pop("history_waits"))
         check = {key: sum(reply[key] for reply in replies) for key in replies[0]}
         check["published"] = total
         check["lossless"] = check["complete"] == check["readers"] and check["readers"] > 0
         result["check"] = check
-        result["last_attempt_after_answer_s"] = max(attempts, default=None)
+        result["last_attempt_after_listening_s"] = max(attempts, default=None)
         result["history_wait_ms"] = {
             "p50": 1000 * waits[len(waits) // 2] if waits else None,
             "p99": 1000 * waits[int(len(waits) * 0.99)] if waits else None,

@@ -57,6 +57,7 @@ class WsClient(asyncio.Protocol):
         self.on_message = on_message
         self.opened: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
+        self.close_code: int | None = None  # the server's, from its close frame
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._upgraded = False
@@ -133,5 +134,7 @@ class WsClient(asyncio.Protocol):
         elif opcode == PING:
             self.send(PONG, payload)
         elif opcode == CLOSE:
+            if len(payload) >= 2:
+                self.close_code = int.from_bytes(payload[:2], "big")
             self.send(CLOSE, payload[:2])
             self.transport.close()

@@ -109,6 +109,12 @@ HTTP_IDLE_TIMEOUT = env.float("HTTP_IDLE_TIMEOUT", 30)
 HTTP_HEADER_TIMEOUT = env.float("HTTP_HEADER_TIMEOUT", 10)
 # On SIGTERM the gateway's server stops listening, then answers the requests it has read, for at most this long.
 HTTP_DRAIN_TIMEOUT = env.float("HTTP_DRAIN_TIMEOUT", 10)
+# Admission (gateway/admission.py): new connections are accepted only while fewer connections awaiting
+# their first request and WebSocket handshakes than this are in progress (0: no limit); the rest wait
+# in the listen backlog, LISTEN_BACKLOG long (capped by the kernel's net.core.somaxconn) on every
+# TCP/UNIX endpoint that does not name its own.
+MAX_PENDING_HANDSHAKES = env.int("MAX_PENDING_HANDSHAKES", 100)
+LISTEN_BACKLOG = env.int("LISTEN_BACKLOG", 4096)
 # Opt-in patch of Twisted's TCP writes (gateway/write_through.py): version-checked, off by default.
 TWISTED_WRITE_THROUGH = env.bool("TWISTED_WRITE_THROUGH", False)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).

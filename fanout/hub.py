@@ -58,11 +58,11 @@ class Audience:
     the newest of those messages, which a reader joining (or catching up a little) is sent from here
     rather than from the database: exactly what was passed on up to now, so nothing falls between."""
 
-    __slots__ = ("room", "history", "readers", "stream", "recent", "opening")
+    __slots__ = ("room", "history", "read_missed", "readers", "stream", "recent", "opening")
 
     def __init__(self, room: str, keep: int, history: History, read_missed: ReadMissed) -> None:
         self.room = room
-        self.history = history
+        self.history, self.read_missed = history, read_missed
         self.readers: set[Reader] = set()
         self.stream = RoomStream(room, self.deliver, read_missed)  # held until the hub knows where the room stands
         self.recent: deque[Outgoing] = deque(maxlen=keep)
@@ -76,13 +76,23 @@ class Audience:
     async def catch_up(self, after: int) -> tuple[list[Outgoing], int]:
         """For a reader who has just joined and has had every message up to id ``after``: the messages
         after it, and the id its live messages follow. From the newest ones kept here when they reach
-        back far enough, else from the history (read after joining, so nothing falls between)."""
+        back far enough, else from the history (read after joining, so nothing falls between), one
+        reading shared by everyone here who missed the same messages: after a restart, thousands of
+        readers come back with the same last id, and one query serves them all. A reading that ends
+        before the live messages begin (one begun before this reader joined, or cut at the catch-up
+        limit) is followed up by the reader's stream, which reads a gap when the next message comes.
+        The list may be shared: read it, do not change it."""
         if after >= self.last_id:
             return [], after
         if self.recent and self.recent[0].id <= after + 1:
             return [item for item in self.recent if item.id > after], self.last_id
-        messages = await self.history.after(self.room, after)
-        return messages, messages[-1].id if messages else after
+        messages = await self.read_missed(self.room, after)
+        end = messages[-1].id if messages else after
+        if self.recent and self.recent[0].id <= end + 1 <= self.recent[-1].id:
+            # A shared reading may have begun before this reader joined: what came since is kept here.
+            messages = [*messages, *(item for item in self.recent if item.id > end)]
+            end = messages[-1].id
+        return messages, end
 
     def deliver(self, items: list[Outgoing]) -> None:
         self.recent.extend(items)

@@ -16,6 +16,10 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
 - **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
   connection closed with 1009, not dropped.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
+- **Admission instead of refusal** (``MAX_PENDING_HANDSHAKES``, ``gateway/admission.py``): new
+  connections are accepted only while fewer WebSocket handshakes than that are in progress; the rest
+  wait in the listen backlog, which is ``LISTEN_BACKLOG`` for every TCP or UNIX endpoint that does
+  not say ``backlog=`` itself (Twisted's default is 50).
 - **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
   stops listening first (a client's next connection is refused, so it goes to another daphne), tells
   every WebSocket 1012 ("service restart": it reconnects elsewhere with the last id it saw), answers
@@ -41,12 +45,22 @@ from twisted.internet import defer
 from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
+from gateway.admission import Admission
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SERVICE_RESTART = 1012  # RFC 6455's registry: the client reconnects (to another process) and catches up
-LEAN_QUEUE = footprint.fits_this_daphne()  # create_application below is daphne 4.2's, with an InputQueue
+LEAN_QUEUE = footprint.fits_this_daphne()
+# How long an accepted connection that has not sent its request yet holds a place in admission: enough
+# for a client to send it, not enough for silent connections to hold the server closed.
+ADMISSION_GRACE = 1.0
+BACKLOG_ENDPOINTS = (
+    "tcp",
+    "tcp6",
+    "ssl",
+    "unix",
+)  # Twisted endpoint types that take ``backlog=``  # create_application below is daphne 4.2's, with an InputQueue
 
 
 class HeaderDeadlineChannel(HTTPChannel):
@@ -59,10 +73,28 @@ class HeaderDeadlineChannel(HTTPChannel):
     header_timeout: float = 10.0
     header_deadline: Any = None  # the pending call, while headers are awaited
     awaiting_headers: bool = True
+    admission: Admission | None = None  # set on the subclass: the server's
+    admission_grace: Any = None  # the pending call that gives up this connection's place in admission
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.start_header_deadline()
+        if self.admission is not None:  # accepted: a place until its first request is read, or briefly
+            self.admission.begin(self)
+            self.admission_grace = self.callLater(ADMISSION_GRACE, self.admitted)
+
+    def allContentReceived(self) -> None:
+        super().allContentReceived()  # a WebSocket upgrade takes its own place (protocol_connected) in here
+        self.admitted()
+
+    def admitted(self) -> None:
+        """This connection no longer holds a place in admission."""
+        if self.admission_grace is not None:
+            if self.admission_grace.active():
+                self.admission_grace.cancel()
+            self.admission_grace = None
+        if self.admission is not None:
+            self.admission.end(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.awaiting_headers and self.header_deadline is None:  # a later request on this connection
@@ -80,6 +112,7 @@ class HeaderDeadlineChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self.cancel_header_deadline()
+        self.admitted()
         super().connectionLost(reason)
 
     def start_header_deadline(self) -> None:
@@ -111,6 +144,8 @@ class GatewayServer(Server):
         http_header_timeout: float | None = None,
         http_drain_timeout: float | None = None,
         write_through: bool | None = None,
+        max_pending_handshakes: int | None = None,
+        listen_backlog: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(application, **options)
@@ -118,6 +153,9 @@ class GatewayServer(Server):
         self.http_header_timeout = http_header_timeout
         self.http_drain_timeout = http_drain_timeout
         self.write_through = write_through
+        self.max_pending_handshakes = max_pending_handshakes
+        self.listen_backlog = listen_backlog
+        self.admission = Admission(0)
         self.ports: list[Any] = []  # the listening ports, closed first on shutdown
         self.draining: asyncio.Future | None = None
 
@@ -125,6 +163,8 @@ class GatewayServer(Server):
         self.settings_defaults()
         if self.write_through:
             write_through.install()
+        self.admission = Admission(int(self.max_pending_handshakes or 0))
+        self.endpoints = [with_backlog(endpoint, int(self.listen_backlog or 0)) for endpoint in self.endpoints]
         then: Callable[[], None] | None = self.ready_callable
 
         def configure_then_ready() -> None:
@@ -148,6 +188,10 @@ class GatewayServer(Server):
             self.http_drain_timeout = getattr(settings, "HTTP_DRAIN_TIMEOUT", 10) if configured else 10
         if self.write_through is None:
             self.write_through = getattr(settings, "TWISTED_WRITE_THROUGH", False) if configured else False
+        if self.max_pending_handshakes is None:
+            self.max_pending_handshakes = getattr(settings, "MAX_PENDING_HANDSHAKES", 100) if configured else 100
+        if self.listen_backlog is None:
+            self.listen_backlog = getattr(settings, "LISTEN_BACKLOG", 4096) if configured else 4096
 
     def configure_factories(self) -> None:
         """Set the factories ``Server.run`` made, before the first connection: their public options
@@ -155,7 +199,12 @@ class GatewayServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False)  # an oversized frame: 1009, not a bare drop
         self.http_factory.timeOut = self.http_idle_timeout
         self.http_factory.protocol = type(
-            "HeaderDeadlineChannel", (HeaderDeadlineChannel,), {"header_timeout": float(self.http_header_timeout)}
+            "HeaderDeadlineChannel",
+            (HeaderDeadlineChannel,),
+            {
+                "header_timeout": float(self.http_header_timeout),
+                "admission": self.admission if self.admission.limit > 0 else None,
+            },
         )
         lean = footprint.lean_protocol(self.ws_factory.protocol)
         self.ws_factory.protocol = footprint.protocol_for(self.ws_factory, lean)
@@ -184,9 +233,32 @@ class GatewayServer(Server):
         if self.draining is not None and message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), (b"Connection", b"close")]}
         await super().handle_reply(protocol, message)
+        if message["type"] in ("websocket.accept", "websocket.close"):
+            self.admission.end(protocol)  # the handshake is answered (or the socket closing)
+
+    def protocol_connected(self, protocol: Any) -> None:
+        """daphne's; a WebSocket's upgrade request has been read: its handshake is in progress."""
+        super().protocol_connected(protocol)
+        if isinstance(protocol, WebSocketProtocol):
+            self.admission.begin(protocol)
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        super().protocol_disconnected(protocol)
+        self.admission.end(protocol)
+
+    def application_checker(self) -> None:
+        """daphne's periodic check; also forgets handshakes that ended without a word (never expected)."""
+        super().application_checker()
+        self.admission.sweep(
+            lambda protocol: (
+                not isinstance(protocol, WebSocketProtocol)  # (a connection ends its own place)
+                or (protocol in self.connections and protocol.state == protocol.STATE_CONNECTING)
+            )
+        )
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)
+        self.admission.add_port(port)
         super().listen_success(port)
 
     def kill_all_applications(self) -> defer.Deferred:
@@ -233,3 +305,12 @@ class GatewayServer(Server):
             and "application_instance" in details
             and not details["application_instance"].done()
         ]
+
+
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A Twisted endpoint description with a listen backlog of ``backlog``, unless it names one itself
+    (or is of a type without one, such as ``fd:``; or ``backlog`` is 0)."""
+    kind = endpoint.split(":", 1)[0]
+    if backlog <= 0 or kind not in BACKLOG_ENDPOINTS or ":backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"

@@ -390,3 +390,55 @@ def test_a_page_of_another_origin_cannot_open_the_websocket(page, production_dap
     assert page.evaluate(OPEN_SOCKET, url) == "closed 1006"  # the handshake's 403, as a browser sees it
     page.goto(f"http://127.0.0.1:{production_daphne}/accounts/login/")  # the gateway's own page, under its CSP
     assert page.evaluate(OPEN_SOCKET, url) == "open"
+
+
+COUNT_SOCKETS = """
+const Counted = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    window.socketsOpened = (window.socketsOpened || 0) + 1;
+  }
+};
+window.WebSocket = Counted;
+"""
+
+
+def test_told_the_server_restarts_the_page_comes_back_within_two_seconds_and_backs_off_if_it_fails(
+    page, tmp_path, mosquitto
+):
+    """Close code 1012 (the gateway's daphne on SIGTERM): the next attempt 0.2-2 s later, not after the
+    doubling backoff; attempts that then fail (the new process not answering yet) double as before
+    (0.8-1.2 s, then 1.6-2.4 s). The page's clock is Playwright's, moved by hand: no waiting on time."""
+    gateway = launch_gateway(tmp_path, mosquitto)
+    room = unique()
+    sockets = lambda: page.evaluate("window.socketsOpened")  # noqa: E731
+    try:
+        page.add_init_script(COUNT_SOCKETS)
+        page.clock.install()
+        open_room(page, gateway, room)
+        post(gateway, room, "before the restart")
+        expect(page.locator(".message")).to_have_count(1)
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+        assert sockets() == 1
+        stop(gateway)  # it tells the page 1012
+        expect(page.locator("#status")).to_contain_text("The server is restarting")
+        page.clock.run_for(199)
+        assert sockets() == 1
+        page.clock.run_for(1801)
+        assert sockets() == 2  # and it fails: nothing listens
+        expect(page.locator("#status")).to_contain_text("retrying in 1s")
+        page.clock.run_for(799)
+        assert sockets() == 2
+        page.clock.run_for(401)
+        assert sockets() == 3
+        expect(page.locator("#status")).to_contain_text("retrying in 2s")
+        page.clock.run_for(1599)
+        assert sockets() == 3
+        restart(gateway)
+        post(gateway, room, "while the page was away")
+        page.clock.run_for(801)
+        assert sockets() == 4
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+        expect(page.locator(".message .text")).to_have_text(["before the restart", "while the page was away"])
+    finally:
+        gateway.process.stop()

@@ -69,3 +69,42 @@ async def test_a_hub_on_any_layer_and_history_delivers_in_order_and_fills_gaps()
         assert len(lags) == 1
     finally:
         hub.close()
+
+
+class GatedHistory(Stored):
+    """Messages 1 to 10 stored; each reading takes its snapshot at once and answers when let go, so
+    readers can be made to overlap."""
+
+    def __init__(self) -> None:
+        self.messages = [Outgoing(n, f'"m{n}"') for n in range(1, 11)]
+        self.readings = 0
+        self.started, self.go = asyncio.Event(), asyncio.Event()
+
+    async def after(self, room: str, after: int) -> list[Outgoing]:
+        self.readings += 1
+        self.started.set()
+        snapshot = [item for item in self.messages if item.id > after]
+        await self.go.wait()
+        return snapshot
+
+
+async def test_readers_who_missed_the_same_messages_share_one_reading_and_miss_nothing_since():
+    """After a restart thousands of readers come back with the same last id: one database reading
+    serves them all, and a reader who joined while it was under way still gets what came meanwhile."""
+    history = GatedHistory()
+    hub = Hub(InMemoryChannelLayer(), history, group=lambda room: f"g.{room}", keep=2, refresh_seconds=60)
+    try:
+        early = [await hub.join("lobby", Reader()) for _ in range(50)]
+        catch_ups = [asyncio.ensure_future(audience.catch_up(1)) for audience in early]
+        await asyncio.wait_for(history.started.wait(), 5)
+        hub.broadcast({"type": ROOM_MESSAGES, "group": "g.lobby", "messages": [[11, '"m11"']], "at": 0.0})
+        late = await hub.join("lobby", Reader())  # after #11 went live: it is not sent #11 live
+        catch_ups.append(asyncio.ensure_future(late.catch_up(1)))
+        history.go.set()
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*catch_ups)
+        assert history.readings == 1
+        for messages, start in results:
+            assert [item.id for item in messages] == list(range(2, 12)) and start == 11
+    finally:
+        hub.close()

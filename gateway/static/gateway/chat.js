@@ -22,6 +22,11 @@
   const SENDER_MAX = 200; // the server keeps this many characters of a name
   const MIN_DELAY = 1000;
   const MAX_DELAY = 15000;
+  // Close code 1012 (service restart): the server is being replaced and asks everyone back. Come back
+  // soon, spread over a short window so the new process is not met by every tab in the same instant.
+  const SERVICE_RESTART = 1012;
+  const RESTART_MIN = 200;
+  const RESTART_SPREAD = 1800;
   const RENAME_DEBOUNCE = 700;
 
   const seen = new Set(); // ids already rendered (history and live overlap on reconnect)
@@ -644,11 +649,12 @@
       }
     });
 
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (socket !== ws) return;
       socket = null;
       failQueued();
-      scheduleReconnect();
+      if (event.code === SERVICE_RESTART) reconnectAfterRestart();
+      else scheduleReconnect();
     });
     // "error" is always followed by "close", which handles the retry.
   }
@@ -667,6 +673,14 @@
     delay = Math.min(delay * 2, MAX_DELAY);
     // Set once (no per-second countdown) so screen readers aren't flooded.
     status("disconnected", "Disconnected, retrying in " + Math.max(1, Math.round(wait / 1000)) + "s…");
+    retryTimer = setTimeout(connect, wait);
+  }
+
+  // The server said it is restarting: back in 0.2-2 s, not the backoff's 1, 2, 4 s (which stays for
+  // attempts that fail, e.g. while the new process is not answering yet).
+  function reconnectAfterRestart() {
+    const wait = Math.round(RESTART_MIN + Math.random() * RESTART_SPREAD);
+    status("disconnected", "The server is restarting, reconnecting…");
     retryTimer = setTimeout(connect, wait);
   }
 
