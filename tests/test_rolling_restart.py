@@ -480,10 +480,7 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
 
             poster = threading.Thread(target=post)
             poster.start()
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            wait_until(lambda: observer.execute(waiting).fetchone()[0] == 1, 10, "the post never reached the database")
+            wait_for_a_lock(observer, "the post never reached the database")
             daphne.popen.send_signal(signal.SIGTERM)
             wait_until(lambda: refuses(port), 10, "daphne kept taking connections after SIGTERM")
             assert daphne.popen.poll() is None, "daphne exited with a post unanswered"
@@ -510,6 +507,12 @@ def test_a_daphne_told_to_stop_answers_the_posts_it_has_read(database):  # noqa:
             [room],
         ).fetchall()
     assert texts == [("first",), ("held",)]
+
+
+def wait_for_a_lock(observer: psycopg.Connection, failure: str) -> None:
+    """Until one session of this database waits for a lock (the held room row)."""
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    wait_until(lambda: observer.execute(waiting).fetchone()[0] == 1, 10, failure)
 
 
 def close_code(reader: ClientConnection) -> int | None:
@@ -556,10 +559,7 @@ def test_runsmtp_told_to_stop_answers_the_mail_in_hand_and_says_421_to_the_rest(
 
             sender = threading.Thread(target=send)
             sender.start()
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            wait_until(lambda: observer.execute(waiting).fetchone()[0] == 1, 10, "the mail never reached the database")
+            wait_for_a_lock(observer, "the mail never reached the database")
             runsmtp.popen.send_signal(signal.SIGTERM)
             wait_until(lambda: refuses(port), 10, "runsmtp kept taking connections after SIGTERM")
             said = idle_lines.readline()
