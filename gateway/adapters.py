@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -215,6 +218,9 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+LEFTOVER_SECONDS = 5.0  # after the adapters stopped: what is still running then is cancelled, and waited for this long
+
+
 async def run_until_signalled(adapters: Adapters, title: str) -> None:
     """Start, print a banner, run until SIGINT or SIGTERM, stop cleanly (the adapters, then their runtime)."""
     import signal
@@ -229,3 +235,27 @@ async def run_until_signalled(adapters: Adapters, title: str) -> None:
     await stopping.wait()
     await adapters.stop()
     await adapters.runtime.close()
+    await end_leftover_tasks(LEFTOVER_SECONDS)
+
+
+async def end_leftover_tasks(seconds: float) -> None:
+    """Cancel what still runs once the adapters have stopped (its messages are stored and acknowledged,
+    or unacknowledged and the broker's to send again) and wait for it, at most ``seconds``. A task that
+    will not end is logged with where it waits, and the process ends without it: ``asyncio.run`` would
+    wait for it forever, and a stop must not outlast a service manager's timeout."""
+    current = asyncio.current_task()
+    leftover = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftover:
+        task.cancel()
+    if not leftover:
+        return
+    _, pending = await asyncio.wait(leftover, timeout=seconds)
+    if pending:
+        for task in pending:
+            stack = io.StringIO()
+            task.print_stack(file=stack)
+            logger.error("A task did not end %.0fs after the adapters stopped: %r\n%s", seconds, task, stack.getvalue())
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
