@@ -1,11 +1,13 @@
-"""The adapter commands settle their heap once started: start-up's objects are no longer scanned by the
-garbage collector, and young objects are collected less often."""
+"""The adapter commands (and the gateway's daphne) settle their heap once started: start-up's objects are
+no longer scanned by the garbage collector, and young objects are collected less often."""
 
 from __future__ import annotations
 
 import gc
 
-from gateway.adapters import GC_THRESHOLD, settle_heap
+# config.asgi imported at collection (as test_application does): the test run itself refuses dev settings
+from config.asgi import build_application
+from gateway.heap import GC_THRESHOLD, settle_heap
 from gateway.topics import PUBLISH_GROUP, out_topic, room_group
 
 
@@ -41,7 +43,6 @@ async def test_a_running_adapter_publishes_what_its_process_stores_and_once_stop
 
     from channels.layers import get_channel_layer
 
-    from config.asgi import build_application
     from gateway.adapters import Adapters
     from tests.support import MqttListener, record_group_sends, unique
 
