@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "hub"  # the layer's capacity setting for "hub.*" channels is the hub's backlog
 ROOM_MESSAGES = "room.messages"  # {"group", "messages": [[id, json], ...], "at": time.time() when sent}
-ROOM_PRESENCE = "room.presence"  # {"group", "text": json}
+ROOM_PRESENCE = "room.presence"  # {"group", "text": json}: one room's (sent by earlier versions)
+ROOMS_PRESENCE = "rooms.presence"  # {"rooms": [[group, json], ...]}: to every hub, through ``presence_group``
 
 
 class History(Protocol):
@@ -116,7 +117,9 @@ class Hub:
     ``history`` reads the room service's stored messages; ``group(room)`` names a room's layer group;
     ``keep`` messages of each room are kept for readers who join; the groups are joined again every
     ``refresh_seconds``; ``on_lag(seconds)`` is told how long each batch took from its sender to here,
-    ``on_layer_error()`` of each failed receive."""
+    ``on_layer_error()`` of each failed receive. Every hub also joins ``presence_group``, if given:
+    the presence of every room announcing in a moment comes in one message there (``ROOMS_PRESENCE``),
+    not a message to each room's group, and each hub passes on the rooms it has readers in."""
 
     def __init__(
         self,
@@ -126,11 +129,12 @@ class Hub:
         group: Callable[[str], str],
         keep: int,
         refresh_seconds: float,
+        presence_group: str | None = None,
         on_lag: Callable[[float], None] = _nothing,
         on_layer_error: Callable[[], None] = _nothing,
     ) -> None:
         self.layer, self.history, self.group = layer, history, group
-        self.keep, self.refresh_seconds = keep, refresh_seconds
+        self.keep, self.refresh_seconds, self.presence_group = keep, refresh_seconds, presence_group
         self.on_lag, self.on_layer_error = on_lag, on_layer_error
         self.audiences: dict[str, Audience] = {}  # by group name
         self.channel: str | None = None
@@ -202,10 +206,15 @@ class Hub:
             audience.readers.discard(reader)
 
     def broadcast(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == ROOMS_PRESENCE:
+            for group, text in message["rooms"]:
+                if (audience := self.audiences.get(group)) is not None:
+                    audience.presence(Outgoing(0, text))
+            return
         audience = self.audiences.get(message.get("group", ""))
         if audience is None:
             return
-        kind = message.get("type")
         if kind == ROOM_MESSAGES:
             audience.stream.push([Outgoing(message_id, text) for message_id, text in message["messages"]])
             self.on_lag(time.time() - message["at"])
@@ -223,7 +232,10 @@ class Hub:
 
     async def _start(self) -> None:
         if self.channel is None:
-            self.channel, receive_one = await open_channel(self.layer, CHANNEL_PREFIX)
+            channel, receive_one = await open_channel(self.layer, CHANNEL_PREFIX)
+            if self.presence_group is not None:
+                await self.layer.group_add(self.presence_group, channel)
+            self.channel = channel
             loop = asyncio.get_running_loop()
             # Contexts of their own, not the first reader's: they outlive it.
             self._tasks = [
@@ -256,6 +268,11 @@ class Hub:
         while True:
             await asyncio.sleep(self.refresh_seconds)
             async with self._membership:
+                if self.presence_group is not None and self.channel is not None:
+                    try:
+                        await self.layer.group_add(self.presence_group, self.channel)
+                    except Exception:
+                        logger.warning("Could not refresh group %s", self.presence_group, exc_info=True)
                 for group, audience in list(self.audiences.items()):
                     try:
                         if audience.readers:

@@ -11,7 +11,7 @@ from fanout.hub import Hub
 from fanout.outgoing import Outgoing
 
 from . import metrics, rooms
-from .topics import room_group
+from .topics import PRESENCE_GROUP, room_group
 
 
 class StoredHistory:
@@ -34,6 +34,7 @@ def make_hub(layer: Any) -> Hub:
         group=room_group,
         keep=settings.HISTORY_ON_JOIN,
         refresh_seconds=settings.GROUP_REFRESH_SECONDS,
+        presence_group=PRESENCE_GROUP,
         on_lag=metrics.fanout_seconds.observe,
         on_layer_error=metrics.layer_errors.inc,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 from datetime import timedelta
@@ -14,21 +13,18 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from fanout.hub import ROOM_PRESENCE
+from fanout.hub import ROOMS_PRESENCE
 
 from .batches import Batches
 from .models import Message, Presence
 from .rooms import blames_one_post, to_json
-from .topics import room_group
+from .topics import PRESENCE_GROUP, room_group
 from .validation import clean_name
 
 logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
-ANNOUNCE_DELAY = 0.1  # seconds
-WRITE_GATHER = 0.02  # seconds a presence write waits for more changes (PresenceTracker)
-READ_GATHER = 0.05  # seconds a snapshot read waits for more rooms announcing
-ANNOUNCE_SENDS = 8  # announcements sent to the layer at once, at most (a burst must not drain its pool)
+GATHER = 0.1  # seconds the changes of a moment are gathered for, then written and announced together
 CLOSE_SECONDS = 5.0  # at most this long, at a stop, to write the last changes
 
 
@@ -67,24 +63,61 @@ class _Change(NamedTuple):
 
 
 def _write(changes: list[_Change]) -> list[None]:
-    """Every join and leave of a moment in one transaction: an upsert (update_or_create's rows, a
-    key's ``joined_at`` kept) and a delete. Presence is a courtesy, so on PostgreSQL the commit does
-    not wait for the disk (``synchronous_commit`` off): a crash may forget the last moment's changes,
-    and the rows of a crashed process linger anyway."""
+    """Every join and leave of a moment in one transaction: an upsert (``update_or_create``'s rows, a
+    key's ``joined_at`` kept) and a delete. In SQL of its own rather than ``bulk_create``: the ORM's
+    model instances and per-field preparation cost more than the rest of a join (a handshake pays for
+    its row). Presence is a courtesy, so on PostgreSQL the commit does not wait for the disk
+    (``synchronous_commit`` off): a crash may forget the last moment's changes, and the rows of a
+    crashed process linger anyway."""
     last = {change.key: change for change in changes}  # a key's last change is the one that counts
-    joins = [Presence(channel_name=c.key, room=c.room, name=c.name) for c in last.values() if c.name is not None]
-    leaves = [c.key for c in last.values() if c.name is None]
-    with transaction.atomic():
+    joins = [change for change in last.values() if change.name is not None]
+    leaves = [change.key for change in last.values() if change.name is None]
+    with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         if joins:
-            Presence.objects.bulk_create(
-                joins, update_conflicts=True, unique_fields=["channel_name"], update_fields=["room", "name"]
-            )
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            columns = ([c.key for c in joins], [c.room for c in joins], [c.name for c in joins], [now] * len(joins))
+            cursor.execute(*_upsert(len(joins), columns))
         if leaves:
-            Presence.objects.filter(channel_name__in=leaves).delete()
+            cursor.execute(*_delete(leaves))
     return [None] * len(changes)
+
+
+_TABLE = Presence._meta.db_table
+_CONFLICT = " ON CONFLICT (channel_name) DO UPDATE SET room = EXCLUDED.room, name = EXCLUDED.name"
+
+
+def _upsert(rows: int, columns: tuple[list, list, list, list]) -> tuple[str, list]:
+    """The upsert of ``rows`` joins. On PostgreSQL the columns go as four arrays, so the statement is
+    the same text whatever the rows (psycopg parses a statement it has not seen in Python, placeholder
+    by placeholder); elsewhere, a row of placeholders each."""
+    table = connection.ops.quote_name(_TABLE)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"INSERT INTO {table} (channel_name, room, name, joined_at)"  # noqa: S608 (no value in the text)
+            " SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])" + _CONFLICT
+        )
+        return sql, list(columns)
+    values = ", ".join(["(%s, %s, %s, %s)"] * rows)
+    sql = f"INSERT INTO {table} (channel_name, room, name, joined_at) VALUES {values}" + _CONFLICT  # noqa: S608
+    return sql, [value for row in zip(*columns, strict=True) for value in row]
+
+
+def _delete(keys: list[str]) -> tuple[str, list]:
+    table = connection.ops.quote_name(_TABLE)
+    if connection.vendor == "postgresql":
+        return f"DELETE FROM {table} WHERE channel_name = ANY(%s::varchar[])", [keys]  # noqa: S608
+    return f"DELETE FROM {table} WHERE channel_name IN ({', '.join(['%s'] * len(keys))})", keys  # noqa: S608
+
+
+def _write_and_read(changes: list[_Change]) -> list[dict]:
+    """A moment's changes written, then the snapshot of each room they touched, in one trip to the
+    database thread: for each change, its room's snapshot (one object per room)."""
+    _write(changes)
+    rooms = list(dict.fromkeys(change.room for change in changes))
+    snapshots = dict(zip(rooms, _snapshots(rooms), strict=True))
+    return [snapshots[change.room] for change in changes]
 
 
 class PresenceTracker:
@@ -92,69 +125,56 @@ class PresenceTracker:
     to each room's readers through ``layer``.
 
     ``join`` and ``leave`` hand the change in and return: a handshake does not wait for its presence
-    row. The changes of ``WRITE_GATHER`` seconds go in one write (a burst of joins, as after a restart,
-    costs a few transactions, not one each), in the order they were handed in, so a connection's leave
-    is never written before its join. A room is announced once its changes are written."""
+    row. The changes of ``GATHER`` seconds are written in one transaction, in the order they were handed
+    in (a connection's leave is never written before its join), and the snapshots of the rooms they
+    touched are read in the same trip to the database thread; then those rooms are announced together,
+    in one layer message. A burst of joins, as after a restart, costs a few trips and sends, and each
+    room is told once a moment, not once per join: a room of N readers filling up must not cost N
+    snapshots sent to N readers each."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        # A change that fails alone costs only itself (names are cleaned first, so none should).
-        self.changes: Batches[_Change, None] = Batches(
-            database_sync_to_async(_write), isolate=blames_one_post, gather=WRITE_GATHER
-        )
-        self.announcing: dict[str, asyncio.Task] = {}  # room -> its announcement to come
         self.closed = False
-        # 2,000 readers closing at once announce in 200 rooms at once: Redis' pool holds 100 connections.
-        self.sending = asyncio.Semaphore(ANNOUNCE_SENDS)
-        # The snapshots of the rooms announcing in the same moment, read together.
-        self.reads: Batches[str, dict] = Batches(database_sync_to_async(_snapshots), gather=READ_GATHER)
+        # A change that fails alone costs only itself (names are cleaned first, so none should).
+        self.changes: Batches[_Change, dict] = Batches(
+            database_sync_to_async(_write_and_read), isolate=blames_one_post, gather=GATHER, then=self._announce
+        )
 
-    def join(self, room: str, key: str, name: str) -> asyncio.Future[None]:
+    def join(self, room: str, key: str, name: str) -> asyncio.Future[dict]:
         """Count this connection (``key``: unique to it) in the room, and tell everyone there. ``name`` is
         never refused: a control character or lone surrogate in it is shown as U+FFFD. What it returns
-        is done once the change is written; nobody needs to wait for it."""
+        is done once the change is written (with the room's snapshot); nobody needs to wait for it."""
         return self._update(_Change(room, key, clean_name(name)))
 
-    def leave(self, room: str, key: str) -> asyncio.Future[None]:
+    def leave(self, room: str, key: str) -> asyncio.Future[dict]:
         return self._update(_Change(room, key, None))
 
-    def _update(self, change: _Change) -> asyncio.Future[None]:
+    def _update(self, change: _Change) -> asyncio.Future[dict]:
         written = self.changes.submit(change)
-        written.add_done_callback(functools.partial(self._written, change.room))
+        written.add_done_callback(functools.partial(self._failed, change.room))
         return written
 
-    def _written(self, room: str, written: asyncio.Future[None]) -> None:
+    @staticmethod
+    def _failed(room: str, written: asyncio.Future[dict]) -> None:
         # Presence is a courtesy: failing to count someone must never cost them the room.
-        if written.cancelled():
-            return
-        failure = written.exception()
-        if failure is not None:
-            logger.error("Presence update failed in room %s", room, exc_info=failure)
-            return
-        if room not in self.announcing and not self.closed:
-            loop = asyncio.get_running_loop()
-            self.announcing[room] = loop.create_task(self._announce(room), context=contextvars.Context())
+        if not written.cancelled() and written.exception() is not None:
+            logger.error("Presence update failed in room %s", room, exc_info=written.exception())
 
-    async def _announce(self, room: str) -> None:
-        """Tell the room who is here, once for all the joins and leaves of the last moment: a room of N
-        readers filling up must not cost N snapshots sent to N readers each."""
-        await asyncio.sleep(ANNOUNCE_DELAY)  # a debounce: gather this moment's changes into one snapshot
-        del self.announcing[room]  # changes from now on are told by the next announcement
+    async def _announce(self, snapshots: list[dict]) -> None:
+        """Every room of a written batch told who is here (its newest snapshot), in one layer message to
+        every process's hub (``PRESENCE_GROUP``): one send a moment, however many rooms it touched."""
+        if self.closed:
+            return
+        newest = {snapshot["room"]: snapshot for snapshot in snapshots}
+        rooms = [[room_group(room), to_json(snapshot)] for room, snapshot in newest.items()]
         try:
-            snapshot = await self.reads.submit(room)
-            group = room_group(room)
-            message = {"type": ROOM_PRESENCE, "group": group, "text": to_json(snapshot)}
-            async with self.sending:
-                await self.layer.group_send(group, message)
+            await self.layer.group_send(PRESENCE_GROUP, {"type": ROOMS_PRESENCE, "rooms": rooms})
         except Exception:
-            logger.exception("Presence update failed in room %s", room)
+            logger.exception("Presence update failed in rooms %s", ", ".join(newest))
 
     async def close(self) -> None:
         """Announce nothing more (the process is stopping), and finish writing the changes handed in
         (the leaves of the connections closed last), for at most ``CLOSE_SECONDS``."""
         self.closed = True
-        for task in self.announcing.values():
-            task.cancel()
-        self.announcing.clear()
         if self.changes.task is not None and not self.changes.task.done():
             await asyncio.wait([self.changes.task], timeout=CLOSE_SECONDS)

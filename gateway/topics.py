@@ -27,6 +27,9 @@ def out_topic(room: str) -> str:
 PUBLISH_GROUP = DEFAULT_PUBLISH_GROUP  # the MQTT adapters' relay group (MQTT egress), protocols.mqtt's default
 
 
+PRESENCE_GROUP = "rooms.presence"  # every process's hub: who is in the rooms announcing in a moment
+
+
 def room_group(room: str) -> str:
     """The layer group of a room's live readers: each process's hub joins it once."""
     return f"room.{room}"

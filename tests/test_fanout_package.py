@@ -10,7 +10,7 @@ import sys
 
 from channels.layers import InMemoryChannelLayer
 
-from fanout.hub import ROOM_MESSAGES, Hub
+from fanout.hub import ROOM_MESSAGES, ROOMS_PRESENCE, Hub
 from fanout.outgoing import Outgoing
 from tests.support import ROOT
 
@@ -106,5 +106,35 @@ async def test_readers_who_missed_the_same_messages_share_one_reading_and_miss_n
         assert history.readings == 1
         for messages, start in results:
             assert [item.id for item in messages] == list(range(2, 12)) and start == 11
+    finally:
+        hub.close()
+
+
+class Watcher(Reader):
+    def __init__(self) -> None:
+        super().__init__()
+        self.presence: list[str] = []
+        self.told = asyncio.Event()
+
+    def take_presence(self, item: Outgoing) -> None:
+        self.presence.append(item.text)
+        self.told.set()
+
+
+async def test_the_presence_of_many_rooms_comes_in_one_message_and_each_room_gets_its_own():
+    """Every hub joins the presence group: one message there carries the rooms announcing in a moment,
+    and each hub passes on only the rooms it has readers in, each room's readers only their room's."""
+    layer = InMemoryChannelLayer()
+    hub = Hub(layer, Stored(), group=lambda room: f"g.{room}", keep=2, refresh_seconds=60, presence_group="p")
+    north, south = Watcher(), Watcher()
+    try:
+        await hub.join("north", north)
+        await hub.join("south", south)
+        rooms = [["g.north", '{"room": "north"}'], ["g.elsewhere", '{"room": "elsewhere"}'], ["g.south", "{}"]]
+        await layer.group_send("p", {"type": ROOMS_PRESENCE, "rooms": rooms})
+        async with asyncio.timeout(5):
+            await north.told.wait()
+            await south.told.wait()
+        assert north.presence == ['{"room": "north"}'] and south.presence == ["{}"]
     finally:
         hub.close()
