@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import logging
 import os
@@ -21,6 +20,7 @@ from protocols.smtp import SmtpServer
 from . import metrics
 from .client_ids import claim_client_id
 from .deadletters import park_mqtt
+from .heap import settle_heap
 from .publishing import claim_once, publish_through
 from .runtime import Runtime
 from .topics import PUBLISH_GROUP, in_topic, out_topic
@@ -202,20 +202,6 @@ def _redacted_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(key, "***" if "pass" in key.lower() else value) for key, value in pairs], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-GC_THRESHOLD = (10_000, 10, 10)  # Python's default collects the young generation every 700 new objects
-
-
-def settle_heap() -> None:
-    """Once started: what start-up made (Django, the apps, the modules) lives as long as the process, so
-    the garbage collector stops scanning it (``gc.freeze``), and collects the young objects less often.
-    Without this, under load (a thousand MQTT messages in flight, each with its task, its paho message
-    and its relay publication), a full collection walking every object of the process came about every
-    half second, and collections took a tenth of the adapter's time."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
 
 
 LEFTOVER_SECONDS = 5.0  # after the adapters stopped: what is still running then is cancelled, and waited for this long

@@ -15,6 +15,8 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
   an event stream, whose headers are complete, is not affected.
 - **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
   connection closed with 1009, not dropped.
+- **A settled heap** (``gateway/heap.py``): once ready, start-up's objects are frozen out of the
+  garbage collector's scans and young objects are collected less often, as the adapter commands do.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
 - **Admission instead of refusal** (``MAX_PENDING_HANDSHAKES``, ``gateway/admission.py``): new
   connections are accepted only while fewer WebSocket handshakes than that are in progress; the rest
@@ -46,6 +48,7 @@ from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
 from gateway.admission import Admission
+from gateway.heap import settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +172,7 @@ class GatewayServer(Server):
 
         def configure_then_ready() -> None:
             self.configure_factories()
+            settle_heap()  # started: what is here now stays for the process's life
             if then is not None:
                 then()
 

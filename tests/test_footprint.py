@@ -13,6 +13,7 @@ from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 from gateway.footprint import InputQueue, SendQueue, fits_this_daphne, lean_protocol, protocol_for
+from gateway.heap import GC_THRESHOLD
 from tests.support import ROOT
 
 
@@ -92,6 +93,7 @@ from gateway.server import GatewayServer
 from twisted.internet import reactor
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from fanout.outgoing import text_frame
+import gc
 from gateway import daphne_io, footprint
 events = []
 
@@ -142,6 +144,7 @@ def inspect():
     report["handshake headers"] = [len(h) for h in headers]
     report["request path"] = protocol.request.path  # daphne logs it when the connection closes
     report["send queue"] = [type(protocol.send_queue).__name__, len(protocol.send_queue)]
+    report["heap settled"] = [gc.get_freeze_count() > 0, gc.get_threshold()[0]]  # gateway/heap.py
     protocol.sendMessage("sync".encode(), sync=True)
     done.set()
 
@@ -173,6 +176,7 @@ def test_under_the_gateway_server(write_through):
         "attributes fit 64 slots": True,
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
+        "heap settled": [True, GC_THRESHOLD[0]],
         "handshake headers": [0, 0, 0],
         "request path": "/ws/",
         "send queue": ["SendQueue", 0],
