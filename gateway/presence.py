@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
 GATHER = 0.1  # seconds the changes of a moment are gathered for, then written and announced together
+MESSAGE_BYTES = 64 * 1024  # a presence message holds rooms' snapshots up to about this many characters
 CLOSE_SECONDS = 5.0  # at most this long, at a stop, to write the last changes
 
 
@@ -161,16 +162,29 @@ class PresenceTracker:
             logger.error("Presence update failed in room %s", room, exc_info=written.exception())
 
     async def _announce(self, snapshots: list[dict]) -> None:
-        """Every room of a written batch told who is here (its newest snapshot), in one layer message to
-        every process's hub (``PRESENCE_GROUP``): one send a moment, however many rooms it touched."""
+        """Every room of a written batch told who is here (its newest snapshot), in a layer message to
+        every process's hub (``PRESENCE_GROUP``): one send a moment, however many rooms it touched, or
+        one per ``MESSAGE_BYTES`` of snapshots (a moment of many crowded rooms is not one huge message)."""
         if self.closed:
             return
         newest = {snapshot["room"]: snapshot for snapshot in snapshots}
-        rooms = [[room_group(room), to_json(snapshot)] for room, snapshot in newest.items()]
+        rooms: list[list[str]] = []
+        size = 0
+        for room, snapshot in newest.items():
+            text = to_json(snapshot)
+            rooms.append([room_group(room), text])
+            size += len(text)
+            if size >= MESSAGE_BYTES:
+                await self._send(rooms)
+                rooms, size = [], 0
+        if rooms:
+            await self._send(rooms)
+
+    async def _send(self, rooms: list[list[str]]) -> None:
         try:
             await self.layer.group_send(PRESENCE_GROUP, {"type": ROOMS_PRESENCE, "rooms": rooms})
         except Exception:
-            logger.exception("Presence update failed in rooms %s", ", ".join(newest))
+            logger.exception("Presence update failed in rooms %s", ", ".join(group for group, _ in rooms))
 
     async def close(self) -> None:
         """Announce nothing more (the process is stopping), and finish writing the changes handed in

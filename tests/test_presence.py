@@ -180,3 +180,26 @@ async def test_a_burst_of_rooms_announcing_at_once_reaches_every_room_in_a_few_s
         await tracker.close()
         await layer.flush()
         await layer.close_pools()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_moment_of_many_rooms_is_split_into_messages_of_bounded_size(monkeypatch):
+    """Snapshots past ``MESSAGE_BYTES`` go in another message: every room arrives, and no message holds
+    much more than the bound (one snapshot over it, at most)."""
+    monkeypatch.setattr(presence, "MESSAGE_BYTES", 300)
+    layer = InMemoryChannelLayer()
+    tracker = presence.PresenceTracker(layer)
+    reader = await layer.new_channel()
+    await layer.group_add(PRESENCE_GROUP, reader)
+    rooms = [unique() for _ in range(12)]
+    try:
+        await asyncio.gather(*(tracker.join(room, f"hub.s#{n}", "x" * 40) for n, room in enumerate(rooms)))
+        told, sizes = set(), []
+        while len(told) < len(rooms):
+            message = await asyncio.wait_for(layer.receive(reader), 5)
+            told.update(group for group, _ in message["rooms"])
+            sizes.append(sum(len(text) for _, text in message["rooms"]))
+        assert told == {room_group(room) for room in rooms}
+        assert len(sizes) > 1 and max(sizes) < 300 + 200  # one snapshot here is ~130 characters
+    finally:
+        await tracker.close()
