@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from datetime import timedelta
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEVICE_RECENT = timedelta(minutes=10)
 GATHER = 0.1  # seconds the changes of a moment are gathered for, then written and announced together
+FRAMES_PER_SECOND = 20_000  # a room is announced at most readers / this often (a frame to each reader)
 MESSAGE_BYTES = 64 * 1024  # a presence message holds rooms' snapshots up to about this many characters
 CLOSE_SECONDS = 5.0  # at most this long, at a stop, to write the last changes
 
@@ -59,7 +61,7 @@ def _snapshots(rooms: list[str]) -> list[dict]:
 
 class _Change(NamedTuple):
     room: str
-    key: str  # the connection's
+    key: str | None  # the connection's; None: nobody's (the room is only to be announced)
     name: str | None  # None: it left
 
 
@@ -70,9 +72,11 @@ def _write(changes: list[_Change]) -> list[None]:
     its row). Presence is a courtesy, so on PostgreSQL the commit does not wait for the disk
     (``synchronous_commit`` off): a crash may forget the last moment's changes, and the rows of a
     crashed process linger anyway."""
-    last = {change.key: change for change in changes}  # a key's last change is the one that counts
+    last = {change.key: change for change in changes if change.key is not None}  # a key's last change counts
     joins = [change for change in last.values() if change.name is not None]
     leaves = [change.key for change in last.values() if change.name is None]
+    if not joins and not leaves:
+        return [None] * len(changes)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
@@ -131,11 +135,19 @@ class PresenceTracker:
     touched are read in the same trip to the database thread; then those rooms are announced together,
     in one layer message. A burst of joins, as after a restart, costs a few trips and sends, and each
     room is told once a moment, not once per join: a room of N readers filling up must not cost N
-    snapshots sent to N readers each."""
+    snapshots sent to N readers each.
+
+    Each announcement is a frame to every reader of the room, so a crowded room is told less often: at
+    most once every ``readers / FRAMES_PER_SECOND`` seconds (0.5 s for 10,000 readers). Changes in
+    between are told once that time has come, from a snapshot read then: the last word is always the
+    room as it is."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.closed = False
+        self.quiet_until: dict[str, float] = {}  # room -> when it may be announced again (the loop's time)
+        self.owed: set[str] = set()  # rooms changed while quiet: announced when their time comes
+        self.paying: asyncio.Task | None = None
         # A change that fails alone costs only itself (names are cleaned first, so none should).
         self.changes: Batches[_Change, dict] = Batches(
             database_sync_to_async(_write_and_read), isolate=blames_one_post, gather=GATHER, then=self._announce
@@ -162,15 +174,47 @@ class PresenceTracker:
             logger.error("Presence update failed in room %s", room, exc_info=written.exception())
 
     async def _announce(self, snapshots: list[dict]) -> None:
-        """Every room of a written batch told who is here (its newest snapshot), in a layer message to
-        every process's hub (``PRESENCE_GROUP``): one send a moment, however many rooms it touched, or
-        one per ``MESSAGE_BYTES`` of snapshots (a moment of many crowded rooms is not one huge message)."""
+        """Every room of a written batch told who is here (its newest snapshot), unless it is quiet (then
+        later), in a layer message to every process's hub (``PRESENCE_GROUP``): one send a moment,
+        however many rooms it touched, or one per ``MESSAGE_BYTES`` of snapshots (a moment of many
+        crowded rooms is not one huge message)."""
         if self.closed:
             return
-        newest = {snapshot["room"]: snapshot for snapshot in snapshots}
+        now = asyncio.get_running_loop().time()
+        if len(self.quiet_until) > 1000:  # forget the rooms whose quiet time is over
+            self.quiet_until = {room: until for room, until in self.quiet_until.items() if until > now}
+        due = []
+        for room, snapshot in {snapshot["room"]: snapshot for snapshot in snapshots}.items():
+            if self.quiet_until.get(room, 0.0) <= now:
+                due.append(snapshot)
+            else:
+                self.owed.add(room)
+        if self.owed and (self.paying is None or self.paying.done()):
+            self.paying = asyncio.get_running_loop().create_task(self._pay_owed(), context=contextvars.Context())
+        await self._tell(due)
+
+    async def _pay_owed(self) -> None:
+        """The rooms changed while they were quiet, each announced when its time comes: handed in as a
+        change of nobody, so its snapshot is read and told in order with every other announcement."""
+        loop = asyncio.get_running_loop()
+        while self.owed and not self.closed:
+            await asyncio.sleep(max(0.0, min(self.quiet_until.get(room, 0.0) for room in self.owed) - loop.time()))
+            for room in [room for room in self.owed if self.quiet_until.get(room, 0.0) <= loop.time()]:
+                self.owed.discard(room)
+                self._update(_Change(room, None, None))
+
+    async def _tell(self, snapshots: list[dict]) -> None:
+        """Announce these rooms now, and note when each may be announced again."""
+        now = asyncio.get_running_loop().time()
         rooms: list[list[str]] = []
         size = 0
-        for room, snapshot in newest.items():
+        for snapshot in snapshots:
+            room = snapshot["room"]
+            quiet = sum(browser["count"] for browser in snapshot["browsers"]) / FRAMES_PER_SECOND
+            if quiet > GATHER:  # (a room told no more often than a batch is written needs no note)
+                self.quiet_until[room] = now + quiet
+            else:
+                self.quiet_until.pop(room, None)
             text = to_json(snapshot)
             rooms.append([room_group(room), text])
             size += len(text)
@@ -190,5 +234,7 @@ class PresenceTracker:
         """Announce nothing more (the process is stopping), and finish writing the changes handed in
         (the leaves of the connections closed last), for at most ``CLOSE_SECONDS``."""
         self.closed = True
+        if self.paying is not None:
+            self.paying.cancel()
         if self.changes.task is not None and not self.changes.task.done():
             await asyncio.wait([self.changes.task], timeout=CLOSE_SECONDS)

@@ -203,3 +203,30 @@ async def test_a_moment_of_many_rooms_is_split_into_messages_of_bounded_size(mon
         assert len(sizes) > 1 and max(sizes) < 300 + 200  # one snapshot here is ~130 characters
     finally:
         await tracker.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_crowded_room_is_told_less_often_and_its_last_word_is_the_room_as_it_is(monkeypatch):
+    """Each announcement is a frame to every reader: a room of N readers is told at most every
+    N / ``FRAMES_PER_SECOND`` seconds. A join while it is quiet is told when that time comes."""
+    monkeypatch.setattr(presence, "FRAMES_PER_SECOND", 10)  # 3 readers: quiet for 0.3 s after each announcement
+    layer = InMemoryChannelLayer()
+    tracker = presence.PresenceTracker(layer)
+    reader = await layer.new_channel()
+    await layer.group_add(PRESENCE_GROUP, reader)
+    room, loop = unique(), asyncio.get_running_loop()
+
+    async def told() -> tuple[float, list[dict]]:
+        message = await asyncio.wait_for(layer.receive(reader), 5)
+        return loop.time(), [json.loads(text)["browsers"] for _, text in message["rooms"]]
+
+    try:
+        await asyncio.gather(*(tracker.join(room, f"hub.q#{n}", "reader") for n in range(3)))
+        first, (browsers,) = await told()
+        assert browsers == [{"name": "reader", "count": 3}]
+        await tracker.join(room, "hub.q#3", "reader")  # written within the quiet time: not told yet
+        second, (browsers,) = await told()
+        assert browsers == [{"name": "reader", "count": 4}]
+        assert second - first >= 0.25  # its quiet time, not the 0.1 s of a moment
+    finally:
+        await tracker.close()
