@@ -32,6 +32,9 @@ class Sizes:
     ways_in: str = _size("http+mqtt", "how fan-out messages enter the gateway: http+mqtt (alternately), http or mqtt")
     duration: float = _size(5.0, "seconds of each step of the sustained phase")
     latency_load: int = _size(10_000, "deliveries a second offered in the fixed-load latency phase")
+    latency_load_high: int = _size(
+        100_000, "deliveries a second of a second fixed-load phase, the gateway only (issue #17: p99 <= 20 ms); 0: none"
+    )
     latency_duration: float = _size(10.0, "seconds of the fixed-load phase")
     sample_every: int = _size(10, "one reader in this many records latencies")
     connect_concurrency: int = _size(32, "WebSocket handshakes in progress at once, over all client processes")
@@ -83,6 +86,7 @@ QUICK = {  # a smoke run of a minute or two: every scenario, small enough for th
     "ramp_factor": 2.0,
     "ramp_refine": 0,
     "latency_duration": 1.0,
+    "latency_load_high": 20_000,
     "mqtt_messages": 100,
     "mails": 30,
     "idle_connections": 200,

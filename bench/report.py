@@ -107,6 +107,11 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
                 _get(base, "fixed_load", "latency_ms", "p50"), None, "ms", 1),
             Row(name, "  every message once, in order", _lossless(gw, "fixed_load"), _lossless(base, "fixed_load"),
                 ("==", 1), check=True),
+            Row(name, f"p99 latency @ {sizes.latency_load_high:,} deliveries/s (gateway)",
+                _get(gw, "fixed_load_high", "latency_ms", "p99"), None, ("<=", 20), "ms", 1),
+            Row(name, "  p50 latency", _get(gw, "fixed_load_high", "latency_ms", "p50"), None, None, "ms", 1),
+            Row(name, "  server cores used", _get(gw, "fixed_load_high", "server_cores"), None, None, "", 2),
+            Row(name, "  every message once, in order", _lossless(gw, "fixed_load_high"), None, ("==", 1), check=True),
             Row(name, "joining: connect + settle", _sum(_get(gw, "join_s"), _get(gw, "join_settle_s")),
                 _sum(_get(base, "join_s"), _get(base, "join_settle_s")), None, "s", 1),
         ]  # fmt: skip

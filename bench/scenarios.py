@@ -396,15 +396,17 @@ async def staircase(run: Run, ingress: Ingress, pool: SubscriberPool, server_pid
     }
 
 
-async def fixed_load(run: Run, ingress: Ingress, pool: SubscriberPool, server_pids: dict[str, int], what: str) -> dict:
-    """Open loop at ``latency_load`` deliveries a second: publish-to-deliver latency when not saturated."""
+async def fixed_load(
+    run: Run, ingress: Ingress, pool: SubscriberPool, server_pids: dict[str, int], what: str, load: int
+) -> dict:
+    """Open loop at ``load`` deliveries a second: publish-to-deliver latency when not saturated."""
     sizes = run.sizes
-    figures = await open_loop(run, ingress, pool, server_pids, sizes.latency_load, sizes.latency_duration)
+    figures = await open_loop(run, ingress, pool, server_pids, load, sizes.latency_duration)
     check_clients(run, figures, what)
     warn_refused(run, figures, what)
     if figures["drain_s"] > KEEP_UP:
         run.warn(
-            f"{what}: {sizes.latency_load:,} deliveries/s is more than it sustains; the last message arrived "
+            f"{what}: {load:,} deliveries/s is more than it sustains; the last message arrived "
             f"{figures['drain_s']:.1f}s after the last publish, so its latency grows with --latency-duration"
         )
     return figures
@@ -451,7 +453,14 @@ async def fanout(run: Run, target: Target, ingress: Ingress, room: str, *, laten
             logger.info(
                 "%s: latency at %d deliveries/s for %.0fs", target.name, sizes.latency_load, sizes.latency_duration
             )
-            result["fixed_load"] = await fixed_load(run, ingress, pool, target.server_pids, f"{target.name} latency")
+            result["fixed_load"] = await fixed_load(
+                run, ingress, pool, target.server_pids, f"{target.name} latency", sizes.latency_load
+            )
+            if target.name == "gateway" and sizes.latency_load_high:
+                logger.info("%s: latency at %d deliveries/s", target.name, sizes.latency_load_high)
+                result["fixed_load_high"] = await fixed_load(
+                    run, ingress, pool, target.server_pids, f"{target.name} latency", sizes.latency_load_high
+                )
     finally:
         await asyncio.to_thread(pool.close)
         ingress.close()
