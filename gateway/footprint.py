@@ -266,11 +266,15 @@ def lean_protocol(base: type) -> type:
 
 def protocol_for(factory: Any, lean: type) -> type:
     """A subclass of ``lean`` with the factory's current options as class attributes: autobahn then
-    finds them on the class instead of copying them into every connection. (A function option, such
+    finds them on the class instead of copying them into every connection (nor listing them). (A function option, such
     as ``perMessageCompressionAccept``, is kept as a static method: called unbound, as when copied.)
     Built once the options are final: options set on the factory afterwards do not reach it."""
     options = {name: getattr(factory, name) for name in lean.CONFIG_ATTRS}
     attributes = {
         name: staticmethod(value) if isinstance(value, FunctionType) else value for name, value in options.items()
     }
-    return type(lean.__name__, (lean,), {**attributes, "__module__": __name__})
+    # With every option on the class, autobahn's list of options to copy into each connection is empty:
+    # a connection made then copies nothing, and the debug line listing what it copied no longer
+    # pretty-prints ~30 options per connection whatever the log level (~15 % of a handshake's CPU,
+    # docs/daphne-upstream.md §7).
+    return type(lean.__name__, (lean,), {**attributes, "CONFIG_ATTRS": (), "__module__": __name__})

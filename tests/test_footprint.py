@@ -84,6 +84,7 @@ def test_options_live_on_the_class_not_in_each_connection():
         assert getattr(cls(), name) == getattr(factory, name), name
     accept = cls().perMessageCompressionAccept  # a function option is not bound to the connection
     assert accept([]) is None
+    assert cls.CONFIG_ATTRS == ()  # nothing left for a new connection to copy, nor to list in a debug line
 
 
 SCRIPT = """
