@@ -126,4 +126,6 @@ async def handshakes(run: Run) -> dict[str, Any]:
     gateway = result.get("gateway", {}).get("cpu_ms_per_handshake")
     floor = result.get("trivial-daphne", {}).get("cpu_ms_per_handshake")
     result["gateway_over_trivial_daphne"] = gateway / floor if gateway and floor else None
+    own = result.get("trivial-gateway-daphne", {}).get("cpu_ms_per_handshake")
+    result["gateway_over_trivial_own_daphne"] = gateway / own if gateway and own else None
     return result

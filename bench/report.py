@@ -173,6 +173,8 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
             Row(name, "  trivial app, uvicorn", cpu("trivial-uvicorn"), None, None, "ms", 3),
             Row(name, "  gateway ÷ trivial app under daphne", _get(data, "gateway_over_trivial_daphne"), None,
                 ("<=", 1.2), "×", 2),
+            Row(name, "  gateway ÷ trivial app, the gateway's daphne", _get(data, "gateway_over_trivial_own_daphne"),
+                None, None, "×", 2),
         ]  # fmt: skip
         if _error(data) or any(_error(value) for value in data.values()):
             table.append(Row(name, "failed", "see warnings"))
