@@ -210,6 +210,7 @@ class PresenceTracker:
         size = 0
         for snapshot in snapshots:
             room = snapshot["room"]
+            self.owed.discard(room)  # told now: nothing is owed it
             quiet = sum(browser["count"] for browser in snapshot["browsers"]) / FRAMES_PER_SECOND
             if quiet > GATHER:  # (a room told no more often than a batch is written needs no note)
                 self.quiet_until[room] = now + quiet
