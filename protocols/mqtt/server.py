@@ -648,10 +648,11 @@ class MqttServer(ProtocolServer):
         return channel
 
     async def _relay_events(self, channel: str) -> None:
-        """Publish what the rest of the project sends to the group ``publish_group``."""
+        """Publish what the rest of the project sends to the group ``publish_group``, until stopped:
+        cancelled, or, should the cancellation be lost in a layer call (``stop()``), at the next event."""
         layer = get_channel_layer(self.channel_layer_alias)
         delay = self.min_backoff
-        while True:
+        while not self._stopping:
             try:
                 event = await layer.receive(channel)
                 delay = self.min_backoff
@@ -667,7 +668,7 @@ class MqttServer(ProtocolServer):
     async def _stay_in_group(self, channel: str) -> None:
         """Join again now and then: memberships expire, and a restarted Redis forgot them."""
         layer = get_channel_layer(self.channel_layer_alias)
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.group_refresh)
             try:
                 await layer.group_add(self.publish_group, channel)
