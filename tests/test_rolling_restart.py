@@ -48,6 +48,7 @@ from websockets.sync.client import ClientConnection, connect
 from fanout.redis_layer import GatewayRedisChannelLayer
 from gateway.adapters import LEFTOVER_SECONDS
 from gateway.topics import PUBLISH_GROUP, out_topic
+from protocols.server import cancel_and_wait
 from tests.support import (
     ROOT,
     Gateway,
@@ -478,8 +479,12 @@ async def test_runmqtt_ends_at_once_on_sigterm_while_its_relay_is_busy(database,
     device = Device(broker.url, room, "sensor", keyed=True, tally=Tally())
     readings = Paced(device.publish, DEVICE_RATE)
 
+    feeding = [True]
+
     async def feed_the_relay() -> None:
-        for n in itertools.count():
+        n = 0
+        while feeding:  # a cancellation alone can be lost in a layer call (cancel_and_wait)
+            n += 1
             message = {"topic": out_topic(room), "payload": f"relayed {n}", "qos": 1}
             await layer.group_send(
                 PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": [message], "key": f"{room}:{n}"}
@@ -503,7 +508,8 @@ async def test_runmqtt_ends_at_once_on_sigterm_while_its_relay_is_busy(database,
             finally:
                 runmqtt.kill()
     finally:
-        feeder.cancel()
+        feeding.clear()
+        await cancel_and_wait([feeder], 5)
         readings.finish()
         device.close()
         listener.close()
