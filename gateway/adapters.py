@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import sys
@@ -15,6 +14,7 @@ from django.conf import settings
 
 from protocols.mqtt import MqttServer
 from protocols.mqtt.server import MQTT5, MQTT311
+from protocols.server import cancel_and_wait
 from protocols.smtp import SmtpServer
 
 from . import metrics
@@ -224,23 +224,37 @@ async def run_until_signalled(adapters: Adapters, title: str) -> None:
     await end_leftover_tasks(LEFTOVER_SECONDS)
 
 
+def awaiting(task: asyncio.Task) -> str:
+    """Where ``task`` waits, one line per coroutine down the chain of awaits to what it waits for
+    (``Task.print_stack`` shows the task's own frame only: not the library call that holds it)."""
+    lines = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:  # a future, or a coroutine that is running or done
+            lines.append(f"  {awaited!r}")
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "\n".join(lines)
+
+
 async def end_leftover_tasks(seconds: float) -> None:
     """Cancel what still runs once the adapters have stopped (its messages are stored and acknowledged,
-    or unacknowledged and the broker's to send again) and wait for it, at most ``seconds``. A task that
-    will not end is logged with where it waits, and the process ends without it: ``asyncio.run`` would
-    wait for it forever, and a stop must not outlast a service manager's timeout."""
+    or unacknowledged and the broker's to send again) and wait for it, at most ``seconds``, cancelling
+    again what lost its cancellation (``cancel_and_wait``). A task that will not end is logged with
+    where it waits, and the process ends without it: ``asyncio.run`` would wait for it forever, and a
+    stop must not outlast a service manager's timeout."""
     current = asyncio.current_task()
-    leftover = [task for task in asyncio.all_tasks() if task is not current]
-    for task in leftover:
-        task.cancel()
-    if not leftover:
-        return
-    _, pending = await asyncio.wait(leftover, timeout=seconds)
+    pending = await cancel_and_wait([task for task in asyncio.all_tasks() if task is not current], seconds)
     if pending:
         for task in pending:
-            stack = io.StringIO()
-            task.print_stack(file=stack)
-            logger.error("A task did not end %.0fs after the adapters stopped: %r\n%s", seconds, task, stack.getvalue())
+            logger.error(
+                "A task did not end %.0fs after the adapters stopped: %r\nWaiting in:\n%s",
+                seconds,
+                task,
+                awaiting(task),
+            )
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

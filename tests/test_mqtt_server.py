@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from consumers.mqtt import RoomMqttConsumer
 from gateway.runtime import WithRuntime
 from gateway.topics import PUBLISH_GROUP, in_topic, out_topic, room_group
 from protocols.mqtt import AsyncMqttConsumer, MqttServer
+from protocols.server import cancel_and_wait
 from tests.support import MqttListener, apublish, record_group_sends, unique
 
 
@@ -238,3 +240,88 @@ async def test_an_instance_past_its_timeout_is_cancelled_and_the_message_served_
         assert not server._deadlines and not server._expired
     assert tries == ["slow", "cancelled", "acked", "stubborn, still cancelling: 1", "stubborn acked"]
     assert f"MQTT application failed on {base}/a: no answer within 0.2s" in caplog.text
+
+
+async def a_task_that_lost_its_cancellation() -> tuple[asyncio.Task, asyncio.Event]:
+    """A task cancelled while ``asyncio.wait_for`` (as redis-py sends every command, its socket timeout
+    set) has what it waited for but has not yet seen it: under Python 3.11, ``wait_for`` returns the
+    result and the cancellation is lost (CPython gh-86296). The task goes on to wait for ever, as a
+    channel-layer receive loop would; the event tells it went on."""
+    loop = asyncio.get_running_loop()
+    waiting, went_on = asyncio.Event(), asyncio.Event()
+    sent = loop.create_future()
+
+    async def sends_then_receives() -> None:
+        waiting.set()
+        await asyncio.wait_for(sent, 10)
+        went_on.set()
+        await asyncio.Event().wait()
+
+    task = loop.create_task(sends_then_receives())
+    await waiting.wait()
+    sent.set_result(None)  # done: wait_for hears of it on the loop's next turn...
+    task.cancel()  # ...and this lands before
+    await asyncio.wait_for(went_on.wait(), 5)
+    return task, went_on
+
+
+async def test_cancel_and_wait_ends_a_task_that_lost_its_cancellation():
+    task, went_on = await a_task_that_lost_its_cancellation()
+    try:
+        assert went_on.is_set() and not task.done()  # one cancellation, lost
+        assert await cancel_and_wait([task], 5) == set()
+        assert task.cancelled()
+    finally:
+        task.cancel()
+
+
+async def test_cancel_and_wait_gives_up_on_a_task_that_will_not_end():
+    started, listening = asyncio.Event(), [True]
+
+    async def deaf() -> None:
+        started.set()
+        while listening:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+    task = asyncio.get_running_loop().create_task(deaf())
+    await started.wait()
+    try:
+        assert await cancel_and_wait([task], 0.3, again_after=0.1) == {task}
+        assert task.cancelling() >= 3  # cancelled again and again meanwhile
+    finally:
+        listening.clear()
+        task.cancel()
+        await asyncio.wait([task])
+
+
+async def test_stop_ends_the_relay_even_when_its_cancellation_was_lost(mosquitto):
+    """SIGTERM (stop()) landing as the relay's claim is answered: the relay's one cancellation is lost
+    in ``wait_for`` (as in redis-py's send of the claim's SET), and it went on; it used to go back to
+    the channel layer for the next event, for ever. Now it stops there, and stop() waits for it: no
+    task of the adapter outlives stop()."""
+    loop = asyncio.get_running_loop()
+    group = unique("mqtt-publish")
+    claiming, claimed = asyncio.Event(), asyncio.Event()
+    answer = loop.create_future()
+
+    async def claim(event: dict) -> bool:
+        claiming.set()
+        won = await asyncio.wait_for(answer, 10)
+        claimed.set()  # only once the relay's cancellation was lost
+        return won
+
+    server = await served(Recorder(), mosquitto, topics=[], publish_group=group, claim=claim)
+    relay = server._relay
+    assert relay is not None
+    try:
+        await get_channel_layer().group_send(group, {"type": "mqtt.publish", "topic": f"{group}/x", "payload": b"x"})
+        await asyncio.wait_for(claiming.wait(), 10)
+        answer.set_result(True)
+        await server.stop()  # cancels the relay before wait_for sees the answer
+        assert claimed.is_set()  # the relay went on after its cancellation
+        assert relay.done() and server._refresher is not None and server._refresher.done()
+    finally:
+        if not relay.done():
+            relay.cancel()
+            await server.stop()

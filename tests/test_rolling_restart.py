@@ -45,10 +45,15 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from fanout.redis_layer import GatewayRedisChannelLayer
+from gateway.adapters import LEFTOVER_SECONDS
+from gateway.topics import PUBLISH_GROUP, out_topic
+from protocols.server import cancel_and_wait
 from tests.support import (
     ROOT,
     Gateway,
     Mosquitto,
+    MqttListener,
     Process,
     build_mail,
     free_port,
@@ -447,6 +452,73 @@ async def test_a_rolling_restart_under_traffic_loses_and_repeats_nothing(databas
         joins += reader.joins
     assert joins[one] > READERS_EACH and joins[two] > READERS_EACH, joins
     print(f"{len(history)} messages, joins {dict(joins)}, retries {dict(tally.retried)}")
+
+
+RELAY_STOPS = 6  # runmqtt started and told to stop, each time while its relay is busy
+
+
+async def test_runmqtt_ends_at_once_on_sigterm_while_its_relay_is_busy(database, redis_host, broker, tmp_path):  # noqa: F811
+    """SIGTERM while runmqtt's relay publishes what the group is sent (as daphnes' posts reach it) and a
+    device publishes QoS 1: it exits 0 well within ``LEFTOVER_SECONDS``, with no task left behind. Its
+    relay's cancellation could be lost in redis-py's send of a command (Python 3.11's ``wait_for``):
+    then the relay went on, and the process waited for it (protocols.server.cancel_and_wait)."""
+    room, prefix = unique("relay"), unique("gwrelay")
+    env = gateway_env(
+        DATABASE_URL=database,
+        REDIS_URL=REDIS_URL,
+        REDIS_SENTINELS="",
+        CHANNEL_LAYER_PREFIX=prefix,
+        MQTT_URL=broker.url,
+        MQTT_CLIENT_ID=unique("gateway-relay"),
+        MEDIA_ROOT=tmp_path / "media",
+    )
+    migrate(env)
+    subprocess.run(manage("shell", "-c", SETUP.format(room=room, devices=["sensor"])), cwd=ROOT, env=env, check=True)
+    layer = GatewayRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
+    listener = MqttListener(broker.url, out_topic(room))
+    device = Device(broker.url, room, "sensor", keyed=True, tally=Tally())
+    readings = Paced(device.publish, DEVICE_RATE)
+
+    feeding = [True]
+
+    async def feed_the_relay() -> None:
+        n = 0
+        while feeding:  # a cancellation alone can be lost in a layer call (cancel_and_wait)
+            n += 1
+            message = {"topic": out_topic(room), "payload": f"relayed {n}", "qos": 1}
+            await layer.group_send(
+                PUBLISH_GROUP, {"type": "mqtt.publish.many", "messages": [message], "key": f"{room}:{n}"}
+            )
+            await asyncio.sleep(0.005)  # pacing the group's traffic
+
+    feeder = asyncio.get_running_loop().create_task(feed_the_relay())
+    readings.start()
+    stops: list[tuple[int | None, float, str]] = []
+    try:
+        for _ in range(RELAY_STOPS):
+            runmqtt = Process(manage("runmqtt"), env=env).start()
+            try:
+                await asyncio.to_thread(runmqtt.wait_for, "Quit with Ctrl-C.")
+                await asyncio.to_thread(runmqtt.wait_for, "MQTT subscribed")
+                await asyncio.to_thread(listener.wait, len(listener.messages) + 20)  # the relay is at work
+                told = time.monotonic()
+                runmqtt.popen.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(runmqtt.popen.wait, 30)
+                stops.append((code, time.monotonic() - told, runmqtt.output))
+            finally:
+                runmqtt.kill()
+    finally:
+        feeding.clear()
+        await cancel_and_wait([feeder], 5)
+        readings.finish()
+        device.close()
+        listener.close()
+        with redis.Redis(*redis_host) as client:  # this run's keys only
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+    for code, took, output in stops:
+        assert code == 0 and took < LEFTOVER_SECONDS - 1, f"exit {code} after {took:.1f}s:\n{output}"
+        assert "did not end" not in output and "still running" not in output, output
 
 
 STATIC = "/static/gateway/chat.css"  # served off the database thread (DEBUG: Django's static files handler)

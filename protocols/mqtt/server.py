@@ -35,7 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .. import ASGI_VERSION
 from ..routing import find_router
-from ..server import ProtocolServer
+from ..server import ProtocolServer, cancel_and_wait
 from .client import AsyncioDriver, client_from_url
 from .routing import MqttTopicRouter
 
@@ -50,6 +50,9 @@ UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK (a 3.1.1 broker's "unacceptable pr
 SESSION_TAKEN_OVER = 142  # DISCONNECT: another client connected with our client id
 QUICK_DROPS = 3  # MQTT 3.1.1 has no reason: this many connections in a row dropped soon after CONNACK tell
 QUICK_DROP_SECONDS = 10.0
+# stop(): how long the connection loop, the relay and its group refresher have to end once cancelled (a
+# channel-layer receive can lose a cancellation: protocols.server.cancel_and_wait cancels it again).
+STOP_TASKS_SECONDS = 5.0
 
 
 # The properties a PUBLISH can carry (MQTT 5.0, 3.3.2.3; 8 of the 27), as paho's ``Properties`` names them.
@@ -187,6 +190,7 @@ class MqttServer(ProtocolServer):
         self._watchdog: asyncio.Task | None = None
         self._runner: asyncio.Task | None = None
         self._relay: asyncio.Task | None = None
+        self._refresher: asyncio.Task | None = None
         self._driver: AsyncioDriver | None = None
         self._client: paho.Client = None  # type: ignore[assignment]  # made by start()
 
@@ -201,7 +205,9 @@ class MqttServer(ProtocolServer):
         self._ready = asyncio.Event()  # connected and subscribed
         self._runner = loop.create_task(self._connection_loop())
         channel = await self._join_publish_group()
-        self._relay = loop.create_task(self._relay_events(channel)) if channel else None
+        if channel:
+            self._relay = loop.create_task(self._relay_events(channel))
+            self._refresher = loop.create_task(self._stay_in_group(channel))
 
     def _make_client(self) -> None:
         """A paho client for ``self.protocol`` (a new one when falling back: paho's version is fixed)."""
@@ -269,9 +275,9 @@ class MqttServer(ProtocolServer):
         if self.shared_group and self.connected and self._client is not None:
             await self._leave_group()
         self._stopping = True
-        for task in (self._runner, self._relay):
-            if task is not None:
-                task.cancel()
+        background = [task for task in (self._runner, self._relay, self._refresher) if task is not None]
+        if await cancel_and_wait(background, STOP_TASKS_SECONDS):
+            logger.error("MQTT adapter tasks still running %.0fs after their cancellation", STOP_TASKS_SECONDS)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_timeout)
         if self.connected and self._client is not None:
@@ -642,29 +648,27 @@ class MqttServer(ProtocolServer):
         return channel
 
     async def _relay_events(self, channel: str) -> None:
-        """Publish what the rest of the project sends to the group ``publish_group``."""
+        """Publish what the rest of the project sends to the group ``publish_group``, until stopped:
+        cancelled, or, should the cancellation be lost in a layer call (``stop()``), at the next event."""
         layer = get_channel_layer(self.channel_layer_alias)
-        refresher = asyncio.get_running_loop().create_task(self._stay_in_group(layer, channel))
         delay = self.min_backoff
-        try:
-            while True:
-                try:
-                    event = await layer.receive(channel)
-                    delay = self.min_backoff
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)  # backoff
-                    delay = min(delay * 2, self.max_backoff)
-                    continue
-                await self._publish_event(event)
-        finally:
-            refresher.cancel()
+        while not self._stopping:
+            try:
+                event = await layer.receive(channel)
+                delay = self.min_backoff
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("Channel layer receive failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)  # backoff
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            await self._publish_event(event)
 
-    async def _stay_in_group(self, layer: Any, channel: str) -> None:
+    async def _stay_in_group(self, channel: str) -> None:
         """Join again now and then: memberships expire, and a restarted Redis forgot them."""
-        while True:
+        layer = get_channel_layer(self.channel_layer_alias)
+        while not self._stopping:
             await asyncio.sleep(self.group_refresh)
             try:
                 await layer.group_add(self.publish_group, channel)
