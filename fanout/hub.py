@@ -140,6 +140,7 @@ class Hub:
         self.channel: str | None = None
         self._membership = asyncio.Lock()  # joining and leaving the layer's groups, one at a time
         self._tasks: list[asyncio.Task] = []
+        self.closed = False
         self._readings: dict[tuple[str, int], asyncio.Task] = {}
 
     def stream(self, room: str, deliver: Deliver) -> RoomStream:
@@ -222,7 +223,10 @@ class Hub:
             audience.presence(Outgoing(0, message["text"]))
 
     def close(self) -> None:
-        """Stop receiving and refreshing, and every room's reading of its history (the process is stopping)."""
+        """Stop receiving and refreshing, and every room's reading of its history (the process is stopping).
+        The loops also end at their next turn: on CPython 3.11 a cancellation that lands as a Redis
+        command completes can be lost inside redis-py's ``wait_for`` (protocols.server.cancel_and_wait)."""
+        self.closed = True
         for task in (*self._tasks, *self._readings.values()):
             task.cancel()
         for audience in self.audiences.values():
@@ -245,7 +249,7 @@ class Hub:
 
     async def _receive(self, receive_one: Receive) -> None:
         delay = 0.1
-        while True:
+        while not self.closed:
             try:
                 message = await receive_one()
             except asyncio.CancelledError:
@@ -265,7 +269,7 @@ class Hub:
     async def _refresh(self) -> None:
         """Join the groups again now and then: memberships expire, and a restarted Redis forgot them.
         What was missed meanwhile, the room's stream reads from the history when the next message comes."""
-        while True:
+        while not self.closed:
             await asyncio.sleep(self.refresh_seconds)
             async with self._membership:
                 if self.presence_group is not None and self.channel is not None:

@@ -138,3 +138,34 @@ async def test_the_presence_of_many_rooms_comes_in_one_message_and_each_room_get
         assert north.presence == ['{"room": "north"}'] and south.presence == ["{}"]
     finally:
         hub.close()
+
+
+class AnsweredAsCancelled(InMemoryChannelLayer):
+    """A receive sent as redis-py sends a command, through ``asyncio.wait_for``: under Python 3.11 a
+    cancellation that lands once the answer is in but before ``wait_for`` has seen it is lost
+    (CPython gh-86296), and the receive returns the message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.answer: asyncio.Future | None = None
+
+    async def receive(self, channel: str) -> dict:
+        self.answer = asyncio.get_running_loop().create_future()
+        self.asked.set()
+        return await asyncio.wait_for(self.answer, 10)
+
+
+async def test_a_closed_hub_stops_receiving_even_when_its_cancellation_is_lost():
+    """A process stopping closes its hub as a receive is answered: the receive loop's one cancellation is
+    lost, it hands the message on, and then it stops instead of asking the layer again for ever."""
+    layer = AnsweredAsCancelled()
+    hub = Hub(layer, Stored(), group=lambda room: f"g.{room}", keep=2, refresh_seconds=60)
+    await hub.join("lobby", Reader())
+    receiving = hub._tasks[0]
+    await asyncio.wait_for(layer.asked.wait(), 5)
+    layer.asked.clear()
+    layer.answer.set_result({"type": "room.presence", "group": "g.lobby", "text": "{}"})
+    hub.close()  # cancels the loop before wait_for sees the answer
+    done, _ = await asyncio.wait([receiving], timeout=5)
+    assert done == {receiving} and not layer.asked.is_set()  # ended, without asking again
