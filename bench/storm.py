@@ -11,6 +11,11 @@ start, is reported with it; /healthz is timed too, but with admission it queues 
 then publishing stops and every reader is checked: every message once, ids increasing across the
 history and live frames of all its connections.
 
+``storm_socket`` ``held``: the bench holds the listening socket (backlog 4096) and hands it to every ASGI
+process (``--fd``), as a systemd socket unit does; reconnects during the restart wait in its backlog
+instead of being refused. The figure is then timed from the new process's ready line (a connection
+succeeds all along), and from the SIGTERM in both cases.
+
 The readers live in ``storm_processes`` processes of their own, each connecting from an address of
 its own in 127.0.0.0/8 (ephemeral ports: 10,000 connections, and again 10,000 after the restart).
 """
