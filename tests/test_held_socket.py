@@ -73,7 +73,8 @@ def test_a_connection_made_while_the_old_process_drains_waits_for_the_next_one_a
 
         clients.append(waiting := socket.create_connection(("127.0.0.1", port), timeout=30))  # not refused
         request(waiting, "/pid")
-        assert listen_queue(port) == 1  # in the backlog: nobody accepts it yet
+        wait_until(lambda: listen_queue(port) == 1, 10, "the connection is not in the backlog")  # none accepts it
+        assert old.popen.poll() is None
 
         new = Process(argv, env=env, pass_fds=(held.fileno(),)).start()
         assert response(waiting)[1] == str(new.popen.pid).encode()  # served by the next process
