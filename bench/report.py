@@ -202,14 +202,23 @@ def rows(results: dict, sizes: Sizes) -> list[Row]:
         data = results["storm"]
         name = f"storm {sizes.storm_clients:,} readers"
         table += [
-            Row(name, "listening again → everyone caught up", _get(data, "caught_up_s"), None, ("<=", 5), "s", 2),
+            Row(name, f"listening again → everyone caught up ({_get(data, 'socket')} socket, "
+                f"{_get(data, 'restart')}, {_get(data, 'asgi_processes')} process(es))",
+                _get(data, "caught_up_s"), None, ("<=", 5), "s", 2),
             Row(name, "  every message once, in order", _get(data, "check", "lossless"), None, ("==", 1), check=True),
+            Row(name, "  the new process's ready line → everyone caught up", _get(data, "caught_up_from_ready_s"),
+                None, None, "s", 2),
+            Row(name, "  SIGTERM → everyone caught up", _get(data, "caught_up_from_sigterm_s"), None, None, "s", 2),
+            Row(name, "  SIGTERM → the old process exited", _get(data, "stop_s"), None, None, "s", 1),
+            Row(name, "  SIGTERM → the new process's ready line", _get(data, "restart_to_ready_s"), None, None, "s", 1),
             Row(name, "  SIGTERM → the new process listens", _get(data, "restart_to_listen_s"), None, None, "s", 1),
             Row(name, "  SIGTERM → its /healthz answers", _get(data, "restart_to_answer_s"), None, None, "s", 1),
             Row(name, "  server CPU, its start → everyone caught up", _get(data, "server_cpu_s"), None, None, "s", 1),
             Row(name, "  last reconnect attempt after it listened", _get(data, "last_attempt_after_listening_s"),
                 None, None, "s", 2),
             Row(name, "  attempt → history frame, p99", _get(data, "history_wait_ms", "p99"), None, None, "ms", 1),
+            Row(name, "  reconnect attempts / failed", _pair(_get(data, "check", "attempts"),
+                _get(data, "check", "failed_attempts"))),
             Row(name, "  messages missing / twice", _pair(_get(data, "check", "missing"),
                 _get(data, "check", "duplicates"))),
         ]  # fmt: skip

@@ -72,8 +72,11 @@ def _die_with_parent() -> None:
 class ServerProcess:
     """A server in its own process; its output goes to a log file (a pipe nobody reads could stall it)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, pass_fds: tuple[int, ...] = ()
+    ) -> None:
         self.name, self.argv, self.env = name, argv, env
+        self.pass_fds = pass_fds  # a listening socket it is handed (the gateway's daphne with --fd)
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen | None = None
 
@@ -87,6 +90,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                pass_fds=self.pass_fds,
             )
         cleanup.add(self.name, self.stop)
         return self
@@ -120,7 +124,18 @@ class ServerProcess:
         """SIGTERM, as a service manager would; SIGKILL if that does not end it."""
         if not self.alive():
             return
-        self.popen.send_signal(signal.SIGTERM)
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM only (once: a second one to a draining daphne would not be a restart's)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 15) -> None:
+        """Until it has exited after ``terminate``; SIGKILL at ``timeout``."""
+        if self.popen is None:
+            return
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -298,20 +313,36 @@ def run_python(env: dict[str, str], *args: str) -> str:
 
 
 def start_gateway_daphne(
-    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int | None = None
+    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int | None = None, fd: int | None = None
 ) -> tuple[int, ServerProcess]:
     """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on ``port`` (a free one by
-    default), returned once /healthz says ok."""
+    default; or on the listening socket ``fd``, bound to ``port``), returned once /healthz says ok."""
     port = port or free_port()
-    process = launch_gateway_daphne(name, env, cleanup, log_dir, port)
+    process = launch_gateway_daphne(name, env, cleanup, log_dir, port, fd)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
     return port, process
 
 
-def launch_gateway_daphne(name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int) -> ServerProcess:
-    """The gateway's daphne on ``port``, started (not waited for)."""
-    argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    return ServerProcess(name, argv, env, log_dir).start(cleanup)
+def launch_gateway_daphne(
+    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int, fd: int | None = None
+) -> ServerProcess:
+    """The gateway's daphne on ``port``, started (not waited for); with ``fd``, on that listening socket
+    (the bench's, held across restarts as systemd's socket unit holds it: ``--fd``, passed to the child)."""
+    where = ["-b", "127.0.0.1", "-p", str(port)] if fd is None else ["--fd", str(fd)]
+    argv = [PYTHON, "-m", "gateway.serve", *where, "config.asgi:application"]
+    return ServerProcess(name, argv, env, log_dir, () if fd is None else (fd,)).start(cleanup)
+
+
+READY_LINE = "Listening on TCP address"  # daphne's, once its port listens (or the socket it was handed is adopted)
+
+
+def ready_at(process: ServerProcess, timeout: float = 60) -> float:
+    """``time.time()`` of the gateway daphne's ready line (its own log timestamp, milliseconds): from then
+    on it accepts connections, its own port or a socket it was handed."""
+    process.wait_for_output(READY_LINE, timeout)
+    line = next(line for line in process.output().splitlines() if READY_LINE in line)
+    stamp, millis = line[:23].split(",")  # logging's asctime: "2026-12-05 14:54:44,224", local time
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 
 
 def wait_for_listening(port: int, process: ServerProcess, timeout: float = 60) -> float:

@@ -11,6 +11,11 @@ start, is reported with it; /healthz is timed too, but with admission it queues 
 then publishing stops and every reader is checked: every message once, ids increasing across the
 history and live frames of all its connections.
 
+``storm_socket`` ``held``: the bench holds the listening socket (backlog 4096) and hands it to every ASGI
+process (``--fd``), as a systemd socket unit does; reconnects during the restart wait in its backlog
+instead of being refused. The figure is then timed from the new process's ready line (a connection
+succeeds all along), and from the SIGTERM in both cases.
+
 The readers live in ``storm_processes`` processes of their own, each connecting from an address of
 its own in 127.0.0.0/8 (ephemeral ports: 10,000 connections, and again 10,000 after the restart).
 """
@@ -22,8 +27,10 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import random
 import re
+import socket
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,6 +50,7 @@ RESTART_MIN, RESTART_SPREAD = 0.2, 1.8
 BENCH = re.compile(rb"bench (\d+):(\d+) ")
 MESSAGE_ID = re.compile(rb'"id": (\d+)')
 HISTORY = b'{"type": "history"'
+HELD_BACKLOG = 4096  # --storm-socket held: the socket unit's Backlog= (deploy/systemd/gateway-asgi@.socket)
 SLOTS = 3  # per process: [fewest messages seen by a reader, readers connected, readers ever reconnected]
 
 
@@ -306,6 +314,13 @@ async def _wait(condition: Any, timeout: float, every: float = 0.005) -> float |
     return time.monotonic() - started
 
 
+def _stopped_at(daphnes: list[servers.ServerProcess]) -> float:
+    """``time.time()`` once every one of these SIGTERMed processes has exited (killed after 30 s)."""
+    for daphne in daphnes:
+        daphne.wait_stopped(30)
+    return time.time()
+
+
 def _answers_at(port: int, daphne: servers.ServerProcess) -> float:
     servers.wait_for_http(f"http://127.0.0.1:{port}/healthz", daphne, timeout=300)
     return time.time()
@@ -319,8 +334,22 @@ async def storm(run: Run) -> dict[str, Any]:
     argv = [servers.PYTHON, "manage.py", "runmqtt"]
     mqtt = servers.ServerProcess("storm-runmqtt", argv, env, run.log_dir).start(run.cleanup)
     mqtt.wait_for_output("MQTT subscribed")
+    if sizes.storm_socket not in ("port", "held") or sizes.storm_restart not in ("after-exit", "at-once"):
+        raise ValueError("--storm-socket is port or held; --storm-restart after-exit or at-once")
+    if sizes.storm_socket == "port" and (sizes.storm_restart == "at-once" or sizes.storm_asgi_processes > 1):
+        raise ValueError("--storm-restart at-once and --storm-asgi-processes above 1 need --storm-socket held")
+    held: socket.socket | None = None
     port = servers.free_port()
-    _, daphne = servers.start_gateway_daphne("storm-daphne", env, run.cleanup, run.log_dir, port=port)
+    if sizes.storm_socket == "held":  # as systemd's gateway-asgi@.socket: 127.0.0.1, backlog 4096
+        held = socket.create_server(("127.0.0.1", 0), backlog=HELD_BACKLOG)
+        run.cleanup.add("storm's held socket", held.close)
+        port = held.getsockname()[1]
+    fd = None if held is None else held.fileno()
+    _, first = servers.start_gateway_daphne("storm-daphne", env, run.cleanup, run.log_dir, port=port, fd=fd)
+    daphnes = [first]
+    for n in range(1, sizes.storm_asgi_processes):  # sharing the held socket
+        daphnes.append(servers.launch_gateway_daphne(f"storm-daphne-{n}", env, run.cleanup, run.log_dir, port, fd))
+        await asyncio.to_thread(servers.ready_at, daphnes[-1])
     pool = StormPool(sizes.storm_processes)
     run.cleanup.add("storm clients", pool.close)
     publisher = MqttPublisher(run.mqtt_url)
@@ -349,33 +378,62 @@ async def storm(run: Run) -> dict[str, Any]:
         logger.info("storm: %d joined in %.1fs; messages flowing", result["joined"], result["join_s"])
         sending = asyncio.get_running_loop().create_task(_publish(run, publisher, published, stop))
         await asyncio.sleep(sizes.storm_before)
-        logger.info("storm: SIGTERM to the ASGI process, a new one on the same port")
+        logger.info(
+            "storm: SIGTERM to the ASGI process(es); new one(s) on the same %s, started %s",
+            "held socket" if held else "port", "at once" if sizes.storm_restart == "at-once" else "once it exited",
+        )  # fmt: skip
         stopped_at = time.time()
-        await asyncio.to_thread(daphne.stop)
-        down_s = time.time() - stopped_at
-        daphne = servers.launch_gateway_daphne("storm-daphne-2", env, run.cleanup, run.log_dir, port)
-        listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphne)
+        for daphne in daphnes:
+            daphne.terminate()
+        stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, daphnes))
+        if sizes.storm_restart != "at-once":
+            await asyncio.shield(stopping)
+        started_at = time.time()
+        daphnes = [
+            servers.launch_gateway_daphne(f"storm-daphne-new-{n}", env, run.cleanup, run.log_dir, port, fd)
+            for n in range(sizes.storm_asgi_processes)
+        ]
+        # The start mark: the new process's ready line (its log's own timestamp; the first of them when there
+        # are several, the stricter). Without a held socket, also when a TCP connection first succeeds (the
+        # mark before: with a held socket a connection succeeds all along, queued in the backlog).
+        readies = await asyncio.gather(*(asyncio.to_thread(servers.ready_at, d) for d in daphnes))
+        ready = min(readies)
+        listening_at = ready
+        if held is None:
+            listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphnes[0])
         # /healthz too: with admission (MAX_PENDING_HANDSHAKES) it waits in the listen backlog like the readers.
-        answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphne))
+        answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphnes[0]))
         target = len(published)  # every reader must have at least these (all published before it listened)
         waited = await _wait(
             lambda: pool.fewest_seen() >= target and pool.connected() == result["joined"], sizes.storm_timeout
         )
-        cpu = servers.cpu_seconds([daphne.pid])
+        caught_up_at = time.time()
+        cpu = servers.cpu_seconds([d.pid for d in daphnes])
         answers_at = await answering
+        old_exited_at = await stopping
         result.update(
-            stop_s=down_s,
+            socket=sizes.storm_socket,
+            restart=sizes.storm_restart,
+            asgi_processes=sizes.storm_asgi_processes,
+            stop_s=old_exited_at - stopped_at,
+            restart_to_start_s=started_at - stopped_at,
+            restart_to_ready_s=ready - stopped_at,
+            restart_to_last_ready_s=max(readies) - stopped_at,
             restart_to_listen_s=listening_at - stopped_at,
             restart_to_answer_s=answers_at - stopped_at,
             caught_up_s=waited,
+            caught_up_from_ready_s=None if waited is None else caught_up_at - ready,
+            caught_up_from_sigterm_s=None if waited is None else caught_up_at - stopped_at,
             caught_up=waited is not None,
             messages_before_listening=target,
             server_cpu_s=cpu,
+            load_average=os.getloadavg(),
         )
         logger.info(
-            "storm: listening %.1fs after SIGTERM (/healthz %.1fs); every reader caught up %s",
-            listening_at - stopped_at, answers_at - stopped_at,
-            f"{waited:.2f}s after it listened" if waited is not None else f"NOT within {sizes.storm_timeout:.0f}s",
+            "storm: ready %.1fs after SIGTERM (old one gone after %.1fs; /healthz %.1fs); every reader caught up %s",
+            ready - stopped_at, old_exited_at - stopped_at, answers_at - stopped_at,
+            f"{caught_up_at - ready:.2f}s after the ready line, {caught_up_at - stopped_at:.2f}s after SIGTERM"
+            if waited is not None else f"NOT within {sizes.storm_timeout:.0f}s",
         )  # fmt: skip
         await asyncio.sleep(1.0)  # live messages after the storm, too
         stop.set()
@@ -402,6 +460,7 @@ async def storm(run: Run) -> dict[str, Any]:
             sending.cancel()
         publisher.close()
         await asyncio.to_thread(pool.close)
-        daphne.stop()
+        for daphne in daphnes:
+            daphne.stop()
         mqtt.stop()
     return result

@@ -23,7 +23,10 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
   wait in the listen backlog, which is ``LISTEN_BACKLOG`` for every TCP or UNIX endpoint that does
   not say ``backlog=`` itself (Twisted's default is 50).
 - **A drain on shutdown** (``kill_all_applications``, daphne's "before shutdown" step): on SIGTERM it
-  stops listening first (a client's next connection is refused, so it goes to another daphne), tells
+  stops listening first (a client's next connection is refused, so it goes to another daphne; on a
+  listening socket it was handed, ``--fd`` as systemd's socket units pass it, it closes only its own
+  copy: the socket stays open in its holder and the next connection waits in its backlog for the next
+  process, tests/test_held_socket.py), tells
   every WebSocket 1012 ("service restart": it reconnects elsewhere with the last id it saw), answers
   the HTTP requests it has read (for at most ``HTTP_DRAIN_TIMEOUT``; meanwhile every response says
   ``Connection: close``), and only then cancels what is left as daphne does. Plain daphne cancels a
@@ -280,7 +283,7 @@ class GatewayServer(Server):
 
     async def _drain(self) -> None:
         for port in self.ports:
-            port.stopListening()
+            port.stopListening()  # an adopted socket (fd:) is not shut down, only this process's copy closed
         self.close_websockets()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self.http_drain_timeout or 0)

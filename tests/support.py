@@ -121,8 +121,8 @@ def manage(*args: str) -> list[str]:
 class Process:
     """A command (run from the project root) in a subprocess, its output kept for assertions and reports."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str]) -> None:
-        self.argv, self.env = argv, env
+    def __init__(self, argv: list[str], *, env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> None:
+        self.argv, self.env, self.pass_fds = argv, env, pass_fds  # pass_fds: a held listening socket (--fd N)
         self.name = " ".join(argv[1:3])
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -136,6 +136,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            pass_fds=self.pass_fds,
         )
         threading.Thread(target=self._read, daemon=True).start()
         return self

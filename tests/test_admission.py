@@ -41,14 +41,27 @@ def status_line(client: socket.socket) -> bytes:
     return answer.split(b"\r\n", 1)[0]
 
 
-def test_a_second_handshake_waits_in_the_backlog_until_the_first_is_answered_and_none_is_refused(tmp_path):
-    port = free_port()
+@pytest.mark.parametrize("listening", ["port", "held socket"])
+def test_a_second_handshake_waits_in_the_backlog_until_the_first_is_answered_and_none_is_refused(tmp_path, listening):
+    """On its own port, and on a listening socket it is handed (``--fd``, as systemd's socket units do):
+    admission pauses and resumes an adopted port the same way."""
     env = gateway_env(MAX_PENDING_HANDSHAKES=1, LISTEN_BACKLOG=BACKLOG, ADMISSION_DIR=tmp_path)
-    argv = [PYTHON, "-m", "gateway.serve", "-b", "127.0.0.1", "-p", str(port), "tests.admission_app:application"]
-    server = Process(argv, env=env).start()
+    held = None
+    if listening == "port":
+        port = free_port()
+        where = ["-b", "127.0.0.1", "-p", str(port)]
+    else:
+        held = socket.create_server(("127.0.0.1", 0), backlog=BACKLOG)  # the backlog is its creator's
+        port = held.getsockname()[1]
+        where = ["--fd", str(held.fileno())]
+    argv = [PYTHON, "-m", "gateway.serve", *where, "tests.admission_app:application"]
+    server = Process(argv, env=env, pass_fds=() if held is None else (held.fileno(),)).start()
     clients: list[socket.socket] = []
     try:
-        wait_for_port(port, alive=lambda: server.popen.poll() is None, timeout=30)
+        if held is None:
+            wait_for_port(port, alive=lambda: server.popen.poll() is None, timeout=30)
+        else:  # a probe would only wait in the backlog: the server says when it serves
+            server.wait_for("Listening on TCP address")
         assert listen_queue(port)[1] == BACKLOG  # Twisted's own would be 50
         clients.append(first := upgrade(port, "/hold"))
         wait_until(lambda: (tmp_path / "holding").exists(), 10, "the first handshake never reached the application")
@@ -67,6 +80,8 @@ def test_a_second_handshake_waits_in_the_backlog_until_the_first_is_answered_and
         for client in clients:
             client.close()
         assert server.stop() == 0, server.output
+        if held is not None:
+            held.close()
 
 
 def test_a_silent_connection_holds_its_place_only_briefly(tmp_path):

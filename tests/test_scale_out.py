@@ -425,6 +425,34 @@ def test_the_systemd_units_verify(tmp_path):
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
+def unit_settings(name: str) -> dict[str, list[str]]:
+    """A unit file of deploy/systemd as ``{key: [values]}`` (continued lines joined)."""
+    settings: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().replace("\\\n", " ").splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_asgi_socket_unit_holds_the_socket_its_service_is_handed():
+    """gateway-asgi@.socket listens where gateway-asgi@.service would (127.0.0.1, the instance's port) with
+    LISTEN_BACKLOG's backlog, and hands it to gateway-asgi-held@.service as fd 3 (daphne's --fd); the two
+    ways of serving a port exclude each other (systemd-analyze verify, above, checks the units load)."""
+    socket_unit = unit_settings("gateway-asgi@.socket")
+    held, bound = unit_settings("gateway-asgi-held@.service"), unit_settings("gateway-asgi@.service")
+    assert socket_unit["ListenStream"] == ["127.0.0.1:%i"] and socket_unit["Backlog"] == ["4096"]
+    assert socket_unit["Service"] == ["gateway-asgi-held@%i.service"]
+    assert "gateway-asgi@%i.service" in socket_unit["Conflicts"] and "gateway-asgi@%i.socket" in bound["Conflicts"]
+    assert held["Sockets"] == ["gateway-asgi@%i.socket"]
+    assert "gateway-asgi@%i.socket" in held["Requires"][0].split() and "gateway-asgi@%i.socket" in held["After"][0]
+    [command] = held["ExecStart"]
+    [bound_command] = bound["ExecStart"]
+    assert "--fd 3 " in command and "--port" not in command and "--bind" not in command
+    # otherwise the same daphne: the same flags as the unit that binds its own port
+    assert command.split("--fd 3 ")[1] == bound_command.split("--port %i ")[1]
+
+
 HOST = "chat.example.com"
 
 
