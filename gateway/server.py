@@ -51,7 +51,7 @@ from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
 from gateway.admission import Admission
-from gateway.heap import settle_heap
+from gateway.heap import GC_THRESHOLD_ASGI, settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class GatewayServer(Server):
 
         def configure_then_ready() -> None:
             self.configure_factories()
-            settle_heap()  # started: what is here now stays for the process's life
+            settle_heap(GC_THRESHOLD_ASGI)  # started: what is here now stays for the process's life
             if then is not None:
                 then()
 

@@ -13,7 +13,7 @@ from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 from gateway.footprint import InputQueue, SendQueue, fits_this_daphne, lean_protocol, protocol_for
-from gateway.heap import GC_THRESHOLD
+from gateway.heap import GC_THRESHOLD_ASGI
 from tests.support import ROOT
 
 
@@ -177,7 +177,7 @@ def test_under_the_gateway_server(write_through):
         "attributes fit 64 slots": True,
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
-        "heap settled": [True, GC_THRESHOLD[0]],
+        "heap settled": [True, GC_THRESHOLD_ASGI[0]],
         "handshake headers": [0, 0, 0],
         "request path": "/ws/",
         "send queue": ["SendQueue", 0],
