@@ -20,32 +20,24 @@ Deliver = Callable[[list[Outgoing]], None]
 # The room's messages after an id, from the history (``Hub.read_missed``: one reading for all who missed them).
 ReadMissed = Callable[[str, int], Awaitable[list[Outgoing]]]
 
-# Seconds a gap waits for its messages to come by the layer before the history is read: a batch stored
-# by another process (an MQTT adapter, another daphne) just before this one's is usually on its way.
-GAP_GRACE = 0.05
-
 
 class RoomStream:
     """Decides what is delivered next. Ids in a room are contiguous, so a message whose id is not the
     next one means something is missing (a layer that dropped it, a Redis restart, another process's
     message still on its way): what is missing is read from the history, in order, in a task of the
-    stream's own, while later messages wait their turn. The reading waits ``GAP_GRACE`` first, and is
-    called off if the missing messages come meanwhile: two processes storing into one room (posts
-    over HTTP, readings over MQTT) often publish their batches in the other order, and the history
-    would cost a database read and its wait for nothing.
+    stream's own, while later messages wait their turn.
 
     Messages are held from the start until ``begin()`` says where delivery starts. Everything here is
     synchronous but the history reading: a batch that is next in line goes straight to ``deliver``.
     """
 
-    __slots__ = ("room", "deliver", "read_missed", "last_sent", "held", "filler", "waiting", "begun")
+    __slots__ = ("room", "deliver", "read_missed", "last_sent", "held", "filler", "begun")
 
     def __init__(self, room: str, deliver: Deliver, read_missed: ReadMissed) -> None:
         self.room, self.deliver, self.read_missed = room, deliver, read_missed
         self.last_sent = 0
         self.held: list[Outgoing] | None = []  # None: messages go straight through
         self.filler: asyncio.Task | None = None
-        self.waiting = False  # the filler is in its grace: the missing messages may still come
         self.begun = False
 
     def begin(self, last_sent: int) -> None:
@@ -60,10 +52,6 @@ class RoomStream:
             self.deliver(items)
         elif self.held is not None:
             self.held.extend(items)
-            if self.waiting and self.filler is not None and any(item.id == self.last_sent + 1 for item in items):
-                self.filler.cancel()  # what the gap missed came by the layer: no reading
-                self.filler, self.waiting = None, False
-                self._release(fill_gaps=True)
         else:
             self.held = list(items)
             self._release(fill_gaps=True)
@@ -73,8 +61,6 @@ class RoomStream:
             self.filler.cancel()
 
     async def _read_missed(self) -> None:
-        await asyncio.sleep(GAP_GRACE)
-        self.waiting = False
         try:
             missed = await self.read_missed(self.room, self.last_sent)
         except Exception:  # the database is away: deliver what is here rather than nothing
@@ -97,7 +83,6 @@ class RoomStream:
                 self._send(run)
                 self.held = held[position:]
                 self.filler = asyncio.get_running_loop().create_task(self._read_missed())
-                self.waiting = True
                 return
             run.append(item)
         self._send(run)

@@ -169,37 +169,3 @@ async def test_a_closed_hub_stops_receiving_even_when_its_cancellation_is_lost()
     hub.close()  # cancels the loop before wait_for sees the answer
     done, _ = await asyncio.wait([receiving], timeout=5)
     assert done == {receiving} and not layer.asked.is_set()  # ended, without asking again
-
-
-class CountedHistory(Stored):
-    def __init__(self) -> None:
-        super().__init__()
-        self.readings: list[int] = []
-
-    async def after(self, room: str, after: int) -> list[Outgoing]:
-        self.readings.append(after)
-        return await super().after(room, after)
-
-
-async def test_a_gap_waits_a_moment_for_its_messages_on_the_layer_before_reading_the_history():
-    """Two processes storing into a room publish their batches in either order: #5 before #4 is filled
-    by #4 arriving just after, with no reading; a message truly lost is read from the history once the
-    grace is over."""
-    history = CountedHistory()
-    hub = Hub(InMemoryChannelLayer(), history, group=lambda room: f"g.{room}", keep=2, refresh_seconds=60)
-    reader = Reader()
-    try:
-        await hub.join("lobby", reader)
-        history.messages += [Outgoing(n, f'"m{n}"') for n in (4, 5, 6, 7)]
-        send = hub.broadcast
-        send({"type": ROOM_MESSAGES, "group": "g.lobby", "messages": [[5, '"m5"']], "at": 0.0})
-        send({"type": ROOM_MESSAGES, "group": "g.lobby", "messages": [[4, '"m4"']], "at": 0.0})
-        assert reader.got == [4, 5] and history.readings == []  # at once, from the layer
-        send({"type": ROOM_MESSAGES, "group": "g.lobby", "messages": [[7, '"m7"']], "at": 0.0})  # #6 lost
-        async with asyncio.timeout(5):
-            while reader.got != [4, 5, 6, 7]:
-                reader.arrived.clear()
-                await reader.arrived.wait()
-        assert history.readings == [5]
-    finally:
-        hub.close()
