@@ -103,6 +103,14 @@ def fresh_database(prefix: str) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """``fresh_database`` with the project's tables in it."""
+    with fresh_database(prefix) as url:
+        migrate(gateway_env(DATABASE_URL=url))
+        yield url
+
+
 def gateway_env(**settings: Any) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", LOG_LEVEL="INFO")

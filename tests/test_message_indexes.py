@@ -7,14 +7,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.support import fresh_database, gateway_env, migrate
+from tests.support import migrated_database
 
 
 @pytest.fixture(scope="module")
 def database(request):
     request.getfixturevalue("postgres_host")
-    with fresh_database("gw_indexes") as url:
-        migrate(gateway_env(DATABASE_URL=url))
+    with migrated_database("gw_indexes") as url:
         yield url
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.support import ROOT, fresh_database, gateway_env, manage, migrate
+from tests.support import ROOT, gateway_env, manage, migrated_database
 
 SCRIPT = """
 import json
@@ -37,8 +37,7 @@ print(json.dumps(seen))
 @pytest.fixture(scope="module")
 def database(request):
     request.getfixturevalue("postgres_host")
-    with fresh_database("gw_presence") as url:
-        migrate(gateway_env(DATABASE_URL=url))
+    with migrated_database("gw_presence") as url:
         yield url
 
 
