@@ -51,7 +51,7 @@ from twisted.web.http import HTTPChannel, Request
 
 from gateway import daphne_io, footprint, write_through
 from gateway.admission import Admission
-from gateway.heap import GC_THRESHOLD_ASGI, settle_heap
+from gateway.heap import GC_THRESHOLD_ASGI, QuietCollector, settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class GatewayServer(Server):
         def configure_then_ready() -> None:
             self.configure_factories()
             settle_heap(GC_THRESHOLD_ASGI)  # started: what is here now stays for the process's life
+            self.quiet_collector = QuietCollector(asyncio.get_event_loop())
+            self.quiet_collector.start()
             if then is not None:
                 then()
 
@@ -250,8 +252,16 @@ class GatewayServer(Server):
             self.admission.begin(protocol)
 
     def protocol_disconnected(self, protocol: Any) -> None:
+        """daphne's; and a request that has handed its connection to a WebSocket (its ``transport`` gone)
+        leaves its HTTP channel's list of requests. Twisted keeps a request there until it is finished,
+        and an upgraded one never is: the two held each other, ~20 objects a connection (the channel,
+        the request, their headers, addresses and body buffer) that only a garbage collection could
+        free. Now they are freed as soon as daphne lets go of the request (gateway/heap.py)."""
         super().protocol_disconnected(protocol)
         self.admission.end(protocol)
+        channel = getattr(protocol, "channel", None)
+        if channel is not None and protocol.transport is None:
+            channel.requests.clear()
 
     def application_checker(self) -> None:
         """daphne's periodic check; also forgets handshakes that ended without a word (never expected)."""

@@ -3,11 +3,12 @@ no longer scanned by the garbage collector, and young objects are collected less
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 # config.asgi imported at collection (as test_application does): the test run itself refuses dev settings
 from config.asgi import build_application
-from gateway.heap import GC_THRESHOLD, settle_heap
+from gateway.heap import GC_THRESHOLD, QuietCollector, settle_heap
 from gateway.topics import PUBLISH_GROUP, out_topic, room_group
 
 
@@ -23,6 +24,28 @@ def test_settle_heap_freezes_what_start_up_made():
         gc.unfreeze()
         gc.set_threshold(*threshold)
     assert any(found is made_at_start_up for found in gc.get_objects(generation=2))
+
+
+async def test_the_quiet_collector_collects_once_a_burst_is_over_not_during_it():
+    """The ASGI process's full collections (gateway/heap.py): none while middle-generation collections
+    keep coming (a storm's connections), one at the first look that finds none came since the last."""
+    collector = QuietCollector(asyncio.get_running_loop(), every=3600, after=3)  # looks made by hand here
+    gc.collect()  # no middle-generation collections since a full one
+    collector.seen = gc.get_count()[2]
+    for _ in range(3):
+        gc.collect(1)  # what a burst of new objects brings on
+    collector.check()
+    assert collector.collections == 0  # as many as the default waits for, but they are still coming
+    gc.collect(1)
+    collector.check()
+    assert collector.collections == 0 and gc.get_count()[2] == 4
+    collector.check()  # none since the last look: the burst is over
+    assert collector.collections == 1 and gc.get_count()[2] == 0
+    collector.check()
+    assert collector.collections == 1  # nothing to wait for now
+    assert collector.handle is not None  # it looks again in ``every`` seconds
+    collector.stop()
+    assert collector.handle.cancelled()
 
 
 def test_the_mqtt_window_comes_from_the_settings(settings):

@@ -97,6 +97,7 @@ from fanout.outgoing import text_frame
 import gc
 from gateway import daphne_io, footprint
 events = []
+gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage, to be named
 
 async def app(scope, receive, send):
     frames = scope.get("extensions", {}).get(daphne_io.FRAMES_EXTENSION)
@@ -145,7 +146,8 @@ def inspect():
     report["handshake headers"] = [len(h) for h in headers]
     report["request path"] = protocol.request.path  # daphne logs it when the connection closes
     report["send queue"] = [type(protocol.send_queue).__name__, len(protocol.send_queue)]
-    report["heap settled"] = [gc.get_freeze_count() > 0, gc.get_threshold()[0]]  # gateway/heap.py
+    report["heap settled"] = [gc.get_freeze_count() > 0, list(gc.get_threshold())]  # gateway/heap.py
+    report["quiet collector"] = server.quiet_collector.handle is not None
     protocol.sendMessage("sync".encode(), sync=True)
     done.set()
 
@@ -153,6 +155,11 @@ done = threading.Event()
 threading.Thread(target=client, daemon=True).start()
 server.run()
 report["events"] = events
+server.connections.clear()  # daphne lets go of its connections (and of the upgraded HTTP request)
+gc.collect()
+report["cyclic garbage"] = sorted({
+    type(found).__name__ for found in gc.garbage if type(found).__name__ in ("WebRequest", "HeaderDeadlineChannel")
+})
 from twisted.internet import tcp
 report["tcp write"] = tcp.Connection.write.__module__
 print(json.dumps(report))
@@ -163,7 +170,8 @@ print(json.dumps(report))
 def test_under_the_gateway_server(write_through):
     """The gateway's daphne (gateway/server.py, with gateway/footprint.py and gateway/daphne_io.py): the
     WebSocket works, written to through ``websocket.send`` and the frames extension, and keeps none of
-    what it no longer needs; Twisted's TCP write is patched only when asked (TWISTED_WRITE_THROUGH)."""
+    what it no longer needs, nor leaves it in cycles for the garbage collector; Twisted's TCP write is
+    patched only when asked (TWISTED_WRITE_THROUGH)."""
     argv = [sys.executable, "-c", textwrap.dedent(SCRIPT), "write-through" if write_through else "queued"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -177,12 +185,14 @@ def test_under_the_gateway_server(write_through):
         "attributes fit 64 slots": True,
         "producer": "<Backlog held=0 limit=1048576 paused=False>",  # gateway/backlog.py, not daphne's channel
         "handshake text": [None, None],
-        "heap settled": [True, GC_THRESHOLD_ASGI[0]],
+        "heap settled": [True, list(GC_THRESHOLD_ASGI)],
+        "quiet collector": True,
         "handshake headers": [0, 0, 0],
         "request path": "/ws/",
         "send queue": ["SendQueue", 0],
         "sync send": "sync",
         "events": ["websocket.connect", "websocket.receive", "websocket.disconnect"],
+        "cyclic garbage": [],  # the upgraded HTTP request and its channel: freed as daphne let go
         "tcp write": "gateway.write_through" if write_through else "twisted.internet._newtls",  # Twisted's own
     }
 
