@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from channels.layers import InMemoryChannelLayer
 
 from fanout.hub import ROOM_MESSAGES, SLICE_SECONDS, Hub
@@ -64,108 +65,90 @@ async def until(condition, timeout: float = 10) -> None:
             await asyncio.sleep(0)
 
 
-def hub_of() -> Hub:
-    return Hub(InMemoryChannelLayer(), Stored(), group=lambda room: f"g.{room}", keep=10, refresh_seconds=60)
+@pytest.fixture
+async def hub():
+    hub = Hub(InMemoryChannelLayer(), Stored(), group=lambda room: f"g.{room}", keep=10, refresh_seconds=60)
+    yield hub
+    hub.close()
 
 
-async def test_a_big_rooms_fan_out_hands_the_loop_back_before_it_ends():
+async def joined(hub: Hub, count: int) -> list[SlowReader]:
+    readers = [SlowReader() for _ in range(count)]
+    for reader in readers:
+        await hub.join(ROOM, reader)
+    return readers
+
+
+async def test_a_big_rooms_fan_out_hands_the_loop_back_before_it_ends(hub):
     """3,000 readers at 20 µs each is 60 ms of work: other callbacks run long before the last reader has
     it, and no stretch between them is more than a slice and one check's readers."""
-    hub = hub_of()
-    readers = [SlowReader() for _ in range(3000)]
-    try:
-        for reader in readers:
-            await hub.join(ROOM, reader)
-        loop = asyncio.get_running_loop()
-        served_when_others_ran: list[int] = []
-        gaps: list[float] = []
-        last = time.perf_counter()
+    readers = await joined(hub, 3000)
+    loop = asyncio.get_running_loop()
+    served_when_others_ran: list[int] = []
+    gaps: list[float] = []
+    last = time.perf_counter()
 
-        def tick() -> None:
-            nonlocal last
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-            served = sum(1 for reader in readers if reader.calls)
-            served_when_others_ran.append(served)
-            if served < len(readers):
-                loop.call_soon(tick)
+    def tick() -> None:
+        nonlocal last
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        served = sum(1 for reader in readers if reader.calls)
+        served_when_others_ran.append(served)
+        if served < len(readers):
+            loop.call_soon(tick)
 
-        loop.call_soon(tick)
-        hub.broadcast(messages(4))
-        await until(lambda: all(reader.calls for reader in readers))
-        assert any(0 < served < len(readers) for served in served_when_others_ran)
-        assert len(served_when_others_ran) > 10  # it was given the loop many times during the round
-        assert max(gaps) < SLICE_SECONDS + 0.05  # (a loaded machine's scheduler can add a little)
-        assert all(reader.calls == [[4]] for reader in readers)
-    finally:
-        hub.close()
+    loop.call_soon(tick)
+    hub.broadcast(messages(4))
+    await until(lambda: all(reader.calls for reader in readers))
+    assert any(0 < served < len(readers) for served in served_when_others_ran)
+    assert len(served_when_others_ran) > 10  # it was given the loop many times during the round
+    assert max(gaps) < SLICE_SECONDS + 0.05  # (a loaded machine's scheduler can add a little)
+    assert all(reader.calls == [[4]] for reader in readers)
 
 
-async def test_what_comes_during_a_round_goes_to_everyone_once_in_order_in_one_round():
-    hub = hub_of()
-    readers = [SlowReader() for _ in range(500)]
-    broken = BrokenReader()
-    try:
-        for reader in [*readers[:250], broken, *readers[250:]]:
-            await hub.join(ROOM, reader)
-        hub.broadcast(messages(4))
-        assert 0 < sum(1 for reader in readers if reader.calls) < len(readers)  # the round is under way
-        hub.broadcast(messages(5))
-        hub.broadcast(messages(6, 7))
-        await until(lambda: all(reader.ids() == [4, 5, 6, 7] for reader in readers))
-        assert all(reader.calls == [[4], [5, 6, 7]] for reader in readers)  # 5 to 7: one write each
-    finally:
-        hub.close()
+async def test_what_comes_during_a_round_goes_to_everyone_once_in_order_in_one_round(hub):
+    readers = await joined(hub, 250)
+    await hub.join(ROOM, BrokenReader())  # its failures cost the others nothing
+    readers += await joined(hub, 250)
+    hub.broadcast(messages(4))
+    assert 0 < sum(1 for reader in readers if reader.calls) < len(readers)  # the round is under way
+    hub.broadcast(messages(5))
+    hub.broadcast(messages(6, 7))
+    await until(lambda: all(reader.ids() == [4, 5, 6, 7] for reader in readers))
+    assert all(reader.calls == [[4], [5, 6, 7]] for reader in readers)  # 5 to 7: one write each
 
 
-async def test_presence_keeps_its_place_between_rounds_of_messages():
-    hub = hub_of()
-    readers = [SlowReader() for _ in range(300)]
-    try:
-        for reader in readers:
-            await hub.join(ROOM, reader)
-        hub.broadcast(messages(4))
-        hub.broadcast({"type": "room.presence", "group": f"g.{ROOM}", "text": '{"here": 1}'})
-        hub.broadcast(messages(5))
-        await until(lambda: all(len(reader.calls) == 3 for reader in readers))
-        assert all(reader.calls == [[4], '{"here": 1}', [5]] for reader in readers)
-    finally:
-        hub.close()
+async def test_presence_keeps_its_place_between_rounds_of_messages(hub):
+    readers = await joined(hub, 300)
+    hub.broadcast(messages(4))
+    hub.broadcast({"type": "room.presence", "group": f"g.{ROOM}", "text": '{"here": 1}'})
+    hub.broadcast(messages(5))
+    await until(lambda: all(len(reader.calls) == 3 for reader in readers))
+    assert all(reader.calls == [[4], '{"here": 1}', [5]] for reader in readers)
 
 
-async def test_a_reader_who_joins_during_a_round_gets_each_message_once():
+async def test_a_reader_who_joins_during_a_round_gets_each_message_once(hub):
     """It is not in the round under way, and is in the next: what it has from the room's newest (the
     messages passed on already) its own stream drops when its round brings them."""
-    hub = hub_of()
-    readers = [SlowReader() for _ in range(500)]
-    try:
-        for reader in readers:
-            await hub.join(ROOM, reader)
-        hub.broadcast(messages(4))
-        hub.broadcast(messages(5))  # waits for the round of #4
-        late = SlowReader()
-        late.stream = hub.stream(ROOM, lambda items: late.got([item.id for item in items]))
-        audience = await hub.join(ROOM, late)
-        history, start = list(audience.recent), audience.last_id  # as a WebSocket consumer begins
-        late.got([item.id for item in history if item.id > 3])
-        late.stream.begin(start)
-        hub.broadcast(messages(6))
-        await until(lambda: 6 in late.ids() and all(reader.ids() == [4, 5, 6] for reader in readers))
-        assert late.ids() == [4, 5, 6]
-    finally:
-        hub.close()
+    readers = await joined(hub, 500)
+    hub.broadcast(messages(4))
+    hub.broadcast(messages(5))  # waits for the round of #4
+    late = SlowReader()
+    late.stream = hub.stream(ROOM, lambda items: late.got([item.id for item in items]))
+    audience = await hub.join(ROOM, late)
+    history, start = list(audience.recent), audience.last_id  # as a WebSocket consumer begins
+    late.got([item.id for item in history if item.id > 3])
+    late.stream.begin(start)
+    hub.broadcast(messages(6))
+    await until(lambda: 6 in late.ids() and all(reader.ids() == [4, 5, 6] for reader in readers))
+    assert late.ids() == [4, 5, 6]
 
 
-async def test_a_closed_hub_hands_nothing_more_out():
-    hub = hub_of()
-    readers = [SlowReader() for _ in range(2000)]
-    try:
-        for reader in readers:
-            await hub.join(ROOM, reader)
-        hub.broadcast(messages(4))
-    finally:
-        hub.close()
+async def test_a_closed_hub_hands_nothing_more_out(hub):
+    readers = await joined(hub, 2000)
+    hub.broadcast(messages(4))
+    hub.close()
     served = sum(1 for reader in readers if reader.calls)
     assert 0 < served < len(readers)
     for _ in range(100):
