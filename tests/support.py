@@ -111,6 +111,18 @@ def migrated_database(prefix: str) -> Iterator[str]:
         yield url
 
 
+def migrated_database_fixture(prefix: str) -> Any:
+    """A test module's ``database`` fixture: one ``migrated_database`` for the module (PostgreSQL must answer)."""
+
+    @pytest.fixture(scope="module")
+    def database(request: pytest.FixtureRequest) -> Iterator[str]:
+        request.getfixturevalue("postgres_host")
+        with migrated_database(prefix) as url:
+            yield url
+
+    return database
+
+
 def gateway_env(**settings: Any) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", LOG_LEVEL="INFO")

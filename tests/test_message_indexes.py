@@ -5,16 +5,10 @@ and the redelivery check still finds a digest through its index."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
-from tests.support import migrated_database
+from tests.support import migrated_database_fixture
 
-
-@pytest.fixture(scope="module")
-def database(request):
-    request.getfixturevalue("postgres_host")
-    with migrated_database("gw_indexes") as url:
-        yield url
+database = migrated_database_fixture("gw_indexes")
 
 
 def test_messages_have_only_the_indexes_their_queries_use(database):

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
-
-from tests.support import ROOT, gateway_env, manage, migrated_database
+from tests.support import ROOT, gateway_env, manage, migrated_database_fixture
 
 SCRIPT = """
 import json
@@ -34,11 +32,7 @@ print(json.dumps(seen))
 """
 
 
-@pytest.fixture(scope="module")
-def database(request):
-    request.getfixturevalue("postgres_host")
-    with migrated_database("gw_presence") as url:
-        yield url
+database = migrated_database_fixture("gw_presence")
 
 
 def test_joins_and_leaves_are_written_on_postgresql_as_on_sqlite(database):
