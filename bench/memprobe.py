@@ -68,7 +68,7 @@ def _serve() -> None:
 
     signal.signal(signal.SIGUSR1, snapshot)
     sys.path.insert(0, os.getcwd())
-    from gateway.serve import GatewayCommandLine
+    from gateway.server import GatewayCommandLine
 
     sys.argv = ["gateway.serve", *sys.argv[2:]]
     GatewayCommandLine.entrypoint()

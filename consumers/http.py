@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
@@ -12,7 +13,8 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import access, health, metrics, rooms, validation
 from gateway.runtime import runtime_of
@@ -137,7 +139,12 @@ async def room_index(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def prometheus(request: HttpRequest) -> HttpResponse:
-    """This process's metrics, in Prometheus's text format."""
+    """This process's metrics, in Prometheus's text format; with ``PROMETHEUS_MULTIPROC_DIR`` (set for
+    ``gateway.serve --processes N``'s children), those of every process writing there, added up."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,6 +1,8 @@
-"""``python -m gateway.serve config.asgi:application [daphne's options]``: daphne's command line,
-serving with ``gateway.server.GatewayServer`` (scope extensions, lean connections, the header
-deadline). For split deployments (deploy/); ``rungateway`` runs everything in one process instead."""
+"""``python -m gateway.serve config.asgi:application [--processes N] [daphne's options]``: daphne's command
+line, serving with ``gateway.server.GatewayServer`` (scope extensions, lean connections, the header
+deadline). For split deployments (deploy/); ``rungateway`` runs everything in one process instead.
+With ``--processes`` above 1 this process holds the listening socket and runs that many such servers on
+it (gateway/process_group.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,16 @@ import logging
 import os
 import sys
 
-from daphne.cli import CommandLineInterface
-
-from gateway.server import GatewayServer
-
-
-class GatewayCommandLine(CommandLineInterface):
-    """daphne's CLI (its documented ``server_class`` attribute) with the gateway's server."""
-
-    description = "Serve an ASGI application with the gateway's daphne server (gateway.server.GatewayServer)."
-    server_class = GatewayServer
+from gateway.process_group import parse_group_options, run_group
 
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    options = parse_group_options(sys.argv[1:])
+    if options.processes > 1:
+        sys.exit(run_group(options))
+    from gateway.server import GatewayCommandLine  # daphne, Twisted and Django: not in a group's parent
+
     GatewayCommandLine.entrypoint()
     # The server has stopped (daphne ended its application instances). Skip the interpreter's final
     # teardown, as rungateway does: with 10,000 connections it took over 10 s after SIGTERM (longer than

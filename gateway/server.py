@@ -44,6 +44,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from daphne.cli import CommandLineInterface
 from daphne.server import Server  # installs Twisted's asyncio reactor first
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer
@@ -331,3 +332,17 @@ def with_backlog(endpoint: str, backlog: int) -> str:
     if backlog <= 0 or kind not in BACKLOG_ENDPOINTS or ":backlog=" in endpoint:
         return endpoint
     return f"{endpoint}:backlog={backlog}"
+
+
+class GatewayCommandLine(CommandLineInterface):
+    """daphne's CLI (its documented ``server_class`` attribute) with the gateway's server (``python -m
+    gateway.serve``). ``--processes`` is the parent's (gateway/process_group.py); at 1 it is read and ignored."""
+
+    description = "Serve an ASGI application with the gateway's daphne server (gateway.server.GatewayServer)."
+    server_class = GatewayServer
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser.add_argument(
+            "--processes", type=int, default=1, help="Processes sharing the listening socket (--port or --fd)"
+        )

@@ -1,0 +1,200 @@
+"""``python -m gateway.serve --processes N`` (gateway/process_group.py): N of the gateway's daphne processes
+on one listening socket the parent holds, as one gateway: a post reaches readers on every child (the
+Redis layer), ``/metrics`` adds the children up whichever answers, a child that dies is replaced while
+the socket keeps taking connections, a child that cannot start stops the group, and SIGTERM stops them
+all and frees the port."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import time
+import urllib.request
+from collections import Counter
+
+import psutil
+import pytest
+import websockets
+
+from tests.support import (
+    PYTHON,
+    Process,
+    free_port,
+    gateway_env,
+    http_json,
+    migrate,
+    receive,
+    unique,
+    wait_until,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the machine's Redis; this run's keys have a prefix of their own
+UP = "processes up on the listening socket"
+
+
+@pytest.fixture
+def group_env(tmp_path, redis_host):
+    env = gateway_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX=unique("gwgroup")
+    )
+    migrate(env)
+    return env
+
+
+def start_group(env: dict[str, str], port: int, *args: str) -> Process:
+    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), *args]
+    return Process([*argv, "config.asgi:application"], env=env).start()
+
+
+def children(group: Process) -> list[int]:
+    return [child.pid for child in psutil.Process(group.popen.pid).children()]
+
+
+def serving(port: int) -> Counter[int | None]:
+    """Established connections to ``port``, by the process that holds each."""
+    return Counter(
+        connection.pid
+        for connection in psutil.net_connections("tcp")
+        if connection.laddr and connection.laddr.port == port and connection.status == "ESTABLISHED"
+    )
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def stop_group(group: Process) -> int:
+    pids = children(group) if group.popen.poll() is None else []
+    try:
+        return group.stop(timeout=30)
+    finally:
+        for pid in pids:  # never left behind by a failing test
+            if psutil.pid_exists(pid):
+                psutil.Process(pid).kill()
+
+
+async def readers_on_both(port: int, room: str, pids: list[int]) -> list:
+    """WebSocket readers of ``room`` until each child holds at least one (the kernel picks who accepts)."""
+    readers = []
+    for _ in range(60):
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", open_timeout=10)
+        await receive(ws, "history")
+        readers.append(ws)
+        if len(readers) >= 4 and all(serving(port).get(pid) for pid in pids):
+            return readers
+    raise AssertionError(f"60 readers, all on one process: {serving(port)}")
+
+
+def test_two_processes_serve_one_port_as_one_gateway_and_stop_together(group_env):
+    port, room = free_port(), unique("group")
+    group = start_group(group_env, port)
+    try:
+        group.wait_for(UP, timeout=60)
+        pids = children(group)
+        assert len(pids) == 2, pids
+
+        async def scenario() -> None:
+            readers = await readers_on_both(port, room, pids)
+            try:
+                gauge = 'gateway_connections{protocol="websocket"}'
+                for _ in range(6):  # whichever child answers, the sum of both
+                    assert await asyncio.to_thread(metric, port, gauge) == len(readers)
+                status, body = await asyncio.to_thread(
+                    http_json, "POST", f"http://127.0.0.1:{port}/api/rooms/{room}/messages", {"message": "to all"}
+                )
+                assert status == 201, body
+                for ws in readers:  # on both processes: the post went through the Redis layer
+                    assert (await receive(ws))["message"] == "to all"
+            finally:
+                for ws in readers:
+                    await ws.close()
+
+        asyncio.run(scenario())
+    finally:
+        code = stop_group(group)
+    assert code == 0, group.output
+    assert "stopping 2 processes" in group.output
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    with pytest.raises(ConnectionRefusedError):  # the parent's socket is closed with it
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_a_process_that_dies_is_replaced_and_the_port_keeps_answering(group_env):
+    port, room = free_port(), unique("group")
+    group = start_group(group_env, port)
+    try:
+        group.wait_for(UP, timeout=60)
+        pids = children(group)
+
+        async def scenario() -> None:
+            readers = await readers_on_both(port, room, pids)
+            try:
+                victim, survivor = pids
+                lost = serving(port)[victim]
+                psutil.Process(victim).kill()
+                # Made at once, while the parent replaces it: accepted by the survivor, or queued for the new one.
+                status, body = await asyncio.to_thread(http_json, "GET", f"http://127.0.0.1:{port}/healthz")
+                assert status == 200, body
+                await asyncio.to_thread(group.wait_for, f"process {victim} exited (-9); replaced by")
+                await asyncio.to_thread(group.wait_for, UP, count=2, timeout=60)
+                new = [pid for pid in children(group) if pid != survivor]
+                assert len(new) == 1 and new[0] != victim, children(group)
+                # The dead process's live gauges are forgotten: only the survivor's readers count.
+                gauge = 'gateway_connections{protocol="websocket"}'
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: metric(port, gauge) == len(readers) - lost,
+                    10,
+                    "the dead process's connections still counted",
+                )
+                more = await readers_on_both(port, room, [survivor, new[0]])  # the new one takes readers too
+                for ws in more:
+                    await ws.close()
+            finally:
+                for ws in readers:
+                    await ws.close()
+
+        asyncio.run(scenario())
+    finally:
+        code = stop_group(group)
+    assert code == 0, group.output
+
+
+def test_a_process_that_cannot_start_stops_the_group_with_its_exit_code(group_env):
+    port = free_port()
+    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), "no_such_module:application"]
+    group = Process(argv, env=group_env).start()
+    try:
+        started = time.monotonic()
+        code = group.popen.wait(timeout=60)
+    finally:
+        stop_group(group)
+    assert code not in (0, None), group.output
+    assert "as it started: stopping the group" in group.output
+    assert time.monotonic() - started < 30
+    assert UP not in group.output
+
+
+def test_more_than_one_process_needs_the_redis_layer(tmp_path):
+    env = gateway_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")  # no REDIS_URL: in memory
+    group = start_group(env, free_port())
+    assert group.popen.wait(timeout=30) == 2
+    assert "needs REDIS_URL" in group.output
+
+
+def test_signals_reach_every_process_when_sent_to_the_parent_only(group_env):
+    """SIGINT (a terminal's Ctrl-C sent to the parent alone) stops the group as SIGTERM does."""
+    port = free_port()
+    group = start_group(group_env, port)
+    try:
+        group.wait_for(UP, timeout=60)
+        pids = children(group)
+        group.popen.send_signal(signal.SIGINT)
+        assert group.popen.wait(timeout=30) == 0, group.output
+    finally:
+        stop_group(group)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
