@@ -81,7 +81,7 @@ class Sizes:
         "at-once (right after the SIGTERM, while the old one drains: a held socket allows it)",
     )
     storm_asgi_processes: int = _size(
-        1, "storm: ASGI processes sharing the held socket (above 1 needs --storm-socket held), restarted together"
+        1, "storm: ASGI processes sharing one listening socket (gateway.serve --processes), restarted together"
     )
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(

@@ -111,9 +111,9 @@ class ServerProcess:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
 
-    def wait_for_output(self, text: str, timeout: float = 60) -> None:
+    def wait_for_output(self, text: str, timeout: float = 60, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.output():
+        while self.output().count(text) < count:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited ({self.popen.returncode}) before {text!r}:\n{self.tail()}")
             if time.monotonic() > deadline:
@@ -140,6 +140,9 @@ class ServerProcess:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             logger.warning("%s did not stop on SIGTERM in %ss: killed", self.name, timeout)
+            for child in _processes([self.popen.pid])[1:]:  # a --processes group's children too
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
             self.popen.kill()
             self.popen.wait()
 
@@ -313,34 +316,48 @@ def run_python(env: dict[str, str], *args: str) -> str:
 
 
 def start_gateway_daphne(
-    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int | None = None, fd: int | None = None
+    name: str,
+    env: dict[str, str],
+    cleanup: Cleanup,
+    log_dir: Path,
+    port: int | None = None,
+    fd: int | None = None,
+    processes: int = 1,
 ) -> tuple[int, ServerProcess]:
     """``python -m gateway.serve config.asgi:application`` (the gateway's daphne) on ``port`` (a free one by
     default; or on the listening socket ``fd``, bound to ``port``), returned once /healthz says ok."""
     port = port or free_port()
-    process = launch_gateway_daphne(name, env, cleanup, log_dir, port, fd)
+    process = launch_gateway_daphne(name, env, cleanup, log_dir, port, fd, processes)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
     return port, process
 
 
 def launch_gateway_daphne(
-    name: str, env: dict[str, str], cleanup: Cleanup, log_dir: Path, port: int, fd: int | None = None
+    name: str,
+    env: dict[str, str],
+    cleanup: Cleanup,
+    log_dir: Path,
+    port: int,
+    fd: int | None = None,
+    processes: int = 1,
 ) -> ServerProcess:
     """The gateway's daphne on ``port``, started (not waited for); with ``fd``, on that listening socket
-    (the bench's, held across restarts as systemd's socket unit holds it: ``--fd``, passed to the child)."""
+    (the bench's, held across restarts as systemd's socket unit holds it: ``--fd``, passed to the child).
+    ``processes`` above 1: that many on the one socket, under one parent (``--processes``)."""
     where = ["-b", "127.0.0.1", "-p", str(port)] if fd is None else ["--fd", str(fd)]
-    argv = [PYTHON, "-m", "gateway.serve", *where, "config.asgi:application"]
+    group = ["--processes", str(processes)] if processes > 1 else []
+    argv = [PYTHON, "-m", "gateway.serve", *group, *where, "config.asgi:application"]
     return ServerProcess(name, argv, env, log_dir, () if fd is None else (fd,)).start(cleanup)
 
 
 READY_LINE = "Listening on TCP address"  # daphne's, once its port listens (or the socket it was handed is adopted)
 
 
-def ready_at(process: ServerProcess, timeout: float = 60) -> float:
+def ready_at(process: ServerProcess, timeout: float = 60, nth: int = 1) -> float:
     """``time.time()`` of the gateway daphne's ready line (its own log timestamp, milliseconds): from then
-    on it accepts connections, its own port or a socket it was handed."""
-    process.wait_for_output(READY_LINE, timeout)
-    line = next(line for line in process.output().splitlines() if READY_LINE in line)
+    on it accepts connections, its own port or a socket it was handed. ``nth``: of a ``--processes`` group's."""
+    process.wait_for_output(READY_LINE, timeout, count=nth)
+    line = [line for line in process.output().splitlines() if READY_LINE in line][nth - 1]
     stamp, millis = line[:23].split(",")  # logging's asctime: "2026-12-05 14:54:44,224", local time
     return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 

@@ -336,8 +336,8 @@ async def storm(run: Run) -> dict[str, Any]:
     mqtt.wait_for_output("MQTT subscribed")
     if sizes.storm_socket not in ("port", "held") or sizes.storm_restart not in ("after-exit", "at-once"):
         raise ValueError("--storm-socket is port or held; --storm-restart after-exit or at-once")
-    if sizes.storm_socket == "port" and (sizes.storm_restart == "at-once" or sizes.storm_asgi_processes > 1):
-        raise ValueError("--storm-restart at-once and --storm-asgi-processes above 1 need --storm-socket held")
+    if sizes.storm_socket == "port" and sizes.storm_restart == "at-once":
+        raise ValueError("--storm-restart at-once needs --storm-socket held")
     held: socket.socket | None = None
     port = servers.free_port()
     if sizes.storm_socket == "held":  # as systemd's gateway-asgi@.socket: 127.0.0.1, backlog 4096
@@ -345,11 +345,9 @@ async def storm(run: Run) -> dict[str, Any]:
         run.cleanup.add("storm's held socket", held.close)
         port = held.getsockname()[1]
     fd = None if held is None else held.fileno()
-    _, first = servers.start_gateway_daphne("storm-daphne", env, run.cleanup, run.log_dir, port=port, fd=fd)
-    daphnes = [first]
-    for n in range(1, sizes.storm_asgi_processes):  # sharing the held socket
-        daphnes.append(servers.launch_gateway_daphne(f"storm-daphne-{n}", env, run.cleanup, run.log_dir, port, fd))
-        await asyncio.to_thread(servers.ready_at, daphnes[-1])
+    processes = sizes.storm_asgi_processes  # sharing the held socket: gateway.serve --processes
+    _, daphne = servers.start_gateway_daphne("storm-daphne", env, run.cleanup, run.log_dir, port, fd, processes)
+    await asyncio.to_thread(servers.ready_at, daphne, nth=processes)
     pool = StormPool(sizes.storm_processes)
     run.cleanup.add("storm clients", pool.close)
     publisher = MqttPublisher(run.mqtt_url)
@@ -383,32 +381,28 @@ async def storm(run: Run) -> dict[str, Any]:
             "held socket" if held else "port", "at once" if sizes.storm_restart == "at-once" else "once it exited",
         )  # fmt: skip
         stopped_at = time.time()
-        for daphne in daphnes:
-            daphne.terminate()
-        stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, daphnes))
+        daphne.terminate()  # a group's parent passes it on to each of its processes
+        stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, [daphne]))
         if sizes.storm_restart != "at-once":
             await asyncio.shield(stopping)
         started_at = time.time()
-        daphnes = [
-            servers.launch_gateway_daphne(f"storm-daphne-new-{n}", env, run.cleanup, run.log_dir, port, fd)
-            for n in range(sizes.storm_asgi_processes)
-        ]
-        # The start mark: the new process's ready line (its log's own timestamp; the first of them when there
-        # are several, the stricter). Without a held socket, also when a TCP connection first succeeds (the
-        # mark before: with a held socket a connection succeeds all along, queued in the backlog).
-        readies = await asyncio.gather(*(asyncio.to_thread(servers.ready_at, d) for d in daphnes))
+        daphne = servers.launch_gateway_daphne("storm-daphne-new", env, run.cleanup, run.log_dir, port, fd, processes)
+        # The start mark: the new process's ready line (its log's own timestamp; the first of a group's, the
+        # stricter). Without a held socket, also when a TCP connection first succeeds (the mark before: with a
+        # held socket a connection succeeds all along, queued in the backlog).
+        readies = [await asyncio.to_thread(servers.ready_at, daphne, nth=n) for n in range(1, processes + 1)]
         ready = min(readies)
         listening_at = ready
         if held is None:
-            listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphnes[0])
+            listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphne)
         # /healthz too: with admission (MAX_PENDING_HANDSHAKES) it waits in the listen backlog like the readers.
-        answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphnes[0]))
+        answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphne))
         target = len(published)  # every reader must have at least these (all published before it listened)
         waited = await _wait(
             lambda: pool.fewest_seen() >= target and pool.connected() == result["joined"], sizes.storm_timeout
         )
         caught_up_at = time.time()
-        cpu = servers.cpu_seconds([d.pid for d in daphnes])
+        cpu = servers.cpu_seconds([daphne.pid])  # with a group's processes
         answers_at = await answering
         old_exited_at = await stopping
         result.update(
@@ -421,7 +415,7 @@ async def storm(run: Run) -> dict[str, Any]:
             restart_to_last_ready_s=max(readies) - stopped_at,
             restart_to_listen_s=listening_at - stopped_at,
             restart_to_answer_s=answers_at - stopped_at,
-            caught_up_s=waited,
+            caught_up_s=None if waited is None else caught_up_at - listening_at,  # by the clock, not the poll
             caught_up_from_ready_s=None if waited is None else caught_up_at - ready,
             caught_up_from_sigterm_s=None if waited is None else caught_up_at - stopped_at,
             caught_up=waited is not None,
@@ -460,7 +454,6 @@ async def storm(run: Run) -> dict[str, Any]:
             sending.cancel()
         publisher.close()
         await asyncio.to_thread(pool.close)
-        for daphne in daphnes:
-            daphne.stop()
+        daphne.stop()
         mqtt.stop()
     return result

@@ -115,6 +115,9 @@ HTTP_DRAIN_TIMEOUT = env.float("HTTP_DRAIN_TIMEOUT", 10)
 # TCP/UNIX endpoint that does not name its own.
 MAX_PENDING_HANDSHAKES = env.int("MAX_PENDING_HANDSHAKES", 100)
 LISTEN_BACKLOG = env.int("LISTEN_BACKLOG", 4096)
+# python -m gateway.serve: that many of the gateway's daphnes on its one listening socket, under a parent
+# that holds it (gateway/process_group.py; its --processes overrides this). Above 1 needs REDIS_URL.
+ASGI_PROCESSES = env.int("ASGI_PROCESSES", 1)
 # Opt-in patch of Twisted's TCP writes (gateway/write_through.py): version-checked, off by default.
 TWISTED_WRITE_THROUGH = env.bool("TWISTED_WRITE_THROUGH", False)
 # Health: /healthz says degraded while the event loop has run late by more than this lately (gateway/loop_lag.py).

@@ -53,15 +53,20 @@ class GroupOptions:
 
 
 def parse_group_options(args: list[str]) -> GroupOptions:
-    """``--processes`` and where to listen, split from daphne's other options (handed to every child)."""
+    """``--processes`` (``ASGI_PROCESSES`` by default) and where to listen, split from daphne's other options
+    (handed to every child)."""
     parser = argparse.ArgumentParser(prog="python -m gateway.serve", add_help=False, allow_abbrev=False)
-    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--processes", type=int)
     parser.add_argument("--fd", type=int, dest="fd")
     parser.add_argument("-b", "--bind", dest="host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int)
     parser.add_argument("-u", "--unix-socket", dest="unix_socket")
     parser.add_argument("-e", "--endpoint", dest="endpoints", action="append", default=[])
     known, rest = parser.parse_known_args(args)
+    if known.processes is None:
+        from django.conf import settings  # the settings module only (no apps loaded)
+
+        known.processes = settings.ASGI_PROCESSES
     if known.processes < 1:
         parser.error("--processes must be 1 or more")
     if known.processes > 1 and (known.unix_socket or known.endpoints or (known.fd is None) == (known.port is None)):
@@ -89,7 +94,7 @@ class ProcessGroup:
     def __init__(self, processes: int, fd: int, child_args: list[str], env: dict[str, str] | None = None) -> None:
         self.processes = processes
         self.fd = fd
-        self.argv = [sys.executable, "-m", "gateway.serve", "--fd", str(fd), *child_args]
+        self.argv = [sys.executable, "-m", "gateway.serve", "--processes", "1", "--fd", str(fd), *child_args]
         self.env = dict(os.environ if env is None else env)
         self.children: dict[int, Child] = {}
         self.exits: queue.Queue[tuple[int, int]] = queue.Queue()  # (pid, returncode), from a thread per child
@@ -152,8 +157,8 @@ class ProcessGroup:
         """Account for a child's exit; whether a new child was started in its place."""
         child = self.children.pop(pid)
         self._forget_metrics(pid)
-        if self.stopping:
-            if code != 0 and self.exit_code == 0:
+        if self.stopping:  # killed by the SIGTERM passed on (it came before the child's own handler): a stop too
+            if code not in (0, -signal.SIGTERM) and self.exit_code == 0:
                 self.exit_code = exit_status(code)
             return False
         if time.monotonic() - child.started < START_GRACE:

@@ -336,7 +336,7 @@ def with_backlog(endpoint: str, backlog: int) -> str:
 
 class GatewayCommandLine(CommandLineInterface):
     """daphne's CLI (its documented ``server_class`` attribute) with the gateway's server (``python -m
-    gateway.serve``). ``--processes`` is the parent's (gateway/process_group.py); at 1 it is read and ignored."""
+    gateway.serve``). ``--processes`` is the parent's (gateway/process_group.py); here, at 1, it is read and ignored."""
 
     description = "Serve an ASGI application with the gateway's daphne server (gateway.server.GatewayServer)."
     server_class = GatewayServer
@@ -344,5 +344,5 @@ class GatewayCommandLine(CommandLineInterface):
     def __init__(self) -> None:
         super().__init__()
         self.parser.add_argument(
-            "--processes", type=int, default=1, help="Processes sharing the listening socket (--port or --fd)"
+            "--processes", type=int, help="Processes sharing the listening socket (--port or --fd); ASGI_PROCESSES"
         )

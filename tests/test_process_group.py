@@ -198,3 +198,27 @@ def test_signals_reach_every_process_when_sent_to_the_parent_only(group_env):
     finally:
         stop_group(group)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+
+
+def test_a_group_on_a_held_socket_leaves_it_listening_for_the_next_group(group_env):
+    """gateway-asgi-held@.service's way, ``ASGI_PROCESSES=2`` and ``--fd``: two processes (and no more: the
+    children are not groups themselves); the group stops without closing the socket it was handed, and a
+    connection made before the next group runs waits in its backlog and is answered by that group."""
+    held = socket.create_server(("127.0.0.1", 0), backlog=64)  # what systemd's gateway-asgi@.socket holds
+    port, env = held.getsockname()[1], dict(group_env, ASGI_PROCESSES="2")
+    argv = [PYTHON, "-m", "gateway.serve", "--fd", str(held.fileno()), "config.asgi:application"]
+    first = Process(argv, env=env, pass_fds=(held.fileno(),)).start()
+    second: Process | None = None
+    try:
+        first.wait_for(UP, timeout=60)
+        assert len(psutil.Process(first.popen.pid).children(recursive=True)) == 2
+        assert stop_group(first) == 0, first.output
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=60)  # no group runs: the backlog holds it
+        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        second = Process(argv, env=env, pass_fds=(held.fileno(),)).start()
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 200"), second.output
+        waiting.close()
+    finally:
+        if second is not None:
+            assert stop_group(second) == 0, second.output
+        held.close()
