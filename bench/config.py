@@ -69,11 +69,12 @@ class Sizes:
     storm_before: float = _size(3.0, "storm: seconds of messages flowing before the restart")
     storm_history: int = _size(50, "storm: HISTORY_ON_JOIN of its gateway (the production default)")
     storm_timeout: float = _size(120.0, "storm: seconds to wait for every reader to have caught up")
+    # The defaults are deploy/systemd/gateway-asgi-held@.service as shipped: a held socket, ASGI_PROCESSES=2.
     storm_socket: str = _size(
-        "port",
-        "storm: port (each ASGI process binds the port itself and closes it at SIGTERM: reconnects meanwhile are "
-        "refused) or held (the bench holds one listening socket, backlog 4096, and hands it to every process with "
-        "--fd, as a systemd socket unit does: reconnects meanwhile wait in its backlog)",
+        "held",
+        "storm: port (the ASGI process binds the port itself and closes it at SIGTERM: reconnects meanwhile are "
+        "refused) or held (the bench holds one listening socket, backlog 4096, and hands it to the ASGI process "
+        "with --fd, as a systemd socket unit does: reconnects meanwhile wait in its backlog)",
     )
     storm_restart: str = _size(
         "after-exit",
@@ -81,7 +82,7 @@ class Sizes:
         "at-once (right after the SIGTERM, while the old one drains: a held socket allows it)",
     )
     storm_asgi_processes: int = _size(
-        1, "storm: ASGI processes sharing one listening socket (gateway.serve --processes), restarted together"
+        2, "storm: ASGI processes sharing one listening socket (gateway.serve --processes), restarted together"
     )
     drain_timeout: float = _size(60.0, "seconds to wait for the last deliveries of a phase")
     scaleout_cores: float = _size(

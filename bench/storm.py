@@ -393,8 +393,8 @@ async def storm(run: Run) -> dict[str, Any]:
         readies = [await asyncio.to_thread(servers.ready_at, daphne, nth=n) for n in range(1, processes + 1)]
         ready = min(readies)
         listening_at = ready
-        if held is None:
-            listening_at = await asyncio.to_thread(servers.wait_for_listening, port, daphne)
+        if held is None:  # the earlier mark: a group's parent binds the port before its processes are ready
+            listening_at = min(ready, await asyncio.to_thread(servers.wait_for_listening, port, daphne))
         # /healthz too: with admission (MAX_PENDING_HANDSHAKES) it waits in the listen backlog like the readers.
         answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphne))
         target = len(published)  # every reader must have at least these (all published before it listened)
