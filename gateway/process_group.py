@@ -20,6 +20,7 @@ The parent imports neither Django's apps nor daphne: it stays a few megabytes.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import queue
@@ -37,6 +38,8 @@ from pathlib import Path
 logger = logging.getLogger("gateway.process_group")
 
 START_GRACE = 10.0  # seconds: a child that dies sooner was never going to run
+GROUP_PARENT = "GATEWAY_GROUP_PARENT"  # set for the children: their parent's pid
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"  # rooms would not reach across the children
 
@@ -95,7 +98,7 @@ class ProcessGroup:
         self.processes = processes
         self.fd = fd
         self.argv = [sys.executable, "-m", "gateway.serve", "--processes", "1", "--fd", str(fd), *child_args]
-        self.env = dict(os.environ if env is None else env)
+        self.env = dict(os.environ if env is None else env, **{GROUP_PARENT: str(os.getpid())})
         self.children: dict[int, Child] = {}
         self.exits: queue.Queue[tuple[int, int]] = queue.Queue()  # (pid, returncode), from a thread per child
         self.stopping = False
@@ -182,6 +185,19 @@ class ProcessGroup:
         self.stopping = True
         for child in list(self.children.values()):
             child.popen.send_signal(signal.SIGTERM)  # nothing if it has exited
+
+
+def follow_group_parent() -> None:
+    """In a group's child: be sent SIGTERM (and drain) when the parent dies, so that a parent killed outright
+    (``kill -9``, out of memory) leaves no daphne serving behind it. Linux's ``PR_SET_PDEATHSIG``; elsewhere
+    nothing. Then forget the parent, so nothing this process starts takes it for its own."""
+    parent = os.environ.pop(GROUP_PARENT, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.warning("no signal when the group's parent dies: prctl failed (errno %d)", ctypes.get_errno())
+    if os.getppid() != int(parent):  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def exit_status(code: int) -> int:

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from gateway.process_group import parse_group_options, run_group
+from gateway.process_group import follow_group_parent, parse_group_options, run_group
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     options = parse_group_options(sys.argv[1:])
     if options.processes > 1:
         sys.exit(run_group(options))
+    follow_group_parent()
     from gateway.server import GatewayCommandLine  # daphne, Twisted and Django: not in a group's parent
 
     GatewayCommandLine.entrypoint()

@@ -222,3 +222,22 @@ def test_a_group_on_a_held_socket_leaves_it_listening_for_the_next_group(group_e
         if second is not None:
             assert stop_group(second) == 0, second.output
         held.close()
+
+
+def test_a_parent_killed_outright_leaves_no_process_behind(group_env):
+    """``kill -9`` of the parent (no SIGTERM to pass on): its processes are told by the kernel and stop."""
+    port = free_port()
+    group = start_group(group_env, port)
+    try:
+        group.wait_for(UP, timeout=60)
+        pids = children(group)
+        group.kill()
+        wait_until(
+            lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids),
+            30,
+            f"{pids} still running after their parent was killed",
+        )
+    finally:
+        stop_group(group)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
