@@ -57,7 +57,6 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
                 (b"X-Accel-Buffering", b"no"),  # nginx: do not buffer the stream
             ]
         )
-        await self.send_body(b"retry: 2000\n\n", more_body=True)
         limit, watcher = max_backlog(), self.scope.get("extensions", {}).get(BACKLOG_EXTENSION)
         self.backlog = watcher["watch"](limit, self.too_far_behind) if watcher else None  # under daphne
         self.outbox = Outbox(self._send_event, limit, self.too_far_behind)
@@ -66,6 +65,9 @@ class RoomEventsConsumer(DirectDispatch, AsyncHttpConsumer):
         self.stream = self.hub.stream(self.room, self.deliver)
         audience = await self.hub.join(self.room, self)
         missed, start = ([], audience.last_id) if after is None else await audience.catch_up(after)
+        # Where this stream stands before any event (an id with no data sets the browser's Last-Event-ID
+        # and dispatches nothing): a reader who then sees no message reconnects from here, missing none.
+        await self.send_body(b"retry: 2000\nid: %d\n\n" % (start if after is None else after), more_body=True)
         self.deliver(missed)
         self.stream.begin(start)
         self.keepalive = asyncio.get_running_loop().create_task(self._keepalive())

@@ -55,7 +55,7 @@ class ChatConsumer(DirectDispatch, AsyncWebsocketConsumer):
             history, start = list(audience.recent), audience.last_id
         else:
             history, start = await audience.catch_up(after)
-        self.write([Outgoing(0, history_json(history))])
+        self.write([Outgoing(0, history_json(history, start))])
         self.stream.begin(start)
         name = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
         self.scope = lasting_scope(self.scope)
@@ -149,9 +149,11 @@ def lasting_scope(scope: dict) -> dict:
     return {"type": scope["type"], "path": scope.get("path", "")}
 
 
-def history_json(items: list[Outgoing]) -> str:
-    """``{"type": "history", "messages": [...]}`` from messages serialised already."""
-    return '{"type": "history", "messages": [' + ", ".join(item.text for item in items) + "]}"
+def history_json(items: list[Outgoing], last_id: int) -> str:
+    """``{"type": "history", "messages": [...], "last_id": N}`` from messages serialised already. ``last_id``
+    is where this connection stands (live messages follow it), even with no message in the history: a
+    reader who then sees none reconnects with ``after=last_id`` and misses nothing."""
+    return '{"type": "history", "messages": [' + ", ".join(item.text for item in items) + f'], "last_id": {last_id}}}'
 
 
 class RefuseConsumer(WebsocketConsumer):

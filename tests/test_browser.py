@@ -243,6 +243,25 @@ def test_server_restart_the_page_reconnects_and_catches_up_once(page, tmp_path, 
         gateway.process.stop()
 
 
+def test_a_page_that_saw_no_message_before_a_restart_misses_none_after_it(page, tmp_path, mosquitto):
+    """The page joined an empty room and saw nothing before the restart: it reconnects from where its
+    history left it (``last_id``), not as a newcomer who gets only the newest ``HISTORY_ON_JOIN``."""
+    gateway = launch_gateway(tmp_path, mosquitto, HISTORY_ON_JOIN=1)
+    room = unique()
+    try:
+        open_room(page, gateway, room)
+        expect(page.locator("#log-empty")).to_contain_text("No messages yet")  # the history came, empty
+        stop(gateway)
+        expect(page.locator("#status")).to_have_attribute("data-state", "disconnected")
+        restart(gateway)
+        post(gateway, room, "first while away")
+        post(gateway, room, "second while away")
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=30_000)
+        expect(page.locator(".message .text")).to_have_text(["first while away", "second while away"])
+    finally:
+        gateway.process.stop()
+
+
 def test_a_failed_send_is_marked_and_retried(page, tmp_path, mosquitto):
     gateway = launch_gateway(tmp_path, mosquitto)
     room = unique()

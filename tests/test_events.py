@@ -22,6 +22,8 @@ class SseClient:
         self.connection.request("GET", path, headers=headers)
         self.response = self.connection.getresponse()
         self.events: queue.Queue = queue.Queue()
+        self.last_event_id: str | None = None  # as EventSource keeps it: an id with no data sets it too
+        self.cursor_set = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -30,6 +32,9 @@ class SseClient:
             for raw in self.response:
                 line = raw.decode().rstrip("\n")
                 if not line:
+                    if "id" in event:
+                        self.last_event_id = event["id"]
+                        self.cursor_set.set()
                     if "data" in event:
                         self.events.put(event)
                     event = {}
@@ -71,4 +76,20 @@ async def test_sse_streams_live_messages_and_catches_up_exactly(gateway):
     assert [await client.next() for _ in missed] == [{"id": m["id"], "event": "message", "message": m} for m in missed]
     live = await post(gateway, room, "four")
     assert (await client.next())["message"] == live  # nothing repeated before it
+    client.close()
+
+
+async def test_a_stream_that_saw_no_event_still_resumes_where_it_stood(gateway):
+    """The stream's first lines set the browser's Last-Event-ID (``id:`` with no data) before any message:
+    a reader who sees none before it reconnects resumes from there and misses nothing."""
+    room = unique()
+    path = f"/api/rooms/{room}/events"
+    before = await post(gateway, room, "before it listened")
+    client = await asyncio.to_thread(SseClient, gateway.http_port, path)
+    assert await asyncio.to_thread(client.cursor_set.wait, 10)
+    assert client.last_event_id == str(before["id"])
+    client.close()
+    missed = [await post(gateway, room, text) for text in ("one", "two")]
+    client = await asyncio.to_thread(SseClient, gateway.http_port, path, int(client.last_event_id))
+    assert [await client.next() for _ in missed] == [{"id": m["id"], "event": "message", "message": m} for m in missed]
     client.close()

@@ -99,6 +99,29 @@ async def test_readers_joining_and_catching_up_near_and_far_get_everything_once(
         await ws.close()
 
 
+async def test_the_history_says_where_the_reader_stands_even_when_it_holds_nothing(gateway):
+    """``last_id``: live messages follow it. A reader who joined an empty room and then saw nothing (its
+    connection lost before the first message reached it) reconnects with ``after=last_id`` and gets every
+    message, not only the newest ``HISTORY_ON_JOIN``."""
+    room = unique("stands")
+    empty = await websockets.connect(gateway.ws(room), open_timeout=10)
+    history = await receive(empty, "history")
+    assert history["messages"] == [] and history["last_id"] == 0
+    await empty.close()
+    url = f"{gateway.http}/api/rooms/{room}/messages"
+    posted = [(await ahttp("POST", url, {"message": f"m{n}"}))[1] for n in range(60)]
+    back = await websockets.connect(gateway.ws(room, f"?after={history['last_id']}"), open_timeout=10)
+    caught_up = await receive(back, "history")
+    assert [m["id"] for m in caught_up["messages"]] == [m["id"] for m in posted]  # all 60, not the newest 50
+    assert caught_up["last_id"] == posted[-1]["id"]
+    newcomer = await websockets.connect(gateway.ws(room), open_timeout=10)
+    assert (await receive(newcomer, "history"))["last_id"] == posted[-1]["id"]
+    ahead = await websockets.connect(gateway.ws(room, f"?after={posted[-1]['id']}"), open_timeout=10)
+    assert await receive(ahead, "history") == {"type": "history", "messages": [], "last_id": posted[-1]["id"]}
+    for ws in (back, newcomer, ahead):
+        await ws.close()
+
+
 async def test_readers_joining_a_new_room_at_once_all_hear_it(gateway):
     """The first reader of a room in a process opens it (joins the group, reads where the room stands);
     those who come meanwhile wait for that one opening."""

@@ -277,7 +277,8 @@ async def test_an_sse_reader_that_never_reads_has_its_stream_ended_and_the_serve
     finally:
         stalled.close()
     assert await closed_for_slowness(gateway, "sse") == closed_before + 1
-    got = [int(n) for n in re.findall(rb"^id: (\d+)$", data, re.M)]
+    cursor, *got = [int(n) for n in re.findall(rb"^id: (\d+)$", data, re.M)]
+    assert cursor == 0  # where the stream stood before any message (an id with no data)
     assert got == list(range(1, len(got) + 1)) and len(got) < MESSAGES
     assert growth - without_stalled_reader < VOLUME / 5, (growth, without_stalled_reader, VOLUME)
 
@@ -292,7 +293,8 @@ async def test_an_sse_reader_that_reads_again_gets_its_events_then_the_end_then_
     finally:
         stalled.close()
     assert (end, data[-5:]) == ("eof", b"0\r\n\r\n")  # the chunked response ended, then the connection
-    got = [int(n) for n in re.findall(rb"^id: (\d+)$", data, re.M)]
+    cursor, *got = [int(n) for n in re.findall(rb"^id: (\d+)$", data, re.M)]
+    assert cursor == 0  # where the stream stood before any message (an id with no data)
     assert got == list(range(1, len(got) + 1)) and len(got) < posted
     again = await asyncio.to_thread(SseClient, gateway.http_port, f"/api/rooms/{room}/events", got[-1])
     try:

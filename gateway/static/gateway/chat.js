@@ -30,7 +30,7 @@
   const RENAME_DEBOUNCE = 700;
 
   const seen = new Set(); // ids already rendered (history and live overlap on reconnect)
-  let lastId = null; // highest id seen, sent as ?after= on reconnect
+  let lastId = null; // highest id seen (or the last history's last_id), sent as ?after= on reconnect
   let lastDay = ""; // for day dividers
   let socket = null;
   let delay = MIN_DELAY;
@@ -627,6 +627,10 @@
           loadEarlier.hidden = batch.length < PAGE;
         }
         addMessages(batch, !everJoined);
+        // Where this connection stands, even when the history is empty: seeing no message before the next
+        // reconnect, we still ask for everything after it rather than for the newest few.
+        const stands = Number(data.last_id);
+        if (Number.isFinite(stands) && (lastId === null || stands > lastId)) lastId = stands;
         everJoined = true;
         failLostWith(ws);
         if (!seen.size) logEmpty.textContent = "No messages yet. Say hello!";
