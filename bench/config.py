@@ -79,7 +79,8 @@ class Sizes:
     storm_restart: str = _size(
         "after-exit",
         "storm: after-exit (the new process is started once the old one has exited, as systemctl restart does) or "
-        "at-once (right after the SIGTERM, while the old one drains: a held socket allows it)",
+        "at-once (right after the SIGTERM, while the old one drains: a held socket allows it) or reload (SIGHUP to "
+        "the group's parent, systemctl reload: new processes start beside the old, which stop once they listen)",
     )
     storm_asgi_processes: int = _size(
         2, "storm: ASGI processes sharing one listening socket (gateway.serve --processes), restarted together"

@@ -356,8 +356,13 @@ READY_LINE = "Listening on TCP address"  # daphne's, once its port listens (or t
 def ready_at(process: ServerProcess, timeout: float = 60, nth: int = 1) -> float:
     """``time.time()`` of the gateway daphne's ready line (its own log timestamp, milliseconds): from then
     on it accepts connections, its own port or a socket it was handed. ``nth``: of a ``--processes`` group's."""
-    process.wait_for_output(READY_LINE, timeout, count=nth)
-    line = [line for line in process.output().splitlines() if READY_LINE in line][nth - 1]
+    return logged_at(process, READY_LINE, timeout, nth)
+
+
+def logged_at(process: ServerProcess, text: str, timeout: float = 60, nth: int = 1) -> float:
+    """``time.time()`` of the ``nth`` log line with ``text`` in it, by the line's own timestamp."""
+    process.wait_for_output(text, timeout, count=nth)
+    line = [line for line in process.output().splitlines() if text in line][nth - 1]
     stamp, millis = line[:23].split(",")  # logging's asctime: "2026-12-05 14:54:44,224", local time
     return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 

@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import socket
 import time
 from multiprocessing.connection import Connection
@@ -123,8 +124,11 @@ class Reader:
             self.delay = MIN_DELAY  # healthy again (chat.js)
             self.generation += 1
             self.history_at.append((self.attempt_at, time.time()))
-            for item in json.loads(payload)["messages"]:
+            history = json.loads(payload)
+            for item in history["messages"]:
                 self.take(item["id"], str(item.get("message", "")).encode())
+            stands = history["last_id"]  # where the connection stands, even with no message yet (chat.js)
+            self.last_id = stands if self.last_id is None else max(self.last_id, stands)
             return
         found = MESSAGE_ID.search(payload)
         if found is not None:
@@ -334,10 +338,12 @@ async def storm(run: Run) -> dict[str, Any]:
     argv = [servers.PYTHON, "manage.py", "runmqtt"]
     mqtt = servers.ServerProcess("storm-runmqtt", argv, env, run.log_dir).start(run.cleanup)
     mqtt.wait_for_output("MQTT subscribed")
-    if sizes.storm_socket not in ("port", "held") or sizes.storm_restart not in ("after-exit", "at-once"):
-        raise ValueError("--storm-socket is port or held; --storm-restart after-exit or at-once")
+    if sizes.storm_socket not in ("port", "held") or sizes.storm_restart not in ("after-exit", "at-once", "reload"):
+        raise ValueError("--storm-socket is port or held; --storm-restart after-exit, at-once or reload")
     if sizes.storm_socket == "port" and sizes.storm_restart == "at-once":
         raise ValueError("--storm-restart at-once needs --storm-socket held")
+    if sizes.storm_restart == "reload" and sizes.storm_asgi_processes < 2:
+        raise ValueError("--storm-restart reload needs --storm-asgi-processes above 1 (a group reloads)")
     held: socket.socket | None = None
     port = servers.free_port()
     if sizes.storm_socket == "held":  # as systemd's gateway-asgi@.socket: 127.0.0.1, backlog 4096
@@ -376,25 +382,41 @@ async def storm(run: Run) -> dict[str, Any]:
         logger.info("storm: %d joined in %.1fs; messages flowing", result["joined"], result["join_s"])
         sending = asyncio.get_running_loop().create_task(_publish(run, publisher, published, stop))
         await asyncio.sleep(sizes.storm_before)
-        logger.info(
-            "storm: SIGTERM to the ASGI process(es); new one(s) on the same %s, started %s",
-            "held socket" if held else "port", "at once" if sizes.storm_restart == "at-once" else "once it exited",
-        )  # fmt: skip
+        how = {
+            "at-once": "SIGTERM, new ones started at once",
+            "after-exit": "SIGTERM, new ones started once they exited",
+            "reload": "SIGHUP: a reload",
+        }[sizes.storm_restart]
+        where = "held socket" if held else "port"
+        logger.info("storm: restarting the ASGI process(es) on the same %s (%s)", where, how)
         stopped_at = time.time()
-        daphne.terminate()  # a group's parent passes it on to each of its processes
-        stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, [daphne]))
-        if sizes.storm_restart != "at-once":
-            await asyncio.shield(stopping)
-        started_at = time.time()
-        daphne = servers.launch_gateway_daphne("storm-daphne-new", env, run.cleanup, run.log_dir, port, fd, processes)
-        # The start mark: the new process's ready line (its log's own timestamp; the first of a group's, the
-        # stricter). Without a held socket, also when a TCP connection first succeeds (the mark before: with a
-        # held socket a connection succeeds all along, queued in the backlog).
-        readies = [await asyncio.to_thread(servers.ready_at, daphne, nth=n) for n in range(1, processes + 1)]
-        ready = min(readies)
-        listening_at = ready
-        if held is None:  # the earlier mark: a group's parent binds the port before its processes are ready
-            listening_at = min(ready, await asyncio.to_thread(servers.wait_for_listening, port, daphne))
+        if sizes.storm_restart == "reload":  # SIGHUP: new processes beside the old, which stop once they listen
+            daphne.popen.send_signal(signal.SIGHUP)
+            started_at = stopped_at
+            stopping = asyncio.ensure_future(
+                asyncio.to_thread(servers.logged_at, daphne, " stopped (", sizes.storm_timeout, processes)
+            )
+            new_ones = range(processes + 1, 2 * processes + 1)  # the group's ready lines after its first ones
+            readies = [await asyncio.to_thread(servers.ready_at, daphne, nth=n) for n in new_ones]
+            # The start mark: the old processes told to stop (their readers told 1012), new ones ready already.
+            ready = listening_at = await asyncio.to_thread(servers.logged_at, daphne, "reloaded: ")
+        else:
+            daphne.terminate()  # a group's parent passes it on to each of its processes
+            stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, [daphne]))
+            if sizes.storm_restart != "at-once":
+                await asyncio.shield(stopping)
+            started_at = time.time()
+            daphne = servers.launch_gateway_daphne(
+                "storm-daphne-new", env, run.cleanup, run.log_dir, port, fd, processes
+            )
+            # The start mark: the new process's ready line (its log's own timestamp; the first of a group's, the
+            # stricter). Without a held socket, also when a TCP connection first succeeds (the mark before: with
+            # a held socket a connection succeeds all along, queued in the backlog).
+            readies = [await asyncio.to_thread(servers.ready_at, daphne, nth=n) for n in range(1, processes + 1)]
+            ready = min(readies)
+            listening_at = ready
+            if held is None:  # the earlier mark: a group's parent binds the port before its processes are ready
+                listening_at = min(ready, await asyncio.to_thread(servers.wait_for_listening, port, daphne))
         # /healthz too: with admission (MAX_PENDING_HANDSHAKES) it waits in the listen backlog like the readers.
         answering = asyncio.ensure_future(asyncio.to_thread(_answers_at, port, daphne))
         target = len(published)  # every reader must have at least these (all published before it listened)

@@ -4,17 +4,23 @@ One event loop lets a restart's 10,000 readers back in at one core's pace (docs/
 processes taking connections from one socket's backlog share that work, as several systemd services with
 one ``Sockets=`` unit do, but in one command and one service. This parent only holds the socket and
 watches: it binds ``--bind``/``--port`` itself (or keeps the ``--fd`` it was handed) and starts N
-children of ``python -m gateway.serve --fd K``, so a child that dies is replaced while the others, and
-the socket's backlog, keep every new connection. SIGTERM or SIGINT goes on to every child, each drains
-as it does alone, and the parent exits once all have. A child that dies within ``START_GRACE`` of its
-start (a broken release, a bad option) stops the group, with its exit code, for the service manager to
-see, rather than being started again and again.
+children of ``python -m gateway.serve --fd K``, each of which says when it listens (a pipe, ``READY_FD``).
+
+- A child that dies is replaced, while the others, and the socket's backlog, keep every new connection.
+  One that dies before it was ready (a broken release, a bad option) stops the group with its exit code,
+  for the service manager to see, rather than being started again and again.
+- SIGTERM or SIGINT goes on to every child; each drains as it does alone, and the parent exits once all
+  have.
+- SIGHUP reloads: N new children (the code on disk now) start beside the old ones, and once all are ready
+  the old ones are stopped, so their readers' reconnects (told 1012) find processes already listening.
+  If a new one fails, or they are not ready within ``RELOAD_TIMEOUT``, they are stopped and the old ones
+  go on serving.
 
 ``/metrics`` adds up the children through prometheus_client's multiprocess mode: the parent gives them
 one fresh ``PROMETHEUS_MULTIPROC_DIR`` (or wipes the one it was given) and marks each dead child's live
 gauges gone. ``/healthz`` is answered by whichever child takes the connection.
 
-The parent imports neither Django's apps nor daphne: it stays a few megabytes.
+The parent reads the settings module, but loads neither Django's apps nor daphne (~30 MB resident).
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from pathlib import Path
 
 logger = logging.getLogger("gateway.process_group")
 
-START_GRACE = 10.0  # seconds: a child that dies sooner was never going to run
+RELOAD_TIMEOUT = 120  # seconds a reload's new processes have to be ready, or they are stopped again
+READY_FD = "GATEWAY_READY_FD"  # set for each child: the pipe it says READY_WORD on once it listens
+READY_WORD = b"ready\n"
 GROUP_PARENT = "GATEWAY_GROUP_PARENT"  # set for the children: their parent's pid
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -88,11 +96,16 @@ def bind_listening_socket(host: str, port: int, backlog: int) -> socket.socket:
 @dataclass
 class Child:
     popen: subprocess.Popen
-    started: float
+    ready: bool = False  # it said it listens (``READY_FD``)
+    incoming: bool = False  # started by a reload, not yet serving in place of the others
+    retiring: bool = False  # told to stop by a reload (or an aborted one): its exit is expected
 
 
 class ProcessGroup:
-    """N children of ``python -m gateway.serve --fd <fd>`` on the listening socket ``fd``, kept running."""
+    """N children of ``python -m gateway.serve --fd <fd>`` on the listening socket ``fd``, kept running.
+
+    Everything happens in ``run``'s loop, one event at a time: a child ready, a child exited (each from a
+    thread of its own) or a signal (its handler only queues it: ``SimpleQueue.put`` is reentrant)."""
 
     def __init__(self, processes: int, fd: int, child_args: list[str], env: dict[str, str] | None = None) -> None:
         self.processes = processes
@@ -100,30 +113,34 @@ class ProcessGroup:
         self.argv = [sys.executable, "-m", "gateway.serve", "--processes", "1", "--fd", str(fd), *child_args]
         self.env = dict(os.environ if env is None else env, **{GROUP_PARENT: str(os.getpid())})
         self.children: dict[int, Child] = {}
-        self.exits: queue.Queue[tuple[int, int]] = queue.Queue()  # (pid, returncode), from a thread per child
+        self.events: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()  # (what, pid or signal, code)
         self.stopping = False
+        self.reload_deadline: float | None = None  # while a reload waits for its new children
+        self.announced = False
         self.exit_code = 0
 
     def run(self) -> int:
-        """Start the children, replace any that dies, and return once all have stopped: 0 after SIGTERM
-        when every child stopped cleanly, otherwise the first failing child's exit code (or 1)."""
+        """Start the children, replace any that dies, reload on SIGHUP, and return once all have stopped: 0
+        after SIGTERM when every child stopped cleanly, otherwise the exit code of the first that failed
+        (or of one that could not start)."""
         made_dir = self._metrics_dir()
-        previous = {signum: signal.signal(signum, self._stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {signum: signal.signal(signum, self._queue_signal) for signum in signals}
         try:
             for _ in range(self.processes):
-                if not self.stopping:
-                    self._start_child()
-            announced = False
+                self._start_child()
             while self.children:
-                try:  # a signal handler runs meanwhile (a lock's wait is interrupted for it)
-                    pid, code = self.exits.get(timeout=None if announced or self.stopping else self._until_settled())
-                except queue.Empty:  # every child has outlived START_GRACE
-                    logger.info(
-                        "%d processes up on the listening socket (fd %d): %s", len(self.children), self.fd, self.pids()
-                    )
-                    announced = True
+                try:
+                    what, pid, code = self.events.get(timeout=self._until_reload_deadline())
+                except queue.Empty:
+                    self._abort_reload(f"its new processes were not ready in {RELOAD_TIMEOUT} s")
                     continue
-                announced &= not self._reap(pid, code)
+                if what == "signal":
+                    self._signalled(pid)
+                elif what == "ready":
+                    self._ready(pid)
+                else:
+                    self._exited(pid, code)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -131,8 +148,9 @@ class ProcessGroup:
                 shutil.rmtree(made_dir, ignore_errors=True)
         return self.exit_code
 
-    def pids(self) -> list[int]:
-        return list(self.children)
+    def pids(self, **state: bool) -> list[int]:
+        """The children's pids; with ``ready=True`` and the like, those in that state."""
+        return [pid for pid, child in self.children.items() if all(getattr(child, k) == v for k, v in state.items())]
 
     def _metrics_dir(self) -> Path | None:
         """The children's shared metrics directory, emptied; returned if this group made it (to remove)."""
@@ -145,32 +163,95 @@ class ProcessGroup:
         self.env[MULTIPROC_DIR] = str(made)
         return made
 
-    def _start_child(self) -> int:
-        popen = subprocess.Popen(self.argv, env=self.env, pass_fds=(self.fd,))  # noqa: S603 (our own command line)
-        self.children[popen.pid] = Child(popen, time.monotonic())
-        threading.Thread(target=lambda: self.exits.put((popen.pid, popen.wait())), daemon=True).start()
-        if self.stopping:  # a SIGTERM came while it was starting: it was not among those told
+    def _start_child(self, incoming: bool = False) -> int:
+        said, says = os.pipe()  # the child writes to ``says`` once it listens
+        env = dict(self.env, **{READY_FD: str(says)})
+        try:
+            popen = subprocess.Popen(self.argv, env=env, pass_fds=(self.fd, says))  # noqa: S603 (our own command line)
+        finally:
+            os.close(says)
+        self.children[popen.pid] = Child(popen, incoming=incoming)
+        threading.Thread(target=self._watch, args=(popen, said), daemon=True).start()
+        if self.stopping:  # asked to stop while it was starting
             popen.send_signal(signal.SIGTERM)
         return popen.pid
 
-    def _until_settled(self) -> float:
-        return max(0.0, START_GRACE - (time.monotonic() - max(child.started for child in self.children.values())))
+    def _watch(self, popen: subprocess.Popen, said: int) -> None:
+        """(A thread per child.) Queue its ready word, if it says it, then its exit."""
+        with os.fdopen(said, "rb") as pipe:
+            if pipe.read(len(READY_WORD)) == READY_WORD:
+                self.events.put(("ready", popen.pid, 0))
+        self.events.put(("exit", popen.pid, popen.wait()))
 
-    def _reap(self, pid: int, code: int) -> bool:
-        """Account for a child's exit; whether a new child was started in its place."""
+    def _queue_signal(self, signum: int, frame: object) -> None:
+        self.events.put(("signal", signum, 0))
+
+    def _signalled(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self._reload()
+        else:
+            self._stop()
+
+    def _ready(self, pid: int) -> None:
+        child = self.children.get(pid)
+        if child is None:
+            return
+        child.ready = True
+        if self.reload_deadline is not None:
+            if all(self.children[incoming].ready for incoming in self.pids(incoming=True)):
+                self._finish_reload()
+        elif not self.announced and all(child.ready for child in self.children.values()):
+            logger.info("%d processes up on the listening socket (fd %d): %s", len(self.children), self.fd, self.pids())
+            self.announced = True
+
+    def _exited(self, pid: int, code: int) -> None:
         child = self.children.pop(pid)
         self._forget_metrics(pid)
         if self.stopping:  # killed by the SIGTERM passed on (it came before the child's own handler): a stop too
             if code not in (0, -signal.SIGTERM) and self.exit_code == 0:
                 self.exit_code = exit_status(code)
-            return False
-        if time.monotonic() - child.started < START_GRACE:
-            logger.error("process %d exited (%d) as it started: stopping the group", pid, code)
+        elif child.retiring:
+            logger.info("process %d stopped (%d)", pid, code)
+        elif child.incoming:  # never served: the release it runs is broken; the others go on
+            self._abort_reload(f"new process {pid} exited ({code}) before it was ready")
+        elif not child.ready:
+            logger.error("process %d exited (%d) before it was ready: stopping the group", pid, code)
             self.exit_code = exit_status(code) or 1
             self._stop()
-            return False
-        logger.warning("process %d exited (%d); replaced by %d", pid, code, self._start_child())
-        return True
+        else:
+            self.announced = False
+            logger.warning("process %d exited (%d); replaced by %d", pid, code, self._start_child())
+
+    def _reload(self) -> None:
+        """SIGHUP: start a new set of children (a new release's code, from disk); once every one of them is
+        ready, stop the old ones (each drains, and its WebSockets are told 1012 and come back to the new)."""
+        if self.stopping or self.reload_deadline is not None:
+            logger.warning("reload ignored: %s", "stopping" if self.stopping else "a reload is under way")
+            return
+        self.reload_deadline = time.monotonic() + RELOAD_TIMEOUT
+        started = [self._start_child(incoming=True) for _ in range(self.processes)]
+        logger.info("reloading: new processes %s; %s serve until they are ready", started, self.pids(incoming=False))
+
+    def _finish_reload(self) -> None:
+        old = self.pids(incoming=False, retiring=False)
+        for pid in old:
+            self.children[pid].retiring = True
+            self.children[pid].popen.send_signal(signal.SIGTERM)
+        for pid in self.pids(incoming=True):
+            self.children[pid].incoming = False
+        self.reload_deadline = None
+        logger.info("reloaded: %s serve; %s stopping", self.pids(retiring=False), old)
+
+    def _abort_reload(self, why: str) -> None:
+        new = self.pids(incoming=True)
+        for pid in new:
+            self.children[pid].retiring = True
+            self.children[pid].popen.send_signal(signal.SIGTERM)
+        self.reload_deadline = None
+        logger.error("reload abandoned, %s: %s go on serving", why, self.pids(retiring=False))
+
+    def _until_reload_deadline(self) -> float | None:
+        return None if self.reload_deadline is None else max(0.0, self.reload_deadline - time.monotonic())
 
     def _forget_metrics(self, pid: int) -> None:
         if self.env.get(MULTIPROC_DIR):
@@ -178,13 +259,22 @@ class ProcessGroup:
 
             multiprocess.mark_process_dead(pid, self.env[MULTIPROC_DIR])
 
-    def _stop(self, signum: int | None = None, frame: object = None) -> None:
+    def _stop(self) -> None:
         """Pass the stop on to every child (each drains as it would alone); start no more."""
-        if not self.stopping and signum is not None:
+        if not self.stopping:
             logger.info("stopping %d processes", len(self.children))
         self.stopping = True
         for child in list(self.children.values()):
             child.popen.send_signal(signal.SIGTERM)  # nothing if it has exited
+
+
+def tell_group_ready() -> None:
+    """In a group's child, once it listens: say so to the parent (``READY_FD``), which announces the group
+    up or, in a reload, stops the processes this one replaces. Elsewhere nothing."""
+    says = os.environ.pop(READY_FD, None)
+    if says is not None:
+        with os.fdopen(int(says), "wb") as pipe:
+            pipe.write(READY_WORD)
 
 
 def follow_group_parent() -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from gateway.process_group import follow_group_parent, parse_group_options, run_group
+
+logger = logging.getLogger("gateway.serve")
 
 
 def main() -> None:
@@ -19,6 +22,8 @@ def main() -> None:
     if options.processes > 1:
         sys.exit(run_group(options))
     follow_group_parent()
+    # A reload is a group's (new processes beside the old ones); alone, SIGHUP would end the process.
+    signal.signal(signal.SIGHUP, lambda *_: logger.warning("SIGHUP ignored: reloading needs ASGI_PROCESSES above 1"))
     from gateway.server import GatewayCommandLine  # daphne, Twisted and Django: not in a group's parent
 
     GatewayCommandLine.entrypoint()

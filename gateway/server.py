@@ -53,6 +53,7 @@ from twisted.web.http import HTTPChannel, Request
 from gateway import daphne_io, footprint, write_through
 from gateway.admission import Admission
 from gateway.heap import GC_THRESHOLD_ASGI, QuietCollector, settle_heap
+from gateway.process_group import tell_group_ready
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class GatewayServer(Server):
             settle_heap(GC_THRESHOLD_ASGI)  # started: what is here now stays for the process's life
             self.quiet_collector = QuietCollector(asyncio.get_event_loop())
             self.quiet_collector.start()
+            tell_group_ready()  # a --processes group's parent waits for this (gateway/process_group.py)
             if then is not None:
                 then()
 

@@ -7,6 +7,7 @@ all and frees the port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
@@ -174,7 +175,7 @@ def test_a_process_that_cannot_start_stops_the_group_with_its_exit_code(group_en
     finally:
         stop_group(group)
     assert code not in (0, None), group.output
-    assert "as it started: stopping the group" in group.output
+    assert "before it was ready: stopping the group" in group.output
     assert time.monotonic() - started < 30
     assert UP not in group.output
 
@@ -228,6 +229,7 @@ def test_a_parent_killed_outright_leaves_no_process_behind(group_env):
     """``kill -9`` of the parent (no SIGTERM to pass on): its processes are told by the kernel and stop."""
     port = free_port()
     group = start_group(group_env, port)
+    pids: list[int] = []
     try:
         group.wait_for(UP, timeout=60)
         pids = children(group)
@@ -239,5 +241,91 @@ def test_a_parent_killed_outright_leaves_no_process_behind(group_env):
         )
     finally:
         stop_group(group)
+        for pid in pids:  # orphans, if the test failed
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_a_reload_has_new_processes_listening_before_the_old_ones_stop(group_env):
+    """SIGHUP: two new processes start beside the old ones; once they are ready the old ones stop, and their
+    readers (told 1012) come back to the new ones and catch up, while the port never stops answering."""
+    port, room = free_port(), unique("group")
+    group = start_group(group_env, port)
+    try:
+        group.wait_for(UP, timeout=60)
+        old = children(group)
+
+        async def scenario() -> None:
+            readers = await readers_on_both(port, room, old)
+            polling = asyncio.create_task(asyncio.to_thread(healthz_until, port, group, "reloaded: "))
+            group.popen.send_signal(signal.SIGHUP)
+            for ws in readers:
+                assert await close_code(ws) == 1012  # service restart: come back
+            assert await polling > 0  # every check answered 200 throughout
+            # both old ones drained and exited cleanly
+            await asyncio.to_thread(group.wait_for, " stopped (0)", count=2, timeout=30)
+            new = children(group)
+            assert len(new) == 2 and not set(new) & set(old), (old, new)
+            status, body = await asyncio.to_thread(
+                http_json, "POST", f"http://127.0.0.1:{port}/api/rooms/{room}/messages", {"message": "after"}
+            )
+            assert status == 201, body
+            back = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", open_timeout=10)
+            try:
+                assert [m["message"] for m in (await receive(back, "history"))["messages"]][-1] == "after"
+                assert set(serving(port)) <= set(new), (serving(port), new)
+            finally:
+                await back.close()
+
+        asyncio.run(scenario())
+    finally:
+        code = stop_group(group)
+    assert code == 0, group.output
+
+
+async def close_code(ws, timeout: float = 60) -> int | None:
+    """The code the server closes ``ws`` with (what it sends meanwhile, presence and all, read past)."""
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+def healthz_until(port: int, group: Process, text: str) -> int:
+    """``/healthz`` over and over until ``text`` is in the group's output; how many answered (each must)."""
+    answered = 0
+    deadline = time.monotonic() + 60
+    while text not in group.output:
+        assert time.monotonic() < deadline, f"no {text!r} in 60 s:\n{group.output}"
+        status, body = http_json("GET", f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, body
+        answered += 1
+    return answered
+
+
+def test_a_reload_to_a_broken_release_leaves_the_old_processes_serving(group_env, tmp_path):
+    broken = tmp_path / "broken"
+    env = dict(group_env, RELEASE_BROKEN=str(broken))
+    port = free_port()
+    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), "tests.release_app:application"]
+    group = Process(argv, env=env).start()
+    try:
+        group.wait_for(UP, timeout=60)
+        old = children(group)
+        broken.touch()
+        group.popen.send_signal(signal.SIGHUP)
+        group.wait_for("reload abandoned", timeout=60)
+        assert sorted(children(group)) == sorted(old)
+        assert int(http_json("GET", f"http://127.0.0.1:{port}/pid")[1]) in old
+        broken.unlink()  # the release fixed: this reload goes through
+        group.popen.send_signal(signal.SIGHUP)
+        group.wait_for("reloaded: ", timeout=60)
+        wait_until(lambda: not set(children(group)) & set(old), 30, "the old processes did not stop")
+        assert int(http_json("GET", f"http://127.0.0.1:{port}/pid")[1]) in children(group)
+    finally:
+        code = stop_group(group)
+    assert code == 0, group.output

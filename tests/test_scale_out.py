@@ -339,7 +339,7 @@ async def test_the_out_topic_carries_each_message_exactly_once(cluster):
 # The deploy examples (docs/deploy.md): real settings only, a consistent compose file, and nginx in front
 # of the cluster's daphnes (run with the unit's command line), as in production.
 
-NOT_SETTINGS = {  # capabilities, glibc's, prometheus_client's and the images' variables
+NOT_SETTINGS = {  # capabilities, Linux's, glibc's, prometheus_client's and the images' variables
     "CAP_NET_BIND_SERVICE",
     "CAP_SYS_RESOURCE",
     "MALLOC_ARENA_MAX",
@@ -348,6 +348,7 @@ NOT_SETTINGS = {  # capabilities, glibc's, prometheus_client's and the images' v
     "POSTGRES_PASSWORD",
     "POSTGRES_USER",
     "PROMETHEUS_MULTIPROC_DIR",
+    "PR_SET_PDEATHSIG",
 }
 PER_PROCESS = {"MQTT_CLIENT_ID", "BIND", "SMTP_PORT"}  # set in the units: an EnvironmentFile would override them
 
@@ -451,7 +452,7 @@ def test_the_asgi_socket_unit_holds_the_socket_its_service_is_handed():
     [bound_command] = bound["ExecStart"]
     assert "--fd 3 " in command and "--port" not in command and "--bind" not in command
     # a group of daphnes on the socket (gateway/process_group.py), two unless gateway.env says otherwise
-    assert held["Environment"] == ["ASGI_PROCESSES=2"]
+    assert held["Environment"] == ["ASGI_PROCESSES=2"] and held["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     # otherwise the same daphne: the same flags as the unit that binds its own port
     assert command.split("--fd 3 ")[1] == bound_command.split("--port %i ")[1]
 
