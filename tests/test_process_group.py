@@ -1,8 +1,8 @@
 """``python -m gateway.serve --processes N`` (gateway/process_group.py): N of the gateway's daphne processes
 on one listening socket the parent holds, as one gateway: a post reaches readers on every child (the
 Redis layer), ``/metrics`` adds the children up whichever answers, a child that dies is replaced while
-the socket keeps taking connections, a child that cannot start stops the group, and SIGTERM stops them
-all and frees the port."""
+the socket keeps taking connections, a child that cannot start stops the group, SIGTERM stops them all
+and frees the port, and SIGHUP replaces them with new ones that listen before the old ones stop."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import socket
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 
 import psutil
 import pytest
@@ -44,9 +45,20 @@ def group_env(tmp_path, redis_host):
     return env
 
 
-def start_group(env: dict[str, str], port: int, *args: str) -> Process:
-    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), *args]
-    return Process([*argv, "config.asgi:application"], env=env).start()
+def start_group(env: dict[str, str], port: int, app: str = "config.asgi:application") -> Process:
+    return Process([PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), app], env=env).start()
+
+
+@contextlib.contextmanager
+def running_group(env: dict[str, str], port: int, app: str = "config.asgi:application") -> Iterator[Process]:
+    """A group of two on ``port``, up; then stopped with SIGTERM, which must end it cleanly (exit 0)."""
+    group = start_group(env, port, app)
+    try:
+        group.wait_for(UP, timeout=60)
+        yield group
+    finally:
+        code = stop_group(group)
+    assert code == 0, group.output
 
 
 def children(group: Process) -> list[int]:
@@ -78,63 +90,61 @@ def stop_group(group: Process) -> int:
                 psutil.Process(pid).kill()
 
 
-async def readers_on_both(port: int, room: str, pids: list[int]) -> list:
+@contextlib.asynccontextmanager
+async def readers_on_both(port: int, room: str, pids: list[int]) -> AsyncIterator[list]:
     """WebSocket readers of ``room`` until each child holds at least one (the kernel picks who accepts)."""
-    readers = []
-    for _ in range(60):
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", open_timeout=10)
-        await receive(ws, "history")
-        readers.append(ws)
-        if len(readers) >= 4 and all(serving(port).get(pid) for pid in pids):
-            return readers
-    raise AssertionError(f"60 readers, all on one process: {serving(port)}")
+    readers: list = []
+    try:
+        while not (len(readers) >= 4 and all(serving(port).get(pid) for pid in pids)):
+            assert len(readers) < 60, f"60 readers, all on one process: {serving(port)}"
+            readers.append(ws := await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", open_timeout=10))
+            await receive(ws, "history")
+        yield readers
+    finally:
+        for ws in readers:
+            await ws.close()
+
+
+async def post(port: int, room: str, text: str) -> None:
+    status, body = await asyncio.to_thread(
+        http_json, "POST", f"http://127.0.0.1:{port}/api/rooms/{room}/messages", {"message": text}
+    )
+    assert status == 201, body
+
+
+def gone(pids: list[int]) -> bool:
+    return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
 
 
 def test_two_processes_serve_one_port_as_one_gateway_and_stop_together(group_env):
     port, room = free_port(), unique("group")
-    group = start_group(group_env, port)
-    try:
-        group.wait_for(UP, timeout=60)
+    with running_group(group_env, port) as group:
         pids = children(group)
         assert len(pids) == 2, pids
 
         async def scenario() -> None:
-            readers = await readers_on_both(port, room, pids)
-            try:
+            async with readers_on_both(port, room, pids) as readers:
                 gauge = 'gateway_connections{protocol="websocket"}'
                 for _ in range(6):  # whichever child answers, the sum of both
                     assert await asyncio.to_thread(metric, port, gauge) == len(readers)
-                status, body = await asyncio.to_thread(
-                    http_json, "POST", f"http://127.0.0.1:{port}/api/rooms/{room}/messages", {"message": "to all"}
-                )
-                assert status == 201, body
+                await post(port, room, "to all")
                 for ws in readers:  # on both processes: the post went through the Redis layer
                     assert (await receive(ws))["message"] == "to all"
-            finally:
-                for ws in readers:
-                    await ws.close()
 
         asyncio.run(scenario())
-    finally:
-        code = stop_group(group)
-    assert code == 0, group.output
     assert "stopping 2 processes" in group.output
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    assert gone(pids)
     with pytest.raises(ConnectionRefusedError):  # the parent's socket is closed with it
         socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
 def test_a_process_that_dies_is_replaced_and_the_port_keeps_answering(group_env):
     port, room = free_port(), unique("group")
-    group = start_group(group_env, port)
-    try:
-        group.wait_for(UP, timeout=60)
-        pids = children(group)
+    with running_group(group_env, port) as group:
+        victim, survivor = pids = children(group)
 
         async def scenario() -> None:
-            readers = await readers_on_both(port, room, pids)
-            try:
-                victim, survivor = pids
+            async with readers_on_both(port, room, pids) as readers:
                 lost = serving(port)[victim]
                 psutil.Process(victim).kill()
                 # Made at once, while the parent replaces it: accepted by the survivor, or queued for the new one.
@@ -152,23 +162,14 @@ def test_a_process_that_dies_is_replaced_and_the_port_keeps_answering(group_env)
                     10,
                     "the dead process's connections still counted",
                 )
-                more = await readers_on_both(port, room, [survivor, new[0]])  # the new one takes readers too
-                for ws in more:
-                    await ws.close()
-            finally:
-                for ws in readers:
-                    await ws.close()
+                async with readers_on_both(port, room, [survivor, new[0]]):  # the new one takes readers too
+                    pass
 
         asyncio.run(scenario())
-    finally:
-        code = stop_group(group)
-    assert code == 0, group.output
 
 
 def test_a_process_that_cannot_start_stops_the_group_with_its_exit_code(group_env):
-    port = free_port()
-    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), "no_such_module:application"]
-    group = Process(argv, env=group_env).start()
+    group = start_group(group_env, free_port(), "no_such_module:application")
     try:
         started = time.monotonic()
         code = group.popen.wait(timeout=60)
@@ -189,16 +190,11 @@ def test_more_than_one_process_needs_the_redis_layer(tmp_path):
 
 def test_signals_reach_every_process_when_sent_to_the_parent_only(group_env):
     """SIGINT (a terminal's Ctrl-C sent to the parent alone) stops the group as SIGTERM does."""
-    port = free_port()
-    group = start_group(group_env, port)
-    try:
-        group.wait_for(UP, timeout=60)
+    with running_group(group_env, free_port()) as group:
         pids = children(group)
         group.popen.send_signal(signal.SIGINT)
         assert group.popen.wait(timeout=30) == 0, group.output
-    finally:
-        stop_group(group)
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    assert gone(pids)
 
 
 def test_a_group_on_a_held_socket_leaves_it_listening_for_the_next_group(group_env):
@@ -234,11 +230,7 @@ def test_a_parent_killed_outright_leaves_no_process_behind(group_env):
         group.wait_for(UP, timeout=60)
         pids = children(group)
         group.kill()
-        wait_until(
-            lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids),
-            30,
-            f"{pids} still running after their parent was killed",
-        )
+        wait_until(lambda: gone(pids), 30, f"{pids} still running after their parent was killed")
     finally:
         stop_group(group)
         for pid in pids:  # orphans, if the test failed
@@ -252,26 +244,21 @@ def test_a_reload_has_new_processes_listening_before_the_old_ones_stop(group_env
     """SIGHUP: two new processes start beside the old ones; once they are ready the old ones stop, and their
     readers (told 1012) come back to the new ones and catch up, while the port never stops answering."""
     port, room = free_port(), unique("group")
-    group = start_group(group_env, port)
-    try:
-        group.wait_for(UP, timeout=60)
+    with running_group(group_env, port) as group:
         old = children(group)
 
         async def scenario() -> None:
-            readers = await readers_on_both(port, room, old)
-            polling = asyncio.create_task(asyncio.to_thread(healthz_until, port, group, "reloaded: "))
-            group.popen.send_signal(signal.SIGHUP)
-            for ws in readers:
-                assert await close_code(ws) == 1012  # service restart: come back
-            assert await polling > 0  # every check answered 200 throughout
+            async with readers_on_both(port, room, old) as readers:
+                polling = asyncio.create_task(asyncio.to_thread(healthz_until, port, group, "reloaded: "))
+                group.popen.send_signal(signal.SIGHUP)
+                for ws in readers:
+                    assert await close_code(ws) == 1012  # service restart: come back
+                assert await polling > 0  # every check answered 200 throughout
             # both old ones drained and exited cleanly
             await asyncio.to_thread(group.wait_for, " stopped (0)", count=2, timeout=30)
             new = children(group)
             assert len(new) == 2 and not set(new) & set(old), (old, new)
-            status, body = await asyncio.to_thread(
-                http_json, "POST", f"http://127.0.0.1:{port}/api/rooms/{room}/messages", {"message": "after"}
-            )
-            assert status == 201, body
+            await post(port, room, "after")
             back = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{room}/", open_timeout=10)
             try:
                 assert [m["message"] for m in (await receive(back, "history"))["messages"]][-1] == "after"
@@ -280,9 +267,6 @@ def test_a_reload_has_new_processes_listening_before_the_old_ones_stop(group_env
                 await back.close()
 
         asyncio.run(scenario())
-    finally:
-        code = stop_group(group)
-    assert code == 0, group.output
 
 
 async def close_code(ws, timeout: float = 60) -> int | None:
@@ -309,23 +293,16 @@ def healthz_until(port: int, group: Process, text: str) -> int:
 
 def test_a_reload_to_a_broken_release_leaves_the_old_processes_serving(group_env, tmp_path):
     broken = tmp_path / "broken"
-    env = dict(group_env, RELEASE_BROKEN=str(broken))
     port = free_port()
-    argv = [PYTHON, "-m", "gateway.serve", "--processes", "2", "--port", str(port), "tests.release_app:application"]
-    group = Process(argv, env=env).start()
-    try:
-        group.wait_for(UP, timeout=60)
+    with running_group(dict(group_env, RELEASE_BROKEN=str(broken)), port, "tests.release_app:application") as group:
         old = children(group)
         broken.touch()
         group.popen.send_signal(signal.SIGHUP)
-        group.wait_for("reload abandoned", timeout=60)
-        assert sorted(children(group)) == sorted(old)
+        group.wait_for("reload abandoned", timeout=60)  # the other new one is told to stop too
+        wait_until(lambda: sorted(children(group)) == sorted(old), 30, "the new processes did not stop")
         assert int(http_json("GET", f"http://127.0.0.1:{port}/pid")[1]) in old
         broken.unlink()  # the release fixed: this reload goes through
         group.popen.send_signal(signal.SIGHUP)
         group.wait_for("reloaded: ", timeout=60)
         wait_until(lambda: not set(children(group)) & set(old), 30, "the old processes did not stop")
         assert int(http_json("GET", f"http://127.0.0.1:{port}/pid")[1]) in children(group)
-    finally:
-        code = stop_group(group)
-    assert code == 0, group.output
