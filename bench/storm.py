@@ -318,10 +318,9 @@ async def _wait(condition: Any, timeout: float, every: float = 0.005) -> float |
     return time.monotonic() - started
 
 
-def _stopped_at(daphnes: list[servers.ServerProcess]) -> float:
-    """``time.time()`` once every one of these SIGTERMed processes has exited (killed after 30 s)."""
-    for daphne in daphnes:
-        daphne.wait_stopped(30)
+def _stopped_at(daphne: servers.ServerProcess) -> float:
+    """``time.time()`` once this SIGTERMed process (a group's parent: once all of it) has exited (killed after 30 s)."""
+    daphne.wait_stopped(30)
     return time.time()
 
 
@@ -402,7 +401,7 @@ async def storm(run: Run) -> dict[str, Any]:
             ready = listening_at = await asyncio.to_thread(servers.logged_at, daphne, "reloaded: ")
         else:
             daphne.terminate()  # a group's parent passes it on to each of its processes
-            stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, [daphne]))
+            stopping = asyncio.ensure_future(asyncio.to_thread(_stopped_at, daphne))
             if sizes.storm_restart != "at-once":
                 await asyncio.shield(stopping)
             started_at = time.time()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import logging.config
 import os
 import queue
 import shutil
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger("gateway.process_group")
@@ -60,7 +61,7 @@ class GroupOptions:
     fd: int | None
     host: str
     port: int | None
-    child_args: list[str] = field(default_factory=list)
+    child_args: list[str]
 
 
 def parse_group_options(args: list[str]) -> GroupOptions:
@@ -107,11 +108,11 @@ class ProcessGroup:
     Everything happens in ``run``'s loop, one event at a time: a child ready, a child exited (each from a
     thread of its own) or a signal (its handler only queues it: ``SimpleQueue.put`` is reentrant)."""
 
-    def __init__(self, processes: int, fd: int, child_args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, processes: int, fd: int, child_args: list[str]) -> None:
         self.processes = processes
         self.fd = fd
         self.argv = [sys.executable, "-m", "gateway.serve", "--processes", "1", "--fd", str(fd), *child_args]
-        self.env = dict(os.environ if env is None else env, **{GROUP_PARENT: str(os.getpid())})
+        self.env = dict(os.environ, **{GROUP_PARENT: str(os.getpid())})
         self.children: dict[int, Child] = {}
         self.events: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()  # (what, pid or signal, code)
         self.stopping = False
@@ -264,6 +265,7 @@ class ProcessGroup:
         if not self.stopping:
             logger.info("stopping %d processes", len(self.children))
         self.stopping = True
+        self.reload_deadline = None  # a reload under way ends with everything else
         for child in list(self.children.values()):
             child.popen.send_signal(signal.SIGTERM)  # nothing if it has exited
 
@@ -297,8 +299,9 @@ def exit_status(code: int) -> int:
 
 def run_group(options: GroupOptions) -> int:
     """The parent of ``--processes N``: the socket, then the children on it, until they have stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from django.conf import settings  # the settings module only (no apps loaded)
+
+    logging.config.dictConfig(settings.LOGGING)  # the children's format: one line a record (gateway/logs.py)
 
     if settings.CHANNEL_LAYERS["default"]["BACKEND"] == IN_MEMORY_LAYER:
         logger.error("--processes above 1 needs REDIS_URL: the in-memory channel layer is one process's own")
