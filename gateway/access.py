@@ -80,7 +80,9 @@ class Verdicts:
     the last ``FORGET_SECONDS`` that is due within ``RULES_SECONDS`` / 2: one trip to the database
     thread and two queries answer them all, so readers joining many rooms (a restart) cost a lookup
     every second or so, not one per room. The lookups asked for while one runs go in the next one;
-    everyone asking for the same verdict meanwhile waits for that one lookup. Failures are not kept."""
+    everyone asking for the same verdict meanwhile waits for that one lookup. Failures are not kept.
+    A verdict asked for in the second half of its life is looked up again meanwhile (refreshed ahead),
+    so a busy room's posts and joins do not wait for the lookup every ``RULES_SECONDS``."""
 
     def __init__(self, seconds: float = RULES_SECONDS) -> None:
         self.seconds = seconds
@@ -98,16 +100,22 @@ class Verdicts:
         self.asked[key] = now
         found = self.kept.get(key)
         if found is not None and found[1] > now:
+            if found[1] - now < self.seconds / 2 and key not in self.asking:
+                self._look_up_soon(key)  # refreshed ahead: nobody waits for it
             return found[0]
-        asking = self.asking.get(key)
-        if asking is None:
-            asking = self.asking[key] = self.lookups.submit(key)
-            asking.add_done_callback(lambda done: self._done(key, done))
+        asking = self.asking.get(key) or self._look_up_soon(key)
         return await asyncio.shield(asking)  # a caller that gives up does not cancel it for the others
+
+    def _look_up_soon(self, key: Key) -> asyncio.Future[Verdict]:
+        asking = self.asking[key] = self.lookups.submit(key)
+        asking.add_done_callback(lambda done: self._done(key, done))
+        return asking
 
     def _done(self, key: Key, done: asyncio.Future[Verdict]) -> None:
         if self.asking.get(key) is done:
             del self.asking[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failed refresh ahead is asked again by the next caller
 
     async def _look_up(self, keys: list[Key]) -> list[Verdict]:
         started = time.monotonic()

@@ -107,3 +107,20 @@ async def test_members_are_told_apart_room_by_room_in_one_lookup():
     asked = [(room, user) for room in rooms for user in users]
     answers = await asyncio.gather(*(verdicts(room, user) for room, user in asked))
     assert answers == [Verdict.OK, Verdict.MISSING, Verdict.MISSING, Verdict.OK]
+
+
+async def test_a_verdict_in_the_second_half_of_its_life_is_given_at_once_and_refreshed_meanwhile():
+    """A busy room's posts and joins do not wait for the lookup every ``RULES_SECONDS``: a verdict asked
+    for in the second half of its life is given at once (it is still within its life) and looked up
+    again meanwhile, so a change of the room's access applies as before, within that life."""
+    public, *_ = await database_sync_to_async(_setup)()
+    verdicts = Verdicts(seconds=60)
+    key = (public, None, False)
+    assert await verdicts(public, AnonymousUser()) is Verdict.OK
+    await database_sync_to_async(Room.objects.filter(name=public).update)(public=False)
+    verdicts.kept[key] = (Verdict.OK, time.monotonic() + 10)  # 50 of its 60 seconds gone
+    assert await verdicts(public, AnonymousUser()) is Verdict.OK  # at once: what it decided is still good
+    refresh = verdicts.asking[key]
+    assert await refresh is Verdict.MISSING
+    assert verdicts.kept[key][1] > time.monotonic() + 50  # a fresh life
+    assert await verdicts(public, AnonymousUser()) is Verdict.MISSING
