@@ -245,7 +245,8 @@ def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess
     (the production profile refuses an anonymous MQTT_URL: gateway.E003). The bench's publishers use it too.
 
     Its queue per client is raised from 1000 to 1,000,000 messages: the ingest scenario publishes
-    faster than the adapter takes them, and the broker must not be what loses them.
+    faster than the adapter takes them, and the broker must not be what loses them. Nagle's algorithm
+    off (``set_tcp_nodelay``), as deploy/mosquitto/mosquitto.conf and the embedded broker have it.
     """
     port = free_port()
     password = secrets.token_urlsafe(16)
@@ -255,7 +256,7 @@ def start_mosquitto(cleanup: Cleanup, log_dir: Path) -> tuple[str, ServerProcess
     config = log_dir / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous false\npassword_file {passwords}\n"
-        "max_queued_messages 1000000\npersistence false\n"
+        "max_queued_messages 1000000\npersistence false\nset_tcp_nodelay true\n"
     )
     process = ServerProcess("mosquitto", ["mosquitto", "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
     wait_for_port(port, process.alive)
@@ -269,7 +270,7 @@ def start_mosquitto_ws(binary: Path, cleanup: Cleanup, log_dir: Path) -> tuple[i
     config = log_dir / "mosquitto-ws.conf"
     config.write_text(
         f"listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nuser {getpass.getuser()}\n"
-        "allow_anonymous true\nmax_queued_messages 1000000\npersistence false\n"
+        "allow_anonymous true\nmax_queued_messages 1000000\npersistence false\nset_tcp_nodelay true\n"
     )
     process = ServerProcess("mosquitto-ws", [str(binary), "-c", str(config)], dict(os.environ), log_dir).start(cleanup)
     wait_for_port(ws, process.alive)

@@ -124,6 +124,7 @@ class MosquittoBroker:
             f"acl_file {os.path.join(self.directory.name, 'acl')}",
             "persistence false",
             "max_queued_messages 10000",
+            "set_tcp_nodelay true",  # no message held back by Nagle's algorithm (docs/mqtt.md, "Latency")
             "log_dest stderr",
             "log_type error",
             "log_type warning",

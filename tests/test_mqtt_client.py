@@ -3,6 +3,7 @@ it is written for one paho, refuses any other, and is never what the adapter use
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 
@@ -11,9 +12,10 @@ import pytest
 from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion
 
-from protocols.mqtt.client import client_from_url
+from protocols.mqtt.client import AsyncioDriver, client_from_url
 from protocols.mqtt.fast_client import PAHO_VERSION, BufferedClient, UnsupportedPaho, buffered_client_class
 from protocols.mqtt.server import publish_properties
+from tests.support import unique
 
 
 def test_the_installed_paho_is_the_one_buffered_client_overrides():
@@ -205,3 +207,21 @@ def test_an_mqtt5_puback_with_a_reason_code_is_left_to_paho():
     client.loop_read()
     assert second.is_published()
     assert heard == [(second.mid, 16)]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+async def test_the_adapter_sends_each_packet_at_once(mosquitto, fast):
+    """TCP_NODELAY on the adapter's connection: with Nagle's algorithm a PUBACK or a publication waits
+    while an earlier packet is unacknowledged, for the broker's delayed ACK (docs/mqtt.md, "Latency")."""
+    loop = asyncio.get_running_loop()
+    client, host, port = client_from_url(mosquitto, unique("nodelay-"), fast=fast)
+    connected = loop.create_future()
+    client.on_connect = lambda *args: loop.call_soon_threadsafe(connected.set_result, True)
+    driver = AsyncioDriver(client, loop)
+    try:
+        await driver.connect(host, port, 30)
+        await asyncio.wait_for(connected, 10)
+        assert client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        client.disconnect()
+        driver.close()

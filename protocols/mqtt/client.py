@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +46,15 @@ def client_from_url(url: str, client_id: str, *, fast: bool = False, **options: 
     return client, parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
+def no_delay(sock: Any) -> None:
+    """Send each packet at once (``TCP_NODELAY``): paho leaves Nagle's algorithm on, which holds a small
+    packet (a PUBACK, a publication) while an earlier one is unacknowledged, until the broker's delayed
+    ACK comes, tens of milliseconds later. (A TLS socket passes it to its TCP socket; a WebSocket
+    transport, or a socket that is not TCP, is left as it is.)"""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class AsyncioDriver:
     """Registers a paho client's socket with the running event loop."""
 
@@ -65,6 +75,7 @@ class AsyncioDriver:
             self.loop.call_soon_threadsafe(function, *args)
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        no_delay(sock)
         self._in_loop(self.loop.add_reader, sock.fileno(), client.loop_read)
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
