@@ -15,6 +15,8 @@ What it adds, through public methods and attributes only (docs/architecture.md, 
   an event stream, whose headers are complete, is not affected.
 - **Timeouts and close codes**: ``HTTP_IDLE_TIMEOUT`` (Twisted's idle timeout), and an oversized frame's
   connection closed with 1009, not dropped.
+- **Pings spread** (``SpreadPingsProtocol``): each WebSocket's first ping at a moment of its own, not
+  one ping for every connection opened together in the same look.
 - **A settled heap** (``gateway/heap.py``): once ready, start-up's objects are frozen out of the
   garbage collector's scans and young objects are collected less often, as the adapter commands do.
 - **Opt-in write-through** (``TWISTED_WRITE_THROUGH``, ``gateway/write_through.py``).
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -69,6 +72,21 @@ BACKLOG_ENDPOINTS = (
     "ssl",
     "unix",
 )  # Twisted endpoint types that take ``backlog=``  # create_application below is daphne 4.2's, with an InputQueue
+
+
+class SpreadPingsProtocol(WebSocketProtocol):
+    """daphne's ``WebSocketProtocol``, each connection's pings at a moment of its own.
+
+    daphne pings a connection ``ping_interval`` (20 s) after its last ping or message, and looks every 2
+    s: connections opened together (a reconnect storm, a room's readers all back at once) are pinged in
+    the same look, every 20 s for as long as they stay, and their pongs come back together. 1,000 of them
+    held the event loop ~30 ms, a stall in every room's delivery (docs/rooms.md, "Pings"). Here each
+    connection's first ping comes at a random moment within the interval, so each look pings about a
+    tenth of them."""
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        self.last_ping -= random.random() * self.server.ping_interval  # noqa: S311 (a spread, not a secret)
 
 
 class HeaderDeadlineChannel(HTTPChannel):
@@ -218,7 +236,7 @@ class GatewayServer(Server):
                 "admission": self.admission if self.admission.limit > 0 else None,
             },
         )
-        lean = footprint.lean_protocol(self.ws_factory.protocol)
+        lean = footprint.lean_protocol(SpreadPingsProtocol)  # the factory's own is daphne's WebSocketProtocol
         self.ws_factory.protocol = footprint.protocol_for(self.ws_factory, lean)
 
     def create_application(self, protocol: Any, scope: dict) -> Any:
