@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SERVICE_RESTART = 1012  # RFC 6455's registry: the client reconnects (to another process) and catches up
+# How long a drain waits for the WebSockets it told 1012 to close: autobahn drops one whose client has not
+# answered within its close handshake timeout (1 s), so this is only a bound.
+CLOSE_WAIT = 3.0
 LEAN_QUEUE = footprint.fits_this_daphne()
 # How long an accepted connection that has not sent its request yet holds a place in admission: enough
 # for a client to send it, not enough for silent connections to hold the server closed.
@@ -184,6 +187,8 @@ class GatewayServer(Server):
         self.admission = Admission(0)
         self.ports: list[Any] = []  # the listening ports, closed first on shutdown
         self.draining: asyncio.Future | None = None
+        self.closing: set[Any] = set()  # the WebSockets a drain told 1012, until each has closed
+        self.all_closed = asyncio.Event()
 
     def run(self) -> None:
         self.settings_defaults()
@@ -280,6 +285,10 @@ class GatewayServer(Server):
         free. Now they are freed as soon as daphne lets go of the request (gateway/heap.py)."""
         super().protocol_disconnected(protocol)
         self.admission.end(protocol)
+        if protocol in self.closing:
+            self.closing.discard(protocol)
+            if not self.closing:
+                self.all_closed.set()
         channel = getattr(protocol, "channel", None)
         if channel is not None and protocol.transport is None:
             channel.requests.clear()
@@ -324,13 +333,22 @@ class GatewayServer(Server):
             logger.warning(
                 "Stopping with %d HTTP requests unanswered after %ss", len(unanswered), self.http_drain_timeout
             )
+        # Twisted's shutdown drops every connection with what is still in its write buffer: a close frame
+        # not yet written would be lost, and its client see the connection cut (1006), not told 1012.
+        if self.closing:
+            try:
+                await asyncio.wait_for(self.all_closed.wait(), CLOSE_WAIT)
+            except TimeoutError:
+                logger.warning("Stopping with %d WebSockets not closed after %ss", len(self.closing), CLOSE_WAIT)
 
     def close_websockets(self) -> None:
         """Tell every open WebSocket the server restarts (1012, a close handshake rather than a dropped
-        connection): its client reconnects at once, to another daphne, with the last id it saw."""
+        connection): its client reconnects at once, to another daphne, with the last id it saw. The drain
+        waits for them to close (``closing``): the client answers, or autobahn drops it after 1 s."""
         for protocol in list(self.connections):
             if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
                 protocol.sendCloseFrame(code=SERVICE_RESTART, reasonUtf8=b"restarting: reconnect")
+                self.closing.add(protocol)
 
     def unanswered_requests(self) -> list[asyncio.Future]:
         """The application instances of HTTP requests read whole and not answered yet (a request whose
