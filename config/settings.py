@@ -283,7 +283,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     # One line a record: control characters from outside input escaped, tracebacks indented (gateway/logs.py).
     "formatters": {
-        "plain": {"class": "gateway.logs.SafeFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        "plain": {
+            "class": "gateway.logs.SafeFormatter",
+            "format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+        }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},

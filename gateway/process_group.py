@@ -6,9 +6,12 @@ one ``Sockets=`` unit do, but in one command and one service. This parent only h
 watches: it binds ``--bind``/``--port`` itself (or keeps the ``--fd`` it was handed) and starts N
 children of ``python -m gateway.serve --fd K``, each of which says when it listens (a pipe, ``READY_FD``).
 
-- A child that dies is replaced, while the others, and the socket's backlog, keep every new connection.
-  One that dies before it was ready (a broken release, a bad option) stops the group with its exit code,
-  for the service manager to see, rather than being started again and again.
+- A child that dies is replaced, while the others, and the socket's backlog, keep every new connection:
+  at once, unless children keep dying within a minute of starting (a request that crashes each one
+  that takes it), where each replacement waits longer (1, 2, 4 … 30 s) rather than a start-up's
+  second of CPU being spent again and again beside the children that serve. One that dies before it
+  was ready (a broken release, a bad option) stops the group with its exit code, for the service
+  manager to see.
 - SIGTERM or SIGINT goes on to every child; each drains as it does alone, and the parent exits once all
   have.
 - SIGHUP reloads: N new children (the code on disk now) start beside the old ones, and once all are ready
@@ -45,6 +48,8 @@ from pathlib import Path
 logger = logging.getLogger("gateway.process_group")
 
 RELOAD_TIMEOUT = 120  # seconds a reload's new processes have to be ready, or they are stopped again
+STEADY_SECONDS = 60.0  # a child that dies sooner after it started counts towards a crash loop
+RESTART_DELAYS = (0, 1, 2, 4, 8, 16, 30)  # seconds before the replacement of the 1st, 2nd … such child in a row
 READY_FD = "GATEWAY_READY_FD"  # set for each child: the pipe it says READY_WORD on once it listens
 READY_WORD = b"ready\n"
 GROUP_PARENT = "GATEWAY_GROUP_PARENT"  # set for the children: their parent's pid
@@ -97,6 +102,7 @@ def bind_listening_socket(host: str, port: int, backlog: int) -> socket.socket:
 @dataclass
 class Child:
     popen: subprocess.Popen
+    started: float  # time.monotonic() when it was started
     ready: bool = False  # it said it listens (``READY_FD``)
     incoming: bool = False  # started by a reload, not yet serving in place of the others
     retiring: bool = False  # told to stop by a reload (or an aborted one): its exit is expected
@@ -117,6 +123,8 @@ class ProcessGroup:
         self.events: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()  # (what, pid or signal, code)
         self.stopping = False
         self.reload_deadline: float | None = None  # while a reload waits for its new children
+        self.replacements: list[tuple[float, int]] = []  # (when it is due, the pid it replaces): waiting
+        self.quick_deaths = 0  # children in a row that died within STEADY_SECONDS of starting
         self.announced = False
         self.exit_code = 0
 
@@ -130,11 +138,11 @@ class ProcessGroup:
         try:
             for _ in range(self.processes):
                 self._start_child()
-            while self.children:
+            while self.children or self.replacements:
                 try:
-                    what, pid, code = self.events.get(timeout=self._until_reload_deadline())
+                    what, pid, code = self.events.get(timeout=self._until_next_deadline())
                 except queue.Empty:
-                    self._abort_reload(f"its new processes were not ready in {RELOAD_TIMEOUT} s")
+                    self._deadline_passed()
                     continue
                 if what == "signal":
                     self._signalled(pid)
@@ -171,7 +179,7 @@ class ProcessGroup:
             popen = subprocess.Popen(self.argv, env=env, pass_fds=(self.fd, says))  # noqa: S603 (our own command line)
         finally:
             os.close(says)
-        self.children[popen.pid] = Child(popen, incoming=incoming)
+        self.children[popen.pid] = Child(popen, time.monotonic(), incoming=incoming)
         threading.Thread(target=self._watch, args=(popen, said), daemon=True).start()
         if self.stopping:  # asked to stop while it was starting
             popen.send_signal(signal.SIGTERM)
@@ -221,14 +229,31 @@ class ProcessGroup:
             self._stop()
         else:
             self.announced = False
+            self._replace(pid, code, time.monotonic() - child.started)
+
+    def _replace(self, pid: int, code: int, lived: float) -> None:
+        """A child that served has died: start another, at once, or after ``RESTART_DELAYS`` if children
+        keep dying soon after they start."""
+        self.quick_deaths = self.quick_deaths + 1 if lived < STEADY_SECONDS else 0
+        delay = RESTART_DELAYS[min(max(self.quick_deaths - 1, 0), len(RESTART_DELAYS) - 1)]
+        if not delay:
             logger.warning("process %d exited (%d); replaced by %d", pid, code, self._start_child())
+            return
+        self.replacements.append((time.monotonic() + delay, pid))
+        logger.warning(
+            "process %d exited (%d) %.0f s after it started (%d in a row within %.0f s of starting); replaced in %d s",
+            pid, code, lived, self.quick_deaths, STEADY_SECONDS, delay,
+        )  # fmt: skip
 
     def _reload(self) -> None:
         """SIGHUP: start a new set of children (a new release's code, from disk); once every one of them is
-        ready, stop the old ones (each drains, and its WebSockets are told 1012 and come back to the new)."""
+        ready, stop the old ones (each drains, and its WebSockets are told 1012 and come back to the new).
+        Replacements still waiting are not made: the new set is whole, and a new release starts afresh."""
         if self.stopping or self.reload_deadline is not None:
             logger.warning("reload ignored: %s", "stopping" if self.stopping else "a reload is under way")
             return
+        self.replacements.clear()
+        self.quick_deaths = 0
         self.reload_deadline = time.monotonic() + RELOAD_TIMEOUT
         started = [self._start_child(incoming=True) for _ in range(self.processes)]
         logger.info("reloading: new processes %s; %s serve until they are ready", started, self.pids(incoming=False))
@@ -251,8 +276,20 @@ class ProcessGroup:
         self.reload_deadline = None
         logger.error("reload abandoned, %s: %s go on serving", why, self.pids(retiring=False))
 
-    def _until_reload_deadline(self) -> float | None:
-        return None if self.reload_deadline is None else max(0.0, self.reload_deadline - time.monotonic())
+    def _until_next_deadline(self) -> float | None:
+        """How long the loop may wait for an event: until a reload's deadline or a replacement's turn."""
+        deadlines = [due for due, _ in self.replacements]
+        if self.reload_deadline is not None:
+            deadlines.append(self.reload_deadline)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _deadline_passed(self) -> None:
+        now = time.monotonic()
+        if self.reload_deadline is not None and self.reload_deadline <= now:
+            self._abort_reload(f"its new processes were not ready in {RELOAD_TIMEOUT} s")
+        for waiting in [waiting for waiting in self.replacements if waiting[0] <= now]:
+            self.replacements.remove(waiting)
+            logger.warning("process %d replaced by %d", waiting[1], self._start_child())
 
     def _forget_metrics(self, pid: int) -> None:
         if self.env.get(MULTIPROC_DIR):
@@ -266,6 +303,7 @@ class ProcessGroup:
             logger.info("stopping %d processes", len(self.children))
         self.stopping = True
         self.reload_deadline = None  # a reload under way ends with everything else
+        self.replacements.clear()
         for child in list(self.children.values()):
             child.popen.send_signal(signal.SIGTERM)  # nothing if it has exited
 

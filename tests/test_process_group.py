@@ -168,6 +168,23 @@ def test_a_process_that_dies_is_replaced_and_the_port_keeps_answering(group_env)
         asyncio.run(scenario())
 
 
+def test_processes_that_keep_dying_soon_after_starting_are_replaced_ever_later(group_env):
+    """The first death is replaced at once; the next ones within a minute of their start wait 1 s, 2 s …,
+    while the survivor serves the port."""
+    port = free_port()
+    with running_group(group_env, port) as group:
+        survivor, victim = children(group)
+        for ups, replaced in enumerate(("; replaced by", "replaced in 1 s", "replaced in 2 s"), start=2):
+            psutil.Process(victim).kill()
+            group.wait_for(f"process {victim} exited (-9)", timeout=30)
+            assert http_json("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200  # the survivor answers
+            group.wait_for(UP, count=ups, timeout=60)
+            [said] = [line for line in group.lines if f"process {victim} exited" in line]
+            assert replaced in said, said
+            [victim] = [pid for pid in children(group) if pid != survivor]
+        assert "(3 in a row within 60 s of starting)" in group.output
+
+
 def test_a_process_that_cannot_start_stops_the_group_with_its_exit_code(group_env):
     group = start_group(group_env, free_port(), "no_such_module:application")
     try:
