@@ -21,7 +21,9 @@ children of ``python -m gateway.serve --fd K``, each of which says when it liste
 
 ``/metrics`` adds up the children through prometheus_client's multiprocess mode: the parent gives them
 one fresh ``PROMETHEUS_MULTIPROC_DIR`` (or wipes the one it was given) and marks each dead child's live
-gauges gone. ``/healthz`` is answered by whichever child takes the connection.
+gauges gone. The parent writes there too: ``gateway_group_processes``, how many processes listen
+(``state="up"``) and how many the group runs (``state="wanted"``), fewer while a replacement waits.
+``/healthz`` is answered by whichever child takes the connection.
 
 The parent reads the settings module, but loads neither Django's apps nor daphne (~30 MB resident).
 """
@@ -44,6 +46,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("gateway.process_group")
 
@@ -127,12 +130,14 @@ class ProcessGroup:
         self.quick_deaths = 0  # children in a row that died within STEADY_SECONDS of starting
         self.announced = False
         self.exit_code = 0
+        self.gauge: Any = None  # gateway_group_processes, once the metrics directory is set (``run``)
 
     def run(self) -> int:
         """Start the children, replace any that dies, reload on SIGHUP, and return once all have stopped: 0
         after SIGTERM when every child stopped cleanly, otherwise the exit code of the first that failed
         (or of one that could not start)."""
         made_dir = self._metrics_dir()
+        self.gauge = group_gauge(self.processes)
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {signum: signal.signal(signum, self._queue_signal) for signum in signals}
         try:
@@ -150,6 +155,7 @@ class ProcessGroup:
                     self._ready(pid)
                 else:
                     self._exited(pid, code)
+                self.gauge.labels("up").set(len(self.pids(ready=True, retiring=False)))
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -169,7 +175,7 @@ class ProcessGroup:
                 stale.unlink()
             return None
         made = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
-        self.env[MULTIPROC_DIR] = str(made)
+        self.env[MULTIPROC_DIR] = os.environ[MULTIPROC_DIR] = str(made)  # the parent's own gauge too
         return made
 
     def _start_child(self, incoming: bool = False) -> int:
@@ -306,6 +312,22 @@ class ProcessGroup:
         self.replacements.clear()
         for child in list(self.children.values()):
             child.popen.send_signal(signal.SIGTERM)  # nothing if it has exited
+
+
+def group_gauge(processes: int) -> Any:
+    """``gateway_group_processes``, written by the parent into the group's metrics directory (imported
+    here, once ``PROMETHEUS_MULTIPROC_DIR`` is set: prometheus_client reads it when first imported)."""
+    from prometheus_client import Gauge
+
+    gauge = Gauge(
+        "gateway_group_processes",
+        "The group's processes: listening (up), and how many it runs (wanted)",
+        ["state"],
+        multiprocess_mode="livemax",
+    )
+    gauge.labels("up").set(0)
+    gauge.labels("wanted").set(processes)
+    return gauge
 
 
 def tell_group_ready() -> None:

@@ -181,8 +181,14 @@ def test_processes_that_keep_dying_soon_after_starting_are_replaced_ever_later(g
             group.wait_for(UP, count=ups, timeout=60)
             [said] = [line for line in group.lines if f"process {victim} exited" in line]
             assert replaced in said, said
+            wait_until(lambda: metric(port, 'gateway_group_processes{state="up"}') == 2, 5, "both up")
             [victim] = [pid for pid in children(group) if pid != survivor]
         assert "(3 in a row within 60 s of starting)" in group.output
+        # While a replacement waits, /metrics says the group is one short.
+        psutil.Process(victim).kill()
+        wait_until(lambda: metric(port, 'gateway_group_processes{state="up"}') == 1, 4, "one of two up")
+        assert metric(port, 'gateway_group_processes{state="wanted"}') == 2
+        group.wait_for(f"process {victim} replaced by", timeout=30)  # 4 s later
 
 
 def test_a_process_that_cannot_start_stops_the_group_with_its_exit_code(group_env):
