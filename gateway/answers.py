@@ -38,8 +38,8 @@ class RecentAnswers(Generic[T]):
 
     def _start(self, key: tuple) -> asyncio.Task:
         # A context of its own: it outlives the caller that started it (a request that ends).
-        task = self.asking[key] = asyncio.get_running_loop().create_task(self._ask(key), context=contextvars.Context())
-        return task
+        self.asking[key] = asyncio.get_running_loop().create_task(self._ask(key), context=contextvars.Context())
+        return self.asking[key]
 
     async def _ask(self, key: tuple) -> T:
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """Prometheus metrics of this process, served at ``/metrics``: of all the group's processes together under
 ``python -m gateway.serve --processes N`` (prometheus_client's multiprocess mode; gateway/process_group.py),
-where each gauge's ``multiprocess_mode`` says how the processes' values add up."""
+where each gauge's ``multiprocess_mode`` says how the processes' values add up. A group's parent adds
+``gateway_group_processes`` there (``gateway.process_group.group_gauge``): it loads none of these."""
 
 from __future__ import annotations
 
